@@ -1,0 +1,1 @@
+"""keel's graph: state, context, settings, dependencies and the compiled state machine."""

@@ -1,0 +1,97 @@
+"""The wiring: node names, routing functions and `build_graph(deps)`.
+
+START -> guard -(blocked)-> END
+           `-> cache_lookup -(hit)-> END
+                 `-> retrieve -(no passages / store down)-> fallback -> END
+                       `-> rerank (skipped, degraded, on timeout or error)
+                             `-> generate -(error / timeout / nothing relevant)-> fallback -> END
+"""
+
+from typing import Any, Literal
+
+from langgraph.errors import NodeError
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command, Checkpointer
+
+from graph.context import Context
+from graph.deps import Deps
+from graph.state import InputState, OutputState, State
+from nodes.cache import make_cache_lookup
+from nodes.fallback import make_fallback
+from nodes.generate import make_generate
+from nodes.guard import make_guard
+from nodes.rerank import make_rerank
+from nodes.retrieve import make_retrieve
+
+GUARD, CACHE, RETRIEVE, RERANK, GENERATE, FALLBACK = (
+    "guard", "cache_lookup", "retrieve", "rerank", "generate", "fallback",
+)
+NODES = (GUARD, CACHE, RETRIEVE, RERANK, GENERATE, FALLBACK)
+
+
+def route_after_guard(state: State) -> Literal["cache_lookup", "__end__"]:
+    """A blocked message ends the run: no retrieval, no LLM call."""
+    return END if state["guard"]["blocked"] else CACHE
+
+
+def route_after_cache(state: State) -> Literal["retrieve", "__end__"]:
+    """A cache hit ends the run."""
+    return END if state["cache"]["hit"] else RETRIEVE
+
+
+def route_after_retrieve(state: State) -> Literal["rerank", "fallback"]:
+    """Nothing retrieved goes straight to the fallback."""
+    return RERANK if state.get("passages") else FALLBACK
+
+
+def route_after_generate(state: State) -> Literal["fallback", "__end__"]:
+    """No answer (nothing relevant) goes to the fallback."""
+    return END if state.get("answer") else FALLBACK
+
+
+def _failure(node: str, error: BaseException) -> str:
+    return f"{node}: {type(error).__name__}: {error}"
+
+
+def _on_retrieve_error(state: State, error: NodeError) -> Command[Literal["fallback"]]:
+    return Command(goto=FALLBACK, update={
+        "passages": [], "degraded": [*state.get("degraded", []), _failure(RETRIEVE, error.error)],
+    })
+
+
+def _on_rerank_error(state: State, error: NodeError) -> Command[Literal["generate"]]:
+    # The first-stage order stands; the answer is still grounded, only less well ranked.
+    return Command(goto=GENERATE, update={
+        "degraded": [*state.get("degraded", []), _failure("rerank_skipped", error.error)],
+    })
+
+
+def _on_generate_error(state: State, error: NodeError) -> Command[Literal["fallback"]]:
+    return Command(goto=FALLBACK, update={
+        "degraded": [*state.get("degraded", []), _failure(GENERATE, error.error)],
+    })
+
+
+def build_graph(deps: Deps, checkpointer: Checkpointer = None) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """Compiles keel's state machine over `deps`; the server passes its checkpointer here."""
+    settings = deps.settings
+    builder = StateGraph(State, context_schema=Context, input_schema=InputState, output_schema=OutputState)
+    builder.add_node(GUARD, make_guard(deps))
+    builder.add_node(CACHE, make_cache_lookup(deps))
+    builder.add_node(RETRIEVE, make_retrieve(deps), error_handler=_on_retrieve_error)
+    builder.add_node(
+        RERANK, make_rerank(deps), timeout=settings.rerank_timeout_s, error_handler=_on_rerank_error
+    )
+    builder.add_node(
+        GENERATE, make_generate(deps), timeout=settings.llm_timeout_s, error_handler=_on_generate_error
+    )
+    builder.add_node(FALLBACK, make_fallback(deps))
+    builder.add_edge(START, GUARD)
+    builder.add_conditional_edges(GUARD, route_after_guard)
+    builder.add_conditional_edges(CACHE, route_after_cache)
+    builder.add_conditional_edges(RETRIEVE, route_after_retrieve)
+    builder.add_edge(RERANK, GENERATE)
+    builder.add_conditional_edges(GENERATE, route_after_generate)
+    builder.add_edge(FALLBACK, END)
+    return builder.compile(checkpointer=checkpointer, name="keel")

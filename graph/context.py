@@ -1,0 +1,21 @@
+"""Per-run knobs, passed as LangGraph's `context_schema` and read through `Runtime`."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a caller may tune for one run. Never checkpointed.
+
+    `user_message` carries the raw user text into the graph so that only its redacted form
+    is ever written to a checkpoint (the guard node redacts it first).
+    """
+
+    tenant: str = "default"
+    user_message: str | None = None
+    top_k: int = 5
+    candidates: int = 40
+    use_cache: bool = True
+    rerank: bool = True
+    model: str | None = None
+    history_turns: int = 4

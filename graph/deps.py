@@ -1,0 +1,49 @@
+"""The long-lived clients handed to nodes, built once per process and closed in reverse order."""
+
+from dataclasses import dataclass
+
+from langchain_core.language_models import BaseChatModel
+
+from graph.settings import Settings
+from integrations.cache_stores import CacheStore, RedisCacheStore, SqliteCacheStore
+from integrations.corpus import Corpus, open_chroma
+from integrations.embeddings import MiniLMEmbedder
+from integrations.llm import build_chat_models
+from integrations.pii import PatternRedactor
+from integrations.rerank import Reranker, SentenceMaxSimReranker
+
+
+@dataclass
+class Deps:
+    """Everything a node needs that outlives one run."""
+
+    settings: Settings
+    corpus: Corpus
+    redactor: PatternRedactor
+    cache: CacheStore
+    reranker: Reranker
+    chat_models: list[BaseChatModel]
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, chat_models: list[BaseChatModel] | None = None
+    ) -> "Deps":
+        """Builds every client from settings; `chat_models` overrides the configured chain."""
+        corpus = Corpus(open_chroma(settings), MiniLMEmbedder(), settings)
+        cache: CacheStore = (
+            RedisCacheStore(settings.redis_url)
+            if settings.redis_url
+            else SqliteCacheStore(settings.data_dir / "cache.sqlite")
+        )
+        return cls(
+            settings=settings,
+            corpus=corpus,
+            redactor=PatternRedactor(),
+            cache=cache,
+            reranker=SentenceMaxSimReranker(corpus),
+            chat_models=build_chat_models(settings) if chat_models is None else chat_models,
+        )
+
+    async def aclose(self) -> None:
+        """Closes what holds connections."""
+        await self.cache.aclose()

@@ -1,0 +1,84 @@
+"""The graph's typed state, input and output schemas."""
+
+from typing import Annotated, Any, NotRequired, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+
+
+class Passage(TypedDict):
+    """One retrieved chunk with the scores each stage gave it."""
+
+    id: str
+    doc_id: str
+    source: str
+    title: str
+    text: str
+    score: float
+    dense_rank: int | None
+    lexical_rank: int | None
+
+
+class Citation(TypedDict):
+    """A passage the answer cites as [n]."""
+
+    n: int
+    id: str
+    source: str
+    snippet: str
+
+
+class GuardVerdict(TypedDict):
+    """What the guard saw in the user's message."""
+
+    blocked: bool
+    reason: str | None
+    redactions: dict[str, int]
+    injection: bool
+
+
+class CacheVerdict(TypedDict):
+    """Whether the answer came from the cache."""
+
+    hit: bool
+    kind: str | None
+    similarity: float | None
+
+
+class Usage(TypedDict):
+    """Tokens spent by the LLM in this turn."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+class InputState(TypedDict):
+    """What starts a turn: new messages (the API passes the raw text through Context)."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+class OutputState(TypedDict):
+    """What a turn returns."""
+
+    answer: str
+    citations: list[Citation]
+    cached: bool
+    degraded: list[str]
+    usage: Usage
+
+
+class State(InputState):
+    """The whole state of a thread. Per-turn fields are reset by the guard at each turn."""
+
+    question: NotRequired[str]
+    guard: NotRequired[GuardVerdict]
+    cache: NotRequired[CacheVerdict]
+    passages: NotRequired[list[Passage]]
+    answer: NotRequired[str]
+    citations: NotRequired[list[Citation]]
+    cached: NotRequired[bool]
+    degraded: NotRequired[list[str]]
+    usage: NotRequired[Usage]
+    model: NotRequired[str | None]
+    fallback: NotRequired[dict[str, Any] | None]

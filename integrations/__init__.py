@@ -1,0 +1,1 @@
+"""One module per outside system; nodes depend on the small protocols these implement."""

@@ -1,0 +1,262 @@
+"""The corpus: chunks and sentence vectors in Chroma, a BM25 index beside them, a version counter.
+
+Ingestion embeds every sentence once. A chunk's dense vector is the normalised mean of its title
+and sentence vectors; the sentence vectors are kept for the reranker (late interaction at
+sentence level) and the extractive answerer, so neither runs the model at query time.
+"""
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import chromadb
+import numpy as np
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+from graph.errors import StoreUnavailable
+from graph.settings import Settings
+from integrations.embeddings import Embedder
+from integrations.lexical import BM25Index
+from integrations.text import split_sentences
+
+_WRITE_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Document:
+    """A source document before chunking."""
+
+    id: str
+    text: str
+    title: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A stored chunk."""
+
+    id: str
+    doc_id: str
+    text: str
+    title: str
+    source: str
+
+
+@dataclass
+class IngestReport:
+    """What one ingestion did."""
+
+    documents: int = 0
+    chunks_added: int = 0
+    documents_unchanged: int = 0
+    documents_replaced: int = 0
+    corpus_version: int = 0
+    doc_ids: list[str] = field(default_factory=list)
+
+
+def _content_hash(doc: Document) -> str:
+    return hashlib.sha256(f"{doc.title}\x00{doc.text}".encode()).hexdigest()[:16]
+
+
+def open_chroma(settings: Settings) -> Any:
+    """A Chroma client: the server at `KEEL_CHROMA_URL`, else a PersistentClient in `data_dir`."""
+    chroma_settings = chromadb.Settings(anonymized_telemetry=False)
+    if settings.chroma_url:
+        from urllib.parse import urlparse
+
+        url = urlparse(settings.chroma_url)
+        return chromadb.HttpClient(
+            host=url.hostname or "127.0.0.1",
+            port=url.port or 8000,
+            ssl=url.scheme == "https",
+            settings=chroma_settings,
+        )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(settings.data_dir / "chroma"), settings=chroma_settings)
+
+
+class Corpus:
+    """Chunks, sentence vectors and the BM25 index of one collection.
+
+    Chroma is the source of truth; every replica rebuilds its BM25 index when the corpus version
+    stored in the collection's metadata moves.
+    """
+
+    def __init__(self, client: Any, embedder: Embedder, settings: Settings, name: str | None = None):
+        self._client = client
+        self._embedder = embedder
+        self._name = name or settings.collection
+        self._batch_size = settings.embed_batch_size
+        self._splitter = RecursiveCharacterTextSplitter(
+            chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap
+        )
+        config: Any = {"hnsw": {"space": "cosine"}}
+        self._chunks = client.get_or_create_collection(
+            f"{self._name}_chunks", configuration=config, embedding_function=None
+        )
+        self._sentences = client.get_or_create_collection(
+            f"{self._name}_sentences", configuration=config, embedding_function=None
+        )
+        self._lock = threading.Lock()
+        self._bm25 = BM25Index([], [])
+        self._bm25_version = -1
+        self._info: dict[str, Chunk] = {}
+
+    # -- versions -------------------------------------------------------------------------
+    def version(self) -> int:
+        """The corpus version: bumped by every ingestion or deletion that changed something."""
+        collection = self._client.get_collection(f"{self._name}_chunks", embedding_function=None)
+        return int((collection.metadata or {}).get("corpus_version", 0))
+
+    def _bump_version(self) -> int:
+        version = self.version() + 1
+        self._chunks.modify(metadata={"corpus_version": version})
+        return version
+
+    def refresh(self) -> None:
+        """Rebuilds the BM25 index and the chunk table when the stored version moved."""
+        version = self.version()
+        if version == self._bm25_version:
+            return
+        with self._lock:
+            if version == self._bm25_version:
+                return
+            rows = self._chunks.get(include=["documents", "metadatas"])
+            info = {
+                cid: Chunk(cid, str(m["doc_id"]), text, str(m.get("title", "")), str(m["source"]))
+                for cid, text, m in zip(rows["ids"], rows["documents"], rows["metadatas"], strict=True)
+            }
+            self._bm25 = BM25Index(list(info), [f"{c.title}\n{c.text}" for c in info.values()])
+            self._info = info
+            self._bm25_version = version
+
+    def heartbeat(self) -> int:
+        """Raises `StoreUnavailable` unless the vector store answers; returns the chunk count."""
+        try:
+            return int(self._chunks.count())
+        except Exception as exc:
+            raise StoreUnavailable(f"vector store: {exc}") from exc
+
+    # -- ingestion ------------------------------------------------------------------------
+    def ingest(
+        self, docs: Iterable[Document], progress: Callable[[int], None] | None = None
+    ) -> IngestReport:
+        """Chunks, embeds and indexes documents; unchanged documents are skipped, changed ones
+        replaced. `progress` is called with the number of chunks embedded so far."""
+        report = IngestReport()
+        existing = self._existing_hashes()
+        pending: list[tuple[Document, str]] = []
+        for doc in docs:
+            report.documents += 1
+            report.doc_ids.append(doc.id)
+            digest = _content_hash(doc)
+            if existing.get(doc.id) == digest:
+                report.documents_unchanged += 1
+                continue
+            if doc.id in existing:
+                self._delete_docs([doc.id])
+                report.documents_replaced += 1
+            pending.append((doc, digest))
+            existing[doc.id] = digest
+        if pending:
+            report.chunks_added = self._add(pending, progress)
+            report.corpus_version = self._bump_version()
+        else:
+            report.corpus_version = self.version()
+        return report
+
+    def delete(self, doc_id: str) -> int:
+        """Removes a document's chunks; returns how many chunks went. Bumps the version."""
+        removed = self._delete_docs([doc_id])
+        if removed:
+            self._bump_version()
+        return removed
+
+    def _existing_hashes(self) -> dict[str, str]:
+        rows = self._chunks.get(include=["metadatas"])
+        return {str(m["doc_id"]): str(m["hash"]) for m in rows["metadatas"]}
+
+    def _delete_docs(self, doc_ids: Sequence[str]) -> int:
+        rows = self._chunks.get(where={"doc_id": {"$in": list(doc_ids)}}, include=[])
+        if rows["ids"]:
+            self._chunks.delete(ids=rows["ids"])
+            self._sentences.delete(where={"chunk_id": {"$in": rows["ids"]}})
+        return len(rows["ids"])
+
+    def _add(self, pending: list[tuple[Document, str]], progress: Callable[[int], None] | None) -> int:
+        chunk_rows: list[tuple[str, str, dict[str, Any], list[str]]] = []
+        for doc, digest in pending:
+            for n, text in enumerate(self._splitter.split_text(doc.text) or [doc.text]):
+                meta = {"doc_id": doc.id, "source": doc.source or doc.id, "title": doc.title,
+                        "hash": digest, "chunk": n}
+                chunk_rows.append((f"{doc.id}#{n}", text, meta, split_sentences(text)))
+        done = 0
+        for start in range(0, len(chunk_rows), _WRITE_BATCH):
+            batch = chunk_rows[start : start + _WRITE_BATCH]
+            # One embedding call per batch: every title and sentence, in length-sorted batches.
+            texts = [m["title"] or text[:200] for _, text, m, _ in batch]
+            texts += [s for *_, sentences in batch for s in sentences]
+            vectors = self._embedder.embed(texts, batch_size=self._batch_size)
+            title_vecs, sentence_vecs = vectors[: len(batch)], vectors[len(batch) :]
+            chunk_vecs, sent_ids, sent_meta, sent_texts = [], [], [], []
+            offset = 0
+            for row, (cid, _, _, sentences) in enumerate(batch):
+                own = sentence_vecs[offset : offset + len(sentences)]
+                offset += len(sentences)
+                mean = np.vstack([title_vecs[row : row + 1], own]).mean(axis=0)
+                chunk_vecs.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+                sent_ids += [f"{cid}/{j}" for j in range(len(sentences))]
+                sent_meta += [{"chunk_id": cid, "n": j} for j in range(len(sentences))]
+                sent_texts += sentences
+            self._chunks.add(
+                ids=[r[0] for r in batch],
+                documents=[r[1] for r in batch],
+                metadatas=[r[2] for r in batch],
+                embeddings=np.asarray(chunk_vecs),
+            )
+            if sent_ids:
+                self._sentences.add(
+                    ids=sent_ids, documents=sent_texts, metadatas=sent_meta,
+                    embeddings=sentence_vecs,
+                )
+            done += len(batch)
+            if progress:
+                progress(done)
+        return done
+
+    # -- search ---------------------------------------------------------------------------
+    def embed_query(self, text: str) -> np.ndarray:
+        """The query's dense vector."""
+        return self._embedder.embed([text])[0]
+
+    def dense_search(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """Nearest chunks by cosine similarity, best first."""
+        k = min(k, max(int(self._chunks.count()), 1))
+        rows = self._chunks.query(query_embeddings=[vector], n_results=k, include=["distances"])
+        return [(cid, 1.0 - float(d)) for cid, d in zip(rows["ids"][0], rows["distances"][0], strict=True)]
+
+    def lexical_search(self, text: str, k: int) -> list[tuple[str, float]]:
+        """Best BM25 chunks, best first."""
+        return self._bm25.search(text, k)
+
+    def chunk(self, chunk_id: str) -> Chunk | None:
+        """A chunk's text and provenance, from the in-memory table."""
+        return self._info.get(chunk_id)
+
+    def sentence_vectors(self, chunk_ids: Sequence[str]) -> dict[str, tuple[list[str], np.ndarray]]:
+        """Each chunk's sentences and their stored vectors, in order."""
+        rows = self._sentences.get(
+            where={"chunk_id": {"$in": list(chunk_ids)}},
+            include=["documents", "metadatas", "embeddings"],
+        )
+        grouped: dict[str, list[tuple[int, str, np.ndarray]]] = {}
+        for text, meta, vec in zip(rows["documents"], rows["metadatas"], rows["embeddings"], strict=True):
+            grouped.setdefault(str(meta["chunk_id"]), []).append((int(meta["n"]), text, vec))
+        out = {}
+        for cid, items in grouped.items():
+            items.sort(key=lambda item: item[0])
+            out[cid] = ([t for _, t, _ in items], np.asarray([v for *_, v in items], dtype=np.float32))
+        return out

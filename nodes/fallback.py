@@ -1,0 +1,59 @@
+"""fallback: the next provider in the chain, else an extractive answer with citations, else an
+honest "not found". It always records why in `degraded` and `fallback`."""
+
+from typing import Any
+
+from langchain_core.messages import AIMessage
+from langgraph.runtime import Runtime
+
+from graph.context import Context
+from graph.deps import Deps
+from graph.errors import ProviderError
+from graph.prompts import NOT_FOUND
+from graph.state import State
+from nodes.extractive import extractive_answer
+from nodes.generate import build_prompt, cited, model_name, stream_chat
+
+
+def make_fallback(deps: Deps):
+    """The fallback node."""
+
+    async def fallback(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        context = runtime.context
+        degraded = list(state.get("degraded", []))
+        reason = degraded[-1] if degraded else "no_passages"
+        passages = state.get("passages", [])[: context.top_k]
+        question = state["question"]
+        if reason.startswith("generate") and passages:
+            for model in deps.chat_models[1:]:
+                try:
+                    history = state["messages"][:-1][-2 * context.history_turns :]
+                    answer, usage = await stream_chat(
+                        model, build_prompt(question, passages, history), runtime, "fallback"
+                    )
+                except ProviderError as exc:
+                    degraded.append(f"fallback {model_name(model)}: {exc}")
+                    continue
+                return {
+                    "answer": answer, "citations": cited(answer, passages), "usage": usage,
+                    "model": model_name(model), "degraded": degraded,
+                    "fallback": {"reason": reason, "mode": "provider"},
+                    "messages": [AIMessage(answer)],
+                }
+        extract = await extractive_answer(deps, question, passages)
+        if extract is not None:
+            for sentence, n in extract.sentences:
+                runtime.stream_writer({"token": f"{sentence} [{n}] ", "node": "fallback"})
+            answer, citations, mode = extract.text, extract.citations, "extractive"
+        else:
+            runtime.stream_writer({"token": NOT_FOUND, "node": "fallback"})
+            answer, citations, mode = NOT_FOUND, [], "not_found"
+        if not degraded:
+            degraded.append(reason)
+        return {
+            "answer": answer, "citations": citations, "model": "extractive", "degraded": degraded,
+            "fallback": {"reason": reason, "mode": mode},
+            "messages": [AIMessage(answer)],
+        }
+
+    return fallback

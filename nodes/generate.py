@@ -1,0 +1,105 @@
+"""generate: an OpenAI-compatible chat model that streams tokens and cites passages as [n];
+with no model configured, the extractive answerer."""
+
+import re
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+
+from graph.context import Context
+from graph.deps import Deps
+from graph.errors import ProviderError
+from graph.prompts import PASSAGES_TEMPLATE, SYSTEM_PROMPT
+from graph.state import Citation, Passage, State
+from nodes.cache import store_answer
+from nodes.extractive import extractive_answer
+
+_CITATION = re.compile(r"\[(\d+)\]")
+
+
+def build_prompt(question: str, passages: list[Passage], history: list[AnyMessage]) -> list[BaseMessage]:
+    """System rules, earlier turns, then the passages fenced as data and the question."""
+    numbered = "\n\n".join(
+        f"[{n}] ({p['source']}{' — ' + p['title'] if p['title'] else ''})\n{p['text']}"
+        for n, p in enumerate(passages, start=1)
+    )
+    return [
+        SystemMessage(SYSTEM_PROMPT),
+        *history,
+        HumanMessage(PASSAGES_TEMPLATE.format(passages=numbered, question=question)),
+    ]
+
+
+def cited(answer: str, passages: list[Passage]) -> list[Citation]:
+    """The passages an answer cites, in order of first citation; out-of-range numbers dropped."""
+    out: dict[int, Citation] = {}
+    for match in _CITATION.finditer(answer):
+        n = int(match.group(1))
+        if 1 <= n <= len(passages) and n not in out:
+            p = passages[n - 1]
+            out[n] = Citation(n=n, id=p["id"], source=p["source"], snippet=p["text"][:300])
+    return list(out.values())
+
+
+async def stream_chat(
+    model: BaseChatModel, prompt: list[BaseMessage], runtime: Runtime[Context], node: str
+) -> tuple[str, dict[str, int]]:
+    """Streams a model's answer as `token` events; raises `ProviderError` on any failure."""
+    parts: list[str] = []
+    usage = {"input_tokens": 0, "output_tokens": 0}
+    try:
+        async for chunk in model.astream(prompt):
+            if chunk.text:
+                parts.append(chunk.text)
+                runtime.stream_writer({"token": chunk.text, "node": node})
+            if chunk.usage_metadata:
+                usage["input_tokens"] += chunk.usage_metadata.get("input_tokens", 0)
+                usage["output_tokens"] += chunk.usage_metadata.get("output_tokens", 0)
+    except Exception as exc:
+        raise ProviderError(f"{type(exc).__name__}: {exc}") from exc
+    answer = "".join(parts).strip()
+    if not answer:
+        raise ProviderError("the model returned an empty answer")
+    return answer, usage
+
+
+def model_name(model: BaseChatModel) -> str:
+    """A model's name for summaries and cache keys."""
+    return str(getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__)
+
+
+def make_generate(deps: Deps):
+    """The generate node. Provider errors propagate to the builder's handler (-> fallback)."""
+
+    async def generate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        context = runtime.context
+        passages = state.get("passages", [])[: context.top_k]
+        question = state["question"]
+        if deps.chat_models:
+            model = deps.chat_models[0]
+            history = state["messages"][:-1][-2 * context.history_turns :]
+            answer, usage = await stream_chat(
+                model, build_prompt(question, passages, history), runtime, "generate"
+            )
+            citations, name = cited(answer, passages), model_name(model)
+        else:
+            extract = await extractive_answer(deps, question, passages)
+            if extract is None:
+                return {"degraded": [*state.get("degraded", []), "no_relevant_passage"]}
+            for sentence, n in extract.sentences:
+                runtime.stream_writer({"token": f"{sentence} [{n}] ", "node": "generate"})
+            answer, citations, name = extract.text, extract.citations, "extractive"
+            usage = {"input_tokens": 0, "output_tokens": 0}
+        if not state.get("degraded"):
+            await store_answer(deps, context, state, {"answer": answer, "citations": citations})
+        return {
+            "answer": answer,
+            "citations": citations,
+            "usage": usage,
+            "model": name,
+            "messages": [AIMessage(answer)],
+        }
+
+    return generate

@@ -1,0 +1,24 @@
+"""rerank: a second, more expensive scoring of the fused candidates through the `Reranker` slot."""
+
+import asyncio
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from graph.context import Context
+from graph.deps import Deps
+from graph.state import State
+
+
+def make_rerank(deps: Deps):
+    """The rerank node; the builder gives it a time budget and skips it (degraded) on failure."""
+
+    async def rerank(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        if not runtime.context.rerank:
+            return {}
+        passages = await asyncio.to_thread(
+            deps.reranker.rerank, state["question"], state.get("passages", [])
+        )
+        return {"passages": passages}
+
+    return rerank

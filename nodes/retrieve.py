@@ -1,0 +1,60 @@
+"""retrieve: hybrid first stage, dense (Chroma) + lexical (BM25), fused by reciprocal rank."""
+
+import asyncio
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from graph.context import Context
+from graph.deps import Deps
+from graph.errors import StoreUnavailable
+from graph.state import Passage, State
+
+RRF_K = 60
+
+
+def reciprocal_rank_fusion(
+    rankings: dict[str, list[str]], weights: dict[str, float] | None = None, k: int = RRF_K
+) -> list[tuple[str, float]]:
+    """Fuses ranked id lists: score(id) = sum of weight / (k + rank). Best first."""
+    scores: dict[str, float] = {}
+    for name, ids in rankings.items():
+        weight = (weights or {}).get(name, 1.0)
+        for rank, item in enumerate(ids, start=1):
+            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
+    return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+def make_retrieve(deps: Deps):
+    """The retrieve node. A vector-store failure raises `StoreUnavailable` (handled by fallback)."""
+
+    def search(question: str, candidates: int) -> list[Passage]:
+        corpus = deps.corpus
+        try:
+            corpus.refresh()
+            dense = corpus.dense_search(corpus.embed_query(question), candidates)
+        except Exception as exc:
+            raise StoreUnavailable(f"vector store: {exc}") from exc
+        lexical = corpus.lexical_search(question, candidates)
+        dense_ids, lexical_ids = [c for c, _ in dense], [c for c, _ in lexical]
+        fused = reciprocal_rank_fusion({"dense": dense_ids, "lexical": lexical_ids})
+        passages = []
+        for chunk_id, score in fused[:candidates]:
+            chunk = corpus.chunk(chunk_id)
+            if chunk is None:  # written by another replica after our last refresh
+                continue
+            passages.append(
+                Passage(
+                    id=chunk_id, doc_id=chunk.doc_id, source=chunk.source, title=chunk.title,
+                    text=chunk.text, score=round(score, 6),
+                    dense_rank=dense_ids.index(chunk_id) + 1 if chunk_id in dense_ids else None,
+                    lexical_rank=lexical_ids.index(chunk_id) + 1 if chunk_id in lexical_ids else None,
+                )
+            )
+        return passages
+
+    async def retrieve(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        passages = await asyncio.to_thread(search, state["question"], runtime.context.candidates)
+        return {"passages": passages}
+
+    return retrieve
