@@ -1,6 +1,7 @@
 """Per-run knobs, passed as LangGraph's `context_schema` and read through `Runtime`."""
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -8,13 +9,15 @@ class Context:
     """What a caller may tune for one run. Never checkpointed.
 
     `user_message` carries the raw user text into the graph so that only its redacted form
-    is ever written to a checkpoint (the guard node redacts it first).
+    is ever written to a checkpoint (the guard node redacts it first). `retrieval` picks the
+    first stage: both retrievers fused (the default), or one alone (for evaluation).
     """
 
     tenant: str = "default"
     user_message: str | None = None
     top_k: int = 5
     candidates: int = 40
+    retrieval: Literal["hybrid", "dense", "lexical"] = "hybrid"
     use_cache: bool = True
     rerank: bool = True
     model: str | None = None

@@ -28,7 +28,7 @@ def load_file(path: Path, name: str | None = None) -> Iterator[Document]:
     if suffix in (".txt", ".md"):
         loader = TextLoader(str(path), encoding="utf-8", autodetect_encoding=True)
     elif suffix in (".html", ".htm"):
-        loader = BSHTMLLoader(str(path), open_encoding="utf-8")
+        loader = BSHTMLLoader(str(path), open_encoding="utf-8", bs_kwargs={"features": "html.parser"})
     elif suffix == ".pdf":
         loader = PyPDFLoader(str(path))
     else:

@@ -28,16 +28,21 @@ def reciprocal_rank_fusion(
 def make_retrieve(deps: Deps):
     """The retrieve node. A vector-store failure raises `StoreUnavailable` (handled by fallback)."""
 
-    def search(question: str, candidates: int) -> list[Passage]:
+    def search(question: str, candidates: int, mode: str = "hybrid") -> list[Passage]:
         corpus = deps.corpus
+        dense: list[tuple[str, float]] = []
         try:
             corpus.refresh()
-            dense = corpus.dense_search(corpus.embed_query(question), candidates)
+            if mode != "lexical":
+                dense = corpus.dense_search(corpus.embed_query(question), candidates)
         except Exception as exc:
             raise StoreUnavailable(f"vector store: {exc}") from exc
-        lexical = corpus.lexical_search(question, candidates)
+        lexical = corpus.lexical_search(question, candidates) if mode != "dense" else []
         dense_ids, lexical_ids = [c for c, _ in dense], [c for c, _ in lexical]
-        fused = reciprocal_rank_fusion({"dense": dense_ids, "lexical": lexical_ids})
+        if mode == "hybrid":
+            fused = reciprocal_rank_fusion({"dense": dense_ids, "lexical": lexical_ids})
+        else:
+            fused = dense if mode == "dense" else lexical
         passages = []
         for chunk_id, score in fused[:candidates]:
             chunk = corpus.chunk(chunk_id)
@@ -54,7 +59,10 @@ def make_retrieve(deps: Deps):
         return passages
 
     async def retrieve(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-        passages = await asyncio.to_thread(search, state["question"], runtime.context.candidates)
+        context = runtime.context
+        passages = await asyncio.to_thread(
+            search, state["question"], context.candidates, context.retrieval
+        )
         return {"passages": passages}
 
     return retrieve

@@ -1,0 +1,85 @@
+"""The FastAPI application: lifespan-owned clients, routers per resource, error mapping."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from langchain_core.language_models import BaseChatModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.deps import Keel
+from api.errors import PayloadTooLarge, error_body, install_error_handlers
+from api.routes import documents, health, runs, threads
+from checkpoints import open_persistence
+from graph.builder import build_graph
+from graph.deps import Deps
+from graph.settings import Settings
+
+log = logging.getLogger("keel")
+
+
+class BodyLimit:
+    """Rejects request bodies over `limit` bytes with 413, by header or while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _reject(send, self.limit)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise PayloadTooLarge(f"request body larger than {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _reject(send: Send, limit: int) -> None:
+    import json
+
+    body = json.dumps(error_body("payload_too_large", f"request body larger than {limit} bytes"))
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body.encode()})
+
+
+def create_app(settings: Settings | None = None, chat_models: list[BaseChatModel] | None = None) -> FastAPI:
+    """Builds the app; clients are created in the lifespan and closed in reverse order."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        deps = Deps.from_settings(settings, chat_models)
+        try:
+            async with open_persistence(settings.checkpoint_url) as persistence:
+                graph = build_graph(deps, persistence.saver)
+                app.state.keel = Keel(settings, deps, persistence, graph)
+                log.info("keel ready: checkpoints=%s, llm=%s", persistence.kind,
+                         "configured" if deps.chat_models else "extractive")
+                yield
+        finally:
+            await deps.aclose()
+
+    app = FastAPI(
+        title="keel",
+        version="0.1.0",
+        description="Retrieval-augmented chat over a checkpointed LangGraph state machine.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (threads, runs, documents, health):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

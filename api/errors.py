@@ -1,0 +1,90 @@
+"""The one place where keel's errors become HTTP: JSON `{"error": {"code", "message"}}`."""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from graph.errors import (
+    ConfigError,
+    InvalidInput,
+    KeelError,
+    NotFound,
+    ProviderError,
+    StoreUnavailable,
+)
+
+log = logging.getLogger("keel.api")
+
+
+class PayloadTooLarge(InvalidInput):
+    """The request body is larger than `KEEL_MAX_BODY_BYTES`."""
+
+    code = "payload_too_large"
+
+
+class UnsupportedFileType(InvalidInput):
+    """An uploaded file is not one of the supported document types."""
+
+    code = "unsupported_file_type"
+
+
+class RunFailed(KeelError):
+    """A run ended with `run.error`; carries the event's code and retryability."""
+
+    def __init__(self, code: str, message: str, retryable: bool):
+        super().__init__(message)
+        self.code, self.retryable = code, retryable
+
+
+STATUS: list[tuple[type[KeelError], int]] = [
+    (PayloadTooLarge, 413),
+    (UnsupportedFileType, 415),
+    (InvalidInput, 422),
+    (NotFound, 404),
+    (StoreUnavailable, 503),
+    (ProviderError, 502),
+    (ConfigError, 500),
+]
+
+
+def status_for(error: KeelError) -> int:
+    """The HTTP status of a keel error (most specific class first)."""
+    if isinstance(error, RunFailed):
+        return 503 if error.retryable else 500
+    return next((status for cls, status in STATUS if isinstance(error, cls)), 500)
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    """The JSON error envelope."""
+    return {"error": {"code": code, "message": message}}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Maps keel errors, validation errors, HTTP errors and anything else to the envelope."""
+
+    @app.exception_handler(KeelError)
+    async def keel_error(_: Request, exc: KeelError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, str(exc)), status_code=status_for(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return JSONResponse(error_body("invalid_json", "request body is not valid JSON"), 400)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        )
+        return JSONResponse(error_body("invalid_request", problems), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)

@@ -1,0 +1,70 @@
+"""Threads: create, read (messages and last answer), history (checkpoints), delete."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response, status
+from langchain_core.messages import BaseMessage
+
+from api.deps import KeelDep, TenantDep, ThreadIdPath
+from api.schemas import CheckpointInfo, Message, Thread, ThreadCreate, ThreadState
+from checkpoints.threads import create_thread, delete_thread, get_thread
+
+router = APIRouter(prefix="/v1/threads", tags=["threads"])
+
+
+def _message(message: BaseMessage) -> Message:
+    role = {"human": "user", "ai": "assistant"}.get(message.type, message.type)
+    return Message(id=message.id, role=role, content=message.text)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create(keel: KeelDep, tenant: TenantDep, body: ThreadCreate | None = None) -> Thread:
+    """Creates an empty thread."""
+    record = await create_thread(keel.persistence, tenant, (body or ThreadCreate()).metadata)
+    return Thread(**record)
+
+
+@router.get("/{thread_id}")
+async def read(thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep) -> ThreadState:
+    """The thread's (redacted) messages and its last answer."""
+    record = await get_thread(keel.persistence, tenant, thread_id)
+    values: dict[str, Any] = (
+        await keel.graph.aget_state({"configurable": {"thread_id": thread_id}})
+    ).values
+    return ThreadState(
+        **record,
+        messages=[_message(m) for m in values.get("messages", [])],
+        answer=values.get("answer"),
+        citations=values.get("citations", []),
+        degraded=values.get("degraded", []),
+    )
+
+
+@router.get("/{thread_id}/history")
+async def history(
+    thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[CheckpointInfo]:
+    """The thread's checkpoints, newest first."""
+    await get_thread(keel.persistence, tenant, thread_id)
+    out = []
+    async for snapshot in keel.graph.aget_state_history(
+        {"configurable": {"thread_id": thread_id}}, limit=limit
+    ):
+        parent = (snapshot.parent_config or {}).get("configurable", {})
+        out.append(CheckpointInfo(
+            checkpoint_id=snapshot.config["configurable"]["checkpoint_id"],
+            parent_checkpoint_id=parent.get("checkpoint_id"),
+            step=snapshot.metadata.get("step") if snapshot.metadata else None,
+            source=snapshot.metadata.get("source") if snapshot.metadata else None,
+            created_at=snapshot.created_at,
+            next=list(snapshot.next),
+        ))
+    return out
+
+
+@router.delete("/{thread_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete(thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep) -> Response:
+    """Deletes the thread and all its checkpoints."""
+    await delete_thread(keel.persistence, tenant, thread_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

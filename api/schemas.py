@@ -1,0 +1,97 @@
+"""Request and response bodies."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+THREAD_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class RunContext(BaseModel):
+    """Per-run knobs a client may set (a subset of `graph.context.Context`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int = Field(default=5, ge=1, le=20)
+    candidates: int = Field(default=40, ge=1, le=200)
+    use_cache: bool = True
+    rerank: bool = True
+    model: str | None = Field(default=None, max_length=200)
+
+
+class RunRequest(BaseModel):
+    """A user message for a thread."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(min_length=1, max_length=100_000)
+    context: RunContext = Field(default_factory=RunContext)
+    durability: Literal["sync", "async", "exit"] | None = None
+
+
+class ThreadCreate(BaseModel):
+    """Optional metadata for a new thread."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Thread(BaseModel):
+    """A thread record."""
+
+    thread_id: str
+    created_at: str
+    metadata: dict[str, Any]
+
+
+class Message(BaseModel):
+    """One message of a thread, as stored (redacted)."""
+
+    id: str | None
+    role: str
+    content: str
+
+
+class ThreadState(Thread):
+    """A thread with its messages and last answer."""
+
+    messages: list[Message]
+    answer: str | None
+    citations: list[dict[str, Any]]
+    degraded: list[str]
+
+
+class CheckpointInfo(BaseModel):
+    """One checkpoint of a thread's history."""
+
+    checkpoint_id: str
+    parent_checkpoint_id: str | None
+    step: int | None
+    source: str | None
+    created_at: str | None
+    next: list[str]
+
+
+class RunResult(BaseModel):
+    """The outcome of a run (also the data of `run.finished`)."""
+
+    run_id: str
+    thread_id: str
+    answer: str
+    citations: list[dict[str, Any]]
+    cached: bool
+    degraded: list[str]
+    usage: dict[str, int]
+    model: str | None = None
+
+
+class IngestResult(BaseModel):
+    """What an ingestion did."""
+
+    documents: int
+    chunks_added: int
+    documents_unchanged: int
+    documents_replaced: int
+    corpus_version: int
+    doc_ids: list[str]

@@ -1,0 +1,38 @@
+"""Thread records (tenant, creation time) in the store; deletion also removes checkpoints."""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from graph.errors import NotFound
+from checkpoints import Persistence
+
+
+def _namespace(tenant: str) -> tuple[str, ...]:
+    return ("keel", "threads", tenant)
+
+
+async def create_thread(p: Persistence, tenant: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Creates a thread record and returns it."""
+    record = {
+        "thread_id": uuid.uuid4().hex,
+        "created_at": datetime.now(UTC).isoformat(),
+        "metadata": metadata or {},
+    }
+    await p.store.aput(_namespace(tenant), record["thread_id"], record)
+    return record
+
+
+async def get_thread(p: Persistence, tenant: str, thread_id: str) -> dict[str, Any]:
+    """The thread's record; `NotFound` when it does not exist for this tenant."""
+    item = await p.store.aget(_namespace(tenant), thread_id)
+    if item is None:
+        raise NotFound(f"thread {thread_id} not found")
+    return dict(item.value)
+
+
+async def delete_thread(p: Persistence, tenant: str, thread_id: str) -> None:
+    """Removes the thread's checkpoints, writes and blobs, then its record."""
+    await get_thread(p, tenant, thread_id)
+    await p.saver.adelete_thread(thread_id)
+    await p.store.adelete(_namespace(tenant), thread_id)
