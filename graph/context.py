@@ -22,3 +22,12 @@ class Context:
     rerank: bool = True
     model: str | None = None
     history_turns: int = 4
+
+
+def run_context(context: Context | dict | None) -> Context:
+    """The run's Context; Studio and other callers may send none or a plain dict."""
+    if context is None:
+        return Context()
+    if isinstance(context, dict):
+        return Context(**context)
+    return context

@@ -9,7 +9,7 @@ from typing import Any
 from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 
-from graph.context import Context
+from graph.context import Context, run_context
 from graph.deps import Deps
 from graph.errors import StoreUnavailable
 from graph.state import State
@@ -37,10 +37,11 @@ def make_cache_lookup(deps: Deps):
     """The cache_lookup node. A store outage is a miss (marked degraded), never a failed run."""
 
     async def cache_lookup(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-        if not runtime.context.use_cache:
+        context = run_context(runtime.context)
+        if not context.use_cache:
             return {"cache": {"hit": False, "kind": "disabled", "similarity": None}}
         try:
-            hit = await deps.cache.get(await cache_key(deps, runtime.context, state["question"]))
+            hit = await deps.cache.get(await cache_key(deps, context, state["question"]))
         except StoreUnavailable as exc:
             return {
                 "cache": {"hit": False, "kind": None, "similarity": None},

@@ -6,7 +6,7 @@ from typing import Any
 from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 
-from graph.context import Context
+from graph.context import Context, run_context
 from graph.deps import Deps
 from graph.errors import ProviderError
 from graph.prompts import NOT_FOUND
@@ -19,7 +19,7 @@ def make_fallback(deps: Deps):
     """The fallback node."""
 
     async def fallback(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-        context = runtime.context
+        context = run_context(runtime.context)
         degraded = list(state.get("degraded", []))
         reason = degraded[-1] if degraded else "no_passages"
         passages = state.get("passages", [])[: context.top_k]

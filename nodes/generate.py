@@ -8,7 +8,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
-from graph.context import Context
+from graph.context import Context, run_context
 from graph.deps import Deps
 from graph.errors import ProviderError
 from graph.prompts import PASSAGES_TEMPLATE, SYSTEM_PROMPT
@@ -74,7 +74,7 @@ def make_generate(deps: Deps):
     """The generate node. Provider errors propagate to the builder's handler (-> fallback)."""
 
     async def generate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-        context = runtime.context
+        context = run_context(runtime.context)
         passages = state.get("passages", [])[: context.top_k]
         question = state["question"]
         if deps.chat_models:

@@ -7,7 +7,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.runtime import Runtime
 
-from graph.context import Context
+from graph.context import Context, run_context
 from graph.deps import Deps
 from graph.prompts import REFUSAL
 from graph.state import State
@@ -46,7 +46,7 @@ def make_guard(deps: Deps):
     """The guard node: redact, detect injection, block per policy, reset per-turn fields."""
 
     async def guard(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-        raw, message_id = _incoming(state, runtime.context)
+        raw, message_id = _incoming(state, run_context(runtime.context))
         redaction = deps.redactor.redact(raw)
         rule = detect_injection(redaction.text)
         blocked = rule is not None and deps.settings.guard_policy == "block"

@@ -5,7 +5,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from graph.context import Context
+from graph.context import Context, run_context
 from graph.deps import Deps
 from graph.state import State
 
@@ -14,7 +14,7 @@ def make_rerank(deps: Deps):
     """The rerank node; the builder gives it a time budget and skips it (degraded) on failure."""
 
     async def rerank(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-        if not runtime.context.rerank:
+        if not run_context(runtime.context).rerank:
             return {}
         passages = await asyncio.to_thread(
             deps.reranker.rerank, state["question"], state.get("passages", [])

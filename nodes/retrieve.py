@@ -5,7 +5,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from graph.context import Context
+from graph.context import Context, run_context
 from graph.deps import Deps
 from graph.errors import StoreUnavailable
 from graph.state import Passage, State
@@ -59,7 +59,7 @@ def make_retrieve(deps: Deps):
         return passages
 
     async def retrieve(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-        context = runtime.context
+        context = run_context(runtime.context)
         passages = await asyncio.to_thread(
             search, state["question"], context.candidates, context.retrieval
         )

