@@ -28,11 +28,11 @@ class SqliteCacheStore:
 
     def __init__(self, path: Path):
         self._path = path
+        path.parent.mkdir(parents=True, exist_ok=True)  # at start-up, not in the event loop
         self._db: aiosqlite.Connection | None = None
 
     async def _conn(self) -> aiosqlite.Connection:
         if self._db is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
             self._db = await aiosqlite.connect(self._path)
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute(

