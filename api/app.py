@@ -50,12 +50,19 @@ async def _reject(send: Send, limit: int) -> None:
     import json
 
     body = json.dumps(error_body("payload_too_large", f"request body larger than {limit} bytes"))
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": body.encode()})
 
 
-def create_app(settings: Settings | None = None, chat_models: list[BaseChatModel] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, chat_models: list[BaseChatModel] | None = None
+) -> FastAPI:
     """Builds the app; clients are created in the lifespan and closed in reverse order."""
     settings = settings or Settings()
 
@@ -66,8 +73,11 @@ def create_app(settings: Settings | None = None, chat_models: list[BaseChatModel
             async with open_persistence(settings.checkpoint_url) as persistence:
                 graph = build_graph(deps, persistence.saver)
                 app.state.keel = Keel(settings, deps, persistence, graph)
-                log.info("keel ready: checkpoints=%s, llm=%s", persistence.kind,
-                         "configured" if deps.chat_models else "extractive")
+                log.info(
+                    "keel ready: checkpoints=%s, llm=%s",
+                    persistence.kind,
+                    "configured" if deps.chat_models else "extractive",
+                )
                 yield
         finally:
             await deps.aclose()

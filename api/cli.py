@@ -6,6 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
+from api.bench import add_bench_parser
 from graph.errors import KeelError
 from graph.settings import Settings
 
@@ -18,8 +19,13 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = Settings(**overrides)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="info", timeout_graceful_shutdown=10)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )
     return 0
 
 
@@ -45,7 +51,10 @@ def _chat(args: argparse.Namespace) -> int:
 
     with httpx.Client(base_url=args.url, timeout=httpx.Timeout(10, read=300)) as client:
         thread_id = args.thread or client.post("/v1/threads").raise_for_status().json()["thread_id"]
-        print(f"thread {thread_id} (resume with --thread {thread_id}); Ctrl-D to quit", file=sys.stderr)
+        print(
+            f"thread {thread_id} (resume with --thread {thread_id}); Ctrl-D to quit",
+            file=sys.stderr,
+        )
         while True:
             try:
                 message = input("you> ").strip()
@@ -54,8 +63,9 @@ def _chat(args: argparse.Namespace) -> int:
             if not message:
                 continue
             print("keel> ", end="", flush=True)
-            with connect_sse(client, "POST", f"/v1/threads/{thread_id}/runs/stream",
-                             json={"message": message}) as source:
+            with connect_sse(
+                client, "POST", f"/v1/threads/{thread_id}/runs/stream", json={"message": message}
+            ) as source:
                 if source.response.status_code != 200:
                     source.response.read()
                     print(f"error: {source.response.text}", file=sys.stderr)
@@ -93,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--url", default="http://127.0.0.1:8000")
     chat.add_argument("--thread", help="resume this thread id")
     chat.set_defaults(func=_chat)
+
+    add_bench_parser(sub)
     return parser
 
 

@@ -73,13 +73,20 @@ class TurnRun:
     def _context(self) -> Context:
         message = self.request.message
         if len(message) > self.keel.settings.max_message_chars:
-            raise InvalidInput(f"message longer than {self.keel.settings.max_message_chars} characters")
+            raise InvalidInput(
+                f"message longer than {self.keel.settings.max_message_chars} characters"
+            )
         if not message.strip():
             raise InvalidInput("message is empty")
         knobs = self.request.context
         return Context(
-            tenant=self.tenant, user_message=message, top_k=knobs.top_k, candidates=knobs.candidates,
-            use_cache=knobs.use_cache, rerank=knobs.rerank, model=knobs.model,
+            tenant=self.tenant,
+            user_message=message,
+            top_k=knobs.top_k,
+            candidates=knobs.candidates,
+            use_cache=knobs.use_cache,
+            rerank=knobs.rerank,
+            model=knobs.model,
         )
 
     async def events(self) -> AsyncIterator[Event]:
@@ -91,20 +98,26 @@ class TurnRun:
         }
         graph = self.keel.graph
         before = await graph.aget_state(config)
-        yield self._event("run.started", {
-            "run_id": self.run_id,
-            "thread_id": self.thread_id,
-            "checkpoint_id": before.config.get("configurable", {}).get("checkpoint_id"),
-        })
+        yield self._event(
+            "run.started",
+            {
+                "run_id": self.run_id,
+                "thread_id": self.thread_id,
+                "checkpoint_id": before.config.get("configurable", {}).get("checkpoint_id"),
+            },
+        )
         started: dict[str, tuple[int, float]] = {}
         step = 0
         try:
             async for part in graph.astream(
-                {"messages": []}, config, context=self.context,
-                stream_mode=["tasks", "custom"], version="v2",
+                {"messages": []},
+                config,
+                context=self.context,
+                stream_mode=["tasks", "custom"],
+                version="v2",
                 durability=self.request.durability or self.keel.settings.durability,
             ):
-                data = part["data"]
+                data: dict[str, Any] = part["data"]  # type: ignore[assignment]
                 if part["type"] == "custom":
                     yield self._event("token", {"text": data["token"], "node": data["node"]})
                     continue
@@ -118,7 +131,8 @@ class TurnRun:
                 else:
                     node_step, t0 = started.pop(data["id"], (step, time.perf_counter()))
                     finished: dict[str, Any] = {
-                        "node": name, "step": node_step,
+                        "node": name,
+                        "step": node_step,
                         "duration_ms": round((time.perf_counter() - t0) * 1000, 2),
                     }
                     if data.get("error") is not None:
@@ -129,20 +143,30 @@ class TurnRun:
                     yield self._event("node.finished", finished)
             final = (await graph.aget_state(config)).values
         except KeelError as exc:
-            yield self._event("run.error", {"code": exc.code, "message": str(exc), "retryable": exc.retryable})
+            yield self._event(
+                "run.error", {"code": exc.code, "message": str(exc), "retryable": exc.retryable}
+            )
             return
         except Exception as exc:
-            yield self._event("run.error", {
-                "code": "internal_error", "message": type(exc).__name__, "retryable": False,
-            })
+            yield self._event(
+                "run.error",
+                {
+                    "code": "internal_error",
+                    "message": type(exc).__name__,
+                    "retryable": False,
+                },
+            )
             return
-        yield self._event("run.finished", {
-            "run_id": self.run_id,
-            "thread_id": self.thread_id,
-            "answer": final.get("answer", ""),
-            "citations": final.get("citations", []),
-            "cached": final.get("cached", False),
-            "degraded": final.get("degraded", []),
-            "usage": final.get("usage", {"input_tokens": 0, "output_tokens": 0}),
-            "model": final.get("model"),
-        })
+        yield self._event(
+            "run.finished",
+            {
+                "run_id": self.run_id,
+                "thread_id": self.thread_id,
+                "answer": final.get("answer", ""),
+                "citations": final.get("citations", []),
+                "cached": final.get("cached", False),
+                "degraded": final.get("degraded", []),
+                "usage": final.get("usage", {"input_tokens": 0, "output_tokens": 0}),
+                "model": final.get("model"),
+            },
+        )

@@ -42,19 +42,20 @@ async def open_persistence(url: str) -> AsyncIterator[Persistence]:
         conn = await aiosqlite.connect(path, isolation_level=None)
         try:
             await conn.execute("PRAGMA journal_mode=WAL")
-            saver, store = AsyncSqliteSaver(conn), AsyncSqliteStore(conn)
-            await saver.setup()
-            await store.setup()
-            yield Persistence(saver, store, "sqlite")
+            sqlite_saver, sqlite_store = AsyncSqliteSaver(conn), AsyncSqliteStore(conn)
+            await sqlite_saver.setup()
+            await sqlite_store.setup()
+            yield Persistence(sqlite_saver, sqlite_store, "sqlite")
         finally:
             await conn.close()
     elif url.startswith(("postgresql://", "postgres://")):
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
         from langgraph.store.postgres.aio import AsyncPostgresStore
-        from psycopg.rows import dict_row
+        from psycopg import AsyncConnection
+        from psycopg.rows import DictRow, dict_row
         from psycopg_pool import AsyncConnectionPool
 
-        pool = AsyncConnectionPool(
+        pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
             url,
             min_size=1,
             max_size=10,
@@ -64,11 +65,13 @@ async def open_persistence(url: str) -> AsyncIterator[Persistence]:
         )
         await pool.open(wait=True, timeout=15)
         try:
-            saver, pg_store = AsyncPostgresSaver(pool), AsyncPostgresStore(pool)
-            await saver.setup()
+            pg_saver, pg_store = AsyncPostgresSaver(pool), AsyncPostgresStore(pool)
+            await pg_saver.setup()
             await pg_store.setup()
-            yield Persistence(saver, pg_store, "postgres")
+            yield Persistence(pg_saver, pg_store, "postgres")
         finally:
             await pool.close()
     else:
-        raise ConfigError(f"unsupported checkpoint URL {url!r}: use memory://, sqlite:///, postgresql://")
+        raise ConfigError(
+            f"unsupported checkpoint URL {url!r}: use memory://, sqlite:///, postgresql://"
+        )

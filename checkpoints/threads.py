@@ -4,17 +4,19 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from graph.errors import NotFound
 from checkpoints import Persistence
+from graph.errors import NotFound
 
 
 def _namespace(tenant: str) -> tuple[str, ...]:
     return ("keel", "threads", tenant)
 
 
-async def create_thread(p: Persistence, tenant: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+async def create_thread(
+    p: Persistence, tenant: str, metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Creates a thread record and returns it."""
-    record = {
+    record: dict[str, Any] = {
         "thread_id": uuid.uuid4().hex,
         "created_at": datetime.now(UTC).isoformat(),
         "metadata": metadata or {},

@@ -7,12 +7,12 @@ START -> guard -(blocked)-> END
                              `-> generate -(error / timeout / nothing relevant)-> fallback -> END
 """
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from langgraph.errors import NodeError
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command, Checkpointer
+from langgraph.types import Checkpointer, Command
 
 from graph.context import Context
 from graph.deps import Deps
@@ -24,20 +24,24 @@ from nodes.guard import make_guard
 from nodes.rerank import make_rerank
 from nodes.retrieve import make_retrieve
 
-GUARD, CACHE, RETRIEVE, RERANK, GENERATE, FALLBACK = (
-    "guard", "cache_lookup", "retrieve", "rerank", "generate", "fallback",
-)
+GUARD: Final = "guard"
+CACHE: Final = "cache_lookup"
+RETRIEVE: Final = "retrieve"
+RERANK: Final = "rerank"
+GENERATE: Final = "generate"
+FALLBACK: Final = "fallback"
+FINISH: Final = "__end__"  # langgraph's END, as a Literal for the routing functions' types
 NODES = (GUARD, CACHE, RETRIEVE, RERANK, GENERATE, FALLBACK)
 
 
 def route_after_guard(state: State) -> Literal["cache_lookup", "__end__"]:
     """A blocked message ends the run: no retrieval, no LLM call."""
-    return END if state["guard"]["blocked"] else CACHE
+    return FINISH if state["guard"]["blocked"] else CACHE
 
 
 def route_after_cache(state: State) -> Literal["retrieve", "__end__"]:
     """A cache hit ends the run."""
-    return END if state["cache"]["hit"] else RETRIEVE
+    return FINISH if state["cache"]["hit"] else RETRIEVE
 
 
 def route_after_retrieve(state: State) -> Literal["rerank", "fallback"]:
@@ -47,7 +51,7 @@ def route_after_retrieve(state: State) -> Literal["rerank", "fallback"]:
 
 def route_after_generate(state: State) -> Literal["fallback", "__end__"]:
     """No answer (nothing relevant) goes to the fallback."""
-    return END if state.get("answer") else FALLBACK
+    return FINISH if state.get("answer") else FALLBACK
 
 
 def _failure(node: str, error: BaseException) -> str:
@@ -55,36 +59,54 @@ def _failure(node: str, error: BaseException) -> str:
 
 
 def _on_retrieve_error(state: State, error: NodeError) -> Command[Literal["fallback"]]:
-    return Command(goto=FALLBACK, update={
-        "passages": [], "degraded": [*state.get("degraded", []), _failure(RETRIEVE, error.error)],
-    })
+    return Command(
+        goto=FALLBACK,
+        update={
+            "passages": [],
+            "degraded": [*state.get("degraded", []), _failure(RETRIEVE, error.error)],
+        },
+    )
 
 
 def _on_rerank_error(state: State, error: NodeError) -> Command[Literal["generate"]]:
     # The first-stage order stands; the answer is still grounded, only less well ranked.
-    return Command(goto=GENERATE, update={
-        "degraded": [*state.get("degraded", []), _failure("rerank_skipped", error.error)],
-    })
+    return Command(
+        goto=GENERATE,
+        update={
+            "degraded": [*state.get("degraded", []), _failure("rerank_skipped", error.error)],
+        },
+    )
 
 
 def _on_generate_error(state: State, error: NodeError) -> Command[Literal["fallback"]]:
-    return Command(goto=FALLBACK, update={
-        "degraded": [*state.get("degraded", []), _failure(GENERATE, error.error)],
-    })
+    return Command(
+        goto=FALLBACK,
+        update={
+            "degraded": [*state.get("degraded", []), _failure(GENERATE, error.error)],
+        },
+    )
 
 
-def build_graph(deps: Deps, checkpointer: Checkpointer = None) -> CompiledStateGraph[Any, Any, Any, Any]:
+def build_graph(
+    deps: Deps, checkpointer: Checkpointer = None
+) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Compiles keel's state machine over `deps`; the server passes its checkpointer here."""
     settings = deps.settings
-    builder = StateGraph(State, context_schema=Context, input_schema=InputState, output_schema=OutputState)
+    builder = StateGraph(
+        State, context_schema=Context, input_schema=InputState, output_schema=OutputState
+    )
     builder.add_node(GUARD, make_guard(deps))
     builder.add_node(CACHE, make_cache_lookup(deps))
-    builder.add_node(RETRIEVE, make_retrieve(deps), error_handler=_on_retrieve_error)
-    builder.add_node(
+    # langgraph's add_node overloads do not yet type `(state, NodeError)` error handlers.
+    builder.add_node(RETRIEVE, make_retrieve(deps), error_handler=_on_retrieve_error)  # type: ignore[call-overload]
+    builder.add_node(  # type: ignore[call-overload]
         RERANK, make_rerank(deps), timeout=settings.rerank_timeout_s, error_handler=_on_rerank_error
     )
-    builder.add_node(
-        GENERATE, make_generate(deps), timeout=settings.llm_timeout_s, error_handler=_on_generate_error
+    builder.add_node(  # type: ignore[call-overload]
+        GENERATE,
+        make_generate(deps),
+        timeout=settings.llm_timeout_s,
+        error_handler=_on_generate_error,
     )
     builder.add_node(FALLBACK, make_fallback(deps))
     builder.add_edge(START, GUARD)

@@ -75,7 +75,9 @@ def open_chroma(settings: Settings) -> Any:
             settings=chroma_settings,
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(settings.data_dir / "chroma"), settings=chroma_settings)
+    return chromadb.PersistentClient(
+        path=str(settings.data_dir / "chroma"), settings=chroma_settings
+    )
 
 
 class Corpus:
@@ -85,7 +87,9 @@ class Corpus:
     stored in the collection's metadata moves.
     """
 
-    def __init__(self, client: Any, embedder: Embedder, settings: Settings, name: str | None = None):
+    def __init__(
+        self, client: Any, embedder: Embedder, settings: Settings, name: str | None = None
+    ):
         self._client = client
         self._embedder = embedder
         self._name = name or settings.collection
@@ -127,7 +131,9 @@ class Corpus:
             rows = self._chunks.get(include=["documents", "metadatas"])
             info = {
                 cid: Chunk(cid, str(m["doc_id"]), text, str(m.get("title", "")), str(m["source"]))
-                for cid, text, m in zip(rows["ids"], rows["documents"], rows["metadatas"], strict=True)
+                for cid, text, m in zip(
+                    rows["ids"], rows["documents"], rows["metadatas"], strict=True
+                )
             }
             self._bm25 = BM25Index(list(info), [f"{c.title}\n{c.text}" for c in info.values()])
             self._info = info
@@ -186,12 +192,19 @@ class Corpus:
             self._sentences.delete(where={"chunk_id": {"$in": rows["ids"]}})
         return len(rows["ids"])
 
-    def _add(self, pending: list[tuple[Document, str]], progress: Callable[[int], None] | None) -> int:
+    def _add(
+        self, pending: list[tuple[Document, str]], progress: Callable[[int], None] | None
+    ) -> int:
         chunk_rows: list[tuple[str, str, dict[str, Any], list[str]]] = []
         for doc, digest in pending:
             for n, text in enumerate(self._splitter.split_text(doc.text) or [doc.text]):
-                meta = {"doc_id": doc.id, "source": doc.source or doc.id, "title": doc.title,
-                        "hash": digest, "chunk": n}
+                meta = {
+                    "doc_id": doc.id,
+                    "source": doc.source or doc.id,
+                    "title": doc.title,
+                    "hash": digest,
+                    "chunk": n,
+                }
                 chunk_rows.append((f"{doc.id}#{n}", text, meta, split_sentences(text)))
         done = 0
         for start in range(0, len(chunk_rows), _WRITE_BATCH):
@@ -219,7 +232,9 @@ class Corpus:
             )
             if sent_ids:
                 self._sentences.add(
-                    ids=sent_ids, documents=sent_texts, metadatas=sent_meta,
+                    ids=sent_ids,
+                    documents=sent_texts,
+                    metadatas=sent_meta,
                     embeddings=sentence_vecs,
                 )
             done += len(batch)
@@ -236,7 +251,10 @@ class Corpus:
         """Nearest chunks by cosine similarity, best first."""
         k = min(k, max(int(self._chunks.count()), 1))
         rows = self._chunks.query(query_embeddings=[vector], n_results=k, include=["distances"])
-        return [(cid, 1.0 - float(d)) for cid, d in zip(rows["ids"][0], rows["distances"][0], strict=True)]
+        return [
+            (cid, 1.0 - float(d))
+            for cid, d in zip(rows["ids"][0], rows["distances"][0], strict=True)
+        ]
 
     def lexical_search(self, text: str, k: int) -> list[tuple[str, float]]:
         """Best BM25 chunks, best first."""
@@ -253,10 +271,15 @@ class Corpus:
             include=["documents", "metadatas", "embeddings"],
         )
         grouped: dict[str, list[tuple[int, str, np.ndarray]]] = {}
-        for text, meta, vec in zip(rows["documents"], rows["metadatas"], rows["embeddings"], strict=True):
+        for text, meta, vec in zip(
+            rows["documents"], rows["metadatas"], rows["embeddings"], strict=True
+        ):
             grouped.setdefault(str(meta["chunk_id"]), []).append((int(meta["n"]), text, vec))
         out = {}
         for cid, items in grouped.items():
             items.sort(key=lambda item: item[0])
-            out[cid] = ([t for _, t, _ in items], np.asarray([v for *_, v in items], dtype=np.float32))
+            out[cid] = (
+                [t for _, t, _ in items],
+                np.asarray([v for *_, v in items], dtype=np.float32),
+            )
         return out

@@ -23,7 +23,7 @@ class Embedder(Protocol):
     name: str
     dim: int
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+    def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray: ...
 
 
 def _model_files() -> tuple[Path, Path]:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from langchain_community.document_loaders import BSHTMLLoader, PyPDFLoader, TextLoader
+from langchain_core.document_loaders import BaseLoader
 
 from graph.errors import InvalidInput
 from integrations.corpus import Document
@@ -25,14 +26,19 @@ def load_file(path: Path, name: str | None = None) -> Iterator[Document]:
     if suffix == ".jsonl":
         yield from _load_jsonl(path, name)
         return
+    loader: BaseLoader
     if suffix in (".txt", ".md"):
         loader = TextLoader(str(path), encoding="utf-8", autodetect_encoding=True)
     elif suffix in (".html", ".htm"):
-        loader = BSHTMLLoader(str(path), open_encoding="utf-8", bs_kwargs={"features": "html.parser"})
+        loader = BSHTMLLoader(
+            str(path), open_encoding="utf-8", bs_kwargs={"features": "html.parser"}
+        )
     elif suffix == ".pdf":
         loader = PyPDFLoader(str(path))
     else:
-        raise InvalidInput(f"{name}: unsupported file type; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+        raise InvalidInput(
+            f"{name}: unsupported file type; use one of {', '.join(SUPPORTED_SUFFIXES)}"
+        )
     try:
         pages = loader.load()
     except Exception as exc:
@@ -58,7 +64,10 @@ def _load_jsonl(path: Path, name: str) -> Iterator[Document]:
             if not doc_id or not text.strip():
                 raise InvalidInput(f"{name}:{number}: empty id or text")
             yield Document(
-                id=doc_id, text=text, title=str(row.get("title") or ""), source=str(row.get("source") or name)
+                id=doc_id,
+                text=text,
+                title=str(row.get("title") or ""),
+                source=str(row.get("source") or name),
             )
 
 

@@ -13,7 +13,6 @@ from presidio_analyzer.predefined_recognizers import (
     PhoneRecognizer,
 )
 
-
 # tldextract would fetch the Public Suffix List over the network; use its bundled snapshot.
 _OFFLINE_TLDS = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
@@ -39,7 +38,9 @@ class PatternRedactor:
         self._min_score = min_score
         self._recognizers: list[EntityRecognizer] = [
             _OfflineEmailRecognizer(),
-            PhoneRecognizer(supported_regions=("US", "GB", "DE", "FR", "IN", "CH", "NL", "ES", "IT")),
+            PhoneRecognizer(
+                supported_regions=("US", "GB", "DE", "FR", "IN", "CH", "NL", "ES", "IT")
+            ),
             CreditCardRecognizer(),
             IbanRecognizer(),
             IpRecognizer(),
@@ -49,7 +50,7 @@ class PatternRedactor:
         """Redacts every recognised value; overlapping findings keep the longest, best-scored."""
         found: list[RecognizerResult] = []
         for recognizer in self._recognizers:
-            found += recognizer.analyze(text, recognizer.supported_entities, None)
+            found += recognizer.analyze(text, recognizer.supported_entities, None)  # type: ignore[arg-type]
         found = [r for r in found if r.score >= self._min_score]
         found.sort(key=lambda r: (r.start, -(r.end - r.start), -r.score))
         kept: list[RecognizerResult] = []

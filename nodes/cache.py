@@ -29,7 +29,12 @@ def answer_settings(deps: Deps, context: Context) -> dict[str, Any]:
 async def cache_key(deps: Deps, context: Context, question: str) -> str:
     """tenant + normalised question + corpus version + answer settings, hashed."""
     version = await asyncio.to_thread(deps.corpus.version)
-    material = [context.tenant, normalize_question(question), version, answer_settings(deps, context)]
+    material = [
+        context.tenant,
+        normalize_question(question),
+        version,
+        answer_settings(deps, context),
+    ]
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 

@@ -41,7 +41,9 @@ def _select(deps: Deps, question: str, passages: list[Passage]) -> ExtractiveAns
     citations: dict[int, Citation] = {}
     for _, n, _, sentence in best:
         p = passages[n - 1]
-        citations.setdefault(n, Citation(n=n, id=p["id"], source=p["source"], snippet=sentence[:300]))
+        citations.setdefault(
+            n, Citation(n=n, id=p["id"], source=p["source"], snippet=sentence[:300])
+        )
     return ExtractiveAnswer([(s, n) for _, n, _, s in best], list(citations.values()))
 
 

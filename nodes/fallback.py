@@ -35,8 +35,11 @@ def make_fallback(deps: Deps):
                     degraded.append(f"fallback {model_name(model)}: {exc}")
                     continue
                 return {
-                    "answer": answer, "citations": cited(answer, passages), "usage": usage,
-                    "model": model_name(model), "degraded": degraded,
+                    "answer": answer,
+                    "citations": cited(answer, passages),
+                    "usage": usage,
+                    "model": model_name(model),
+                    "degraded": degraded,
                     "fallback": {"reason": reason, "mode": "provider"},
                     "messages": [AIMessage(answer)],
                 }
@@ -51,7 +54,10 @@ def make_fallback(deps: Deps):
         if not degraded:
             degraded.append(reason)
         return {
-            "answer": answer, "citations": citations, "model": "extractive", "degraded": degraded,
+            "answer": answer,
+            "citations": citations,
+            "model": "extractive",
+            "degraded": degraded,
             "fallback": {"reason": reason, "mode": mode},
             "messages": [AIMessage(answer)],
         }

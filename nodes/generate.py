@@ -19,7 +19,9 @@ from nodes.extractive import extractive_answer
 _CITATION = re.compile(r"\[(\d+)\]")
 
 
-def build_prompt(question: str, passages: list[Passage], history: list[AnyMessage]) -> list[BaseMessage]:
+def build_prompt(
+    question: str, passages: list[Passage], history: list[AnyMessage]
+) -> list[BaseMessage]:
     """System rules, earlier turns, then the passages fenced as data and the question."""
     numbered = "\n\n".join(
         f"[{n}] ({p['source']}{' — ' + p['title'] if p['title'] else ''})\n{p['text']}"
@@ -67,7 +69,9 @@ async def stream_chat(
 
 def model_name(model: BaseChatModel) -> str:
     """A model's name for summaries and cache keys."""
-    return str(getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__)
+    return str(
+        getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__
+    )
 
 
 def make_generate(deps: Deps):

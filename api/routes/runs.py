@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.errors import RunFailed
 from api.deps import KeelDep, TenantDep, ThreadIdPath
+from api.errors import RunFailed
 from api.schemas import RunRequest, RunResult
 from api.streaming import TurnRun
 from checkpoints.threads import get_thread
@@ -39,7 +39,9 @@ async def stream(
 
 
 @router.post("/wait")
-async def wait(thread_id: ThreadIdPath, body: RunRequest, keel: KeelDep, tenant: TenantDep) -> RunResult:
+async def wait(
+    thread_id: ThreadIdPath, body: RunRequest, keel: KeelDep, tenant: TenantDep
+) -> RunResult:
     """Runs one turn and returns its result without streaming."""
     await get_thread(keel.persistence, tenant, thread_id)
     turn = TurnRun(keel, tenant, thread_id, body)

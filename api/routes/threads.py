@@ -42,7 +42,9 @@ async def read(thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep) -> Thr
 
 @router.get("/{thread_id}/history")
 async def history(
-    thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep,
+    thread_id: ThreadIdPath,
+    keel: KeelDep,
+    tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[CheckpointInfo]:
     """The thread's checkpoints, newest first."""
@@ -52,14 +54,16 @@ async def history(
         {"configurable": {"thread_id": thread_id}}, limit=limit
     ):
         parent = (snapshot.parent_config or {}).get("configurable", {})
-        out.append(CheckpointInfo(
-            checkpoint_id=snapshot.config["configurable"]["checkpoint_id"],
-            parent_checkpoint_id=parent.get("checkpoint_id"),
-            step=snapshot.metadata.get("step") if snapshot.metadata else None,
-            source=snapshot.metadata.get("source") if snapshot.metadata else None,
-            created_at=snapshot.created_at,
-            next=list(snapshot.next),
-        ))
+        out.append(
+            CheckpointInfo(
+                checkpoint_id=snapshot.config["configurable"]["checkpoint_id"],
+                parent_checkpoint_id=parent.get("checkpoint_id"),
+                step=snapshot.metadata.get("step") if snapshot.metadata else None,
+                source=snapshot.metadata.get("source") if snapshot.metadata else None,
+                created_at=snapshot.created_at,
+                next=list(snapshot.next),
+            )
+        )
     return out
 
 

@@ -1,4 +1,4 @@
-"""Checkpoints in a real Postgres: PII never at rest, threads survive a reopen, setup is idempotent."""
+"""Checkpoints in a real Postgres: no PII at rest, threads survive a reopen, deletion."""
 
 import uuid
 from pathlib import Path
@@ -24,38 +24,49 @@ RAW_PII = {
 }
 
 
+def _text(value: object) -> str:
+    if isinstance(value, (bytes, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
 def _rows_mentioning(url: str, thread_id: str) -> list[str]:
     """Every checkpoint table row of the thread, as text (bytea decoded leniently)."""
     out = []
     with psycopg.connect(url) as conn:
         for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes"):
             for row in conn.execute(f"SELECT * FROM {table} WHERE thread_id = %s", (thread_id,)):
-                out.append(" ".join(
-                    v.decode("utf-8", "replace") if isinstance(v, (bytes, memoryview)) and not isinstance(v, str)
-                    else str(v) for v in (bytes(x) if isinstance(x, memoryview) else x for x in row)
-                ))
+                out.append(" ".join(_text(value) for value in row))
     return out
 
 
 async def _turn(deps: Deps, saver: BaseCheckpointSaver, thread_id: str, message: str) -> dict:
     graph = build_graph(deps, saver)
     config = {"configurable": {"thread_id": thread_id}}
-    await graph.ainvoke({"messages": []}, config, context=Context(user_message=message), durability="sync")
+    await graph.ainvoke(
+        {"messages": []}, config, context=Context(user_message=message), durability="sync"
+    )
     return (await graph.aget_state(config)).values
 
 
 async def test_pii_never_reaches_postgres_rows(postgres_url: str, corpus_dir: Path):
     deps = Deps.from_settings(Settings(data_dir=corpus_dir), [])
     thread_id = uuid.uuid4().hex
-    message = (f"I'm {RAW_PII['email']}, phone {RAW_PII['phone']}, card {RAW_PII['card']}, "
-               f"IBAN {RAW_PII['iban']}, from {RAW_PII['ip']}. How are duplicate chunks avoided?")
+    message = (
+        f"I'm {RAW_PII['email']}, phone {RAW_PII['phone']}, card {RAW_PII['card']}, "
+        f"IBAN {RAW_PII['iban']}, from {RAW_PII['ip']}. How are duplicate chunks avoided?"
+    )
     try:
         async with open_persistence(postgres_url) as p:
             values = await _turn(deps, p.saver, thread_id, message)
     finally:
         await deps.aclose()
     assert values["guard"]["redactions"] == {
-        "EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1, "CREDIT_CARD": 1, "IBAN_CODE": 1, "IP_ADDRESS": 1,
+        "EMAIL_ADDRESS": 1,
+        "PHONE_NUMBER": 1,
+        "CREDIT_CARD": 1,
+        "IBAN_CODE": 1,
+        "IP_ADDRESS": 1,
     }
     rows = _rows_mentioning(postgres_url, thread_id)
     assert len(rows) > 5  # the run really wrote checkpoints, blobs and writes
@@ -107,7 +118,11 @@ async def test_throwaway_postgres_from_the_wheel(tmp_path: Path):
     url = server.get_uri("postgres")
     async with open_persistence(url) as p:
         record = await create_thread(p, "default")
-        assert (await get_thread(p, "default", record["thread_id"]))["thread_id"] == record["thread_id"]
+        assert (await get_thread(p, "default", record["thread_id"]))["thread_id"] == record[
+            "thread_id"
+        ]
     with psycopg.connect(url) as conn:
-        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
+        tables = {
+            r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")
+        }
     assert {"checkpoints", "checkpoint_blobs", "checkpoint_writes", "store"} <= tables

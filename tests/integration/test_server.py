@@ -10,10 +10,13 @@ from httpx_sse import connect_sse
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
 
 
-def stream_run(client: httpx.Client, thread_id: str, message: str, **body) -> list[tuple[str, str, dict]]:
+def stream_run(
+    client: httpx.Client, thread_id: str, message: str, **body
+) -> list[tuple[str, str, dict]]:
     """(event, id, data) for every event of one streamed run."""
-    with connect_sse(client, "POST", f"/v1/threads/{thread_id}/runs/stream",
-                     json={"message": message, **body}) as source:
+    with connect_sse(
+        client, "POST", f"/v1/threads/{thread_id}/runs/stream", json={"message": message, **body}
+    ) as source:
         assert source.response.status_code == 200
         assert source.response.headers["content-type"].startswith("text/event-stream")
         return [(e.event, e.id, json.loads(e.data)) for e in source.iter_sse()]
@@ -56,7 +59,9 @@ def test_full_run_event_order_tokens_and_ids(server):
     assert retrieve["summary"]["passages"] and retrieve["duration_ms"] > 0
 
 
-def test_second_turn_sees_first_and_survives_restart(start_server, postgres_url: str, data_dir: Path):
+def test_second_turn_sees_first_and_survives_restart(
+    start_server, postgres_url: str, data_dir: Path
+):
     env = {"KEEL_DATABASE_URL": postgres_url, "KEEL_DATA_DIR": str(data_dir)}
     first = start_server(**env)
     with httpx.Client(base_url=first.url, timeout=60) as client:
@@ -65,7 +70,9 @@ def test_second_turn_sees_first_and_survives_restart(start_server, postgres_url:
         stream_run(client, thread_id, "Do chunks overlap?")
         state = client.get(f"/v1/threads/{thread_id}").json()
     assert [m["content"] for m in state["messages"] if m["role"] == "user"] == [
-        "How large are chunks?", "Do chunks overlap?"]
+        "How large are chunks?",
+        "Do chunks overlap?",
+    ]
     first.stop()
     second = start_server(**env)
     with httpx.Client(base_url=second.url, timeout=60) as client:
@@ -74,7 +81,10 @@ def test_second_turn_sees_first_and_survives_restart(start_server, postgres_url:
         state = client.get(f"/v1/threads/{thread_id}").json()
         history = client.get(f"/v1/threads/{thread_id}/history").json()
     assert [m["content"] for m in state["messages"] if m["role"] == "user"] == [
-        "How large are chunks?", "Do chunks overlap?", "Where are checkpoints stored?"]
+        "How large are chunks?",
+        "Do chunks overlap?",
+        "Where are checkpoints stored?",
+    ]
     assert len(state["messages"]) == 6
     assert history[0]["step"] > history[-1]["step"]
 
@@ -97,15 +107,45 @@ def test_bad_input_gets_clear_4xx(server):
         thread_id = new_thread(client)
         url = f"/v1/threads/{thread_id}/runs/stream"
         cases = [
-            (client.post(url, content=b"{not json", headers={"content-type": "application/json"}), 400, "invalid_json"),
-            (client.post(url, content=b"\x00\xff\xfe binary", headers={"content-type": "application/json"}), 400, "invalid_json"),
+            (
+                client.post(
+                    url, content=b"{not json", headers={"content-type": "application/json"}
+                ),
+                400,
+                "invalid_json",
+            ),
+            (
+                client.post(
+                    url,
+                    content=b"\x00\xff\xfe binary",
+                    headers={"content-type": "application/json"},
+                ),
+                400,
+                "invalid_json",
+            ),
             (client.post(url, json={"message": ""}), 422, "invalid_request"),
             (client.post(url, json={"message": "hi", "unknown": 1}), 422, "invalid_request"),
             (client.post(url, json={"message": "x" * 9000}), 422, "invalid_input"),
-            (client.post(url, json={"message": "hi", "context": {"top_k": 0}}), 422, "invalid_request"),
-            (client.post("/v1/threads/does-not-exist/runs/stream", json={"message": "hi"}), 404, "not_found"),
+            (
+                client.post(url, json={"message": "hi", "context": {"top_k": 0}}),
+                422,
+                "invalid_request",
+            ),
+            (
+                client.post("/v1/threads/does-not-exist/runs/stream", json={"message": "hi"}),
+                404,
+                "not_found",
+            ),
             (client.get("/v1/threads/bad%20id!"), 422, "invalid_request"),
-            (client.post(url, content=b"x" * (65 * 1024 * 1024), headers={"content-type": "application/json"}), 413, "payload_too_large"),
+            (
+                client.post(
+                    url,
+                    content=b"x" * (65 * 1024 * 1024),
+                    headers={"content-type": "application/json"},
+                ),
+                413,
+                "payload_too_large",
+            ),
         ]
         for response, status, code in cases:
             assert response.status_code == status, response.text
@@ -119,22 +159,31 @@ def test_documents_upload_replace_and_delete(server, tmp_path: Path):
     note = tmp_path / "zebra-facts.md"
     note.write_text("# Zebras\n\nZebras have black and white stripes that deter biting flies.")
     with httpx.Client(base_url=server.url, timeout=120) as client:
-        up = client.post("/v1/documents", files=[("files", (note.name, note.read_bytes(), "text/markdown"))])
+        up = client.post(
+            "/v1/documents", files=[("files", (note.name, note.read_bytes(), "text/markdown"))]
+        )
         assert up.status_code == 201, up.text
         body = up.json()
         assert body["doc_ids"] == ["zebra-facts.md"] and body["chunks_added"] == 1
-        again = client.post("/v1/documents", files=[("files", (note.name, note.read_bytes(), "text/markdown"))])
+        again = client.post(
+            "/v1/documents", files=[("files", (note.name, note.read_bytes(), "text/markdown"))]
+        )
         assert again.json()["documents_unchanged"] == 1 and again.json()["chunks_added"] == 0
         thread_id = new_thread(client)
-        answer = client.post(f"/v1/threads/{thread_id}/runs/wait",
-                             json={"message": "Why do zebras have stripes?"}).json()
+        answer = client.post(
+            f"/v1/threads/{thread_id}/runs/wait", json={"message": "Why do zebras have stripes?"}
+        ).json()
         assert answer["citations"][0]["source"] == "zebra-facts.md"
-        bad = client.post("/v1/documents", files=[("files", ("x.exe", b"MZ\x00\x01", "application/octet-stream"))])
+        bad = client.post(
+            "/v1/documents", files=[("files", ("x.exe", b"MZ\x00\x01", "application/octet-stream"))]
+        )
         assert bad.status_code == 415 and bad.json()["error"]["code"] == "unsupported_file_type"
         assert client.delete("/v1/documents/zebra-facts.md").status_code == 204
         assert client.delete("/v1/documents/zebra-facts.md").status_code == 404
-        after = client.post(f"/v1/threads/{thread_id}/runs/wait",
-                            json={"message": "Why do zebras have stripes?", "context": {"use_cache": False}}).json()
+        after = client.post(
+            f"/v1/threads/{thread_id}/runs/wait",
+            json={"message": "Why do zebras have stripes?", "context": {"use_cache": False}},
+        ).json()
         assert all(c["source"] != "zebra-facts.md" for c in after["citations"])
 
 
@@ -149,7 +198,9 @@ def test_health_ready_and_openapi(server):
         assert client.get("/docs").status_code == 200
 
 
-def test_redis_cache_shared_by_two_replicas(start_server, postgres_url: str, data_dir: Path, redis_url: str, tmp_path: Path):
+def test_redis_cache_shared_by_two_replicas(
+    start_server, postgres_url: str, data_dir: Path, redis_url: str, tmp_path: Path
+):
     import shutil
 
     other_dir = tmp_path / "replica-b"
@@ -160,7 +211,11 @@ def test_redis_cache_shared_by_two_replicas(start_server, postgres_url: str, dat
     question = f"How does keel avoid duplicate chunks? ({tmp_path.name})"
     with httpx.Client(timeout=60) as client:
         tid = client.post(f"{a.url}/v1/threads").json()["thread_id"]
-        first = client.post(f"{a.url}/v1/threads/{tid}/runs/wait", json={"message": question}).json()
-        second = client.post(f"{b.url}/v1/threads/{tid}/runs/wait", json={"message": question}).json()
+        first = client.post(
+            f"{a.url}/v1/threads/{tid}/runs/wait", json={"message": question}
+        ).json()
+        second = client.post(
+            f"{b.url}/v1/threads/{tid}/runs/wait", json={"message": question}
+        ).json()
     assert first["cached"] is False
     assert second["cached"] is True and second["answer"] == first["answer"]

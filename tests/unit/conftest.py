@@ -17,7 +17,9 @@ from graph.settings import Settings
 class Harness:
     """Builds a graph and runs turns, collecting node names, tokens and the final state."""
 
-    def __init__(self, data_dir: Path, chat_models: list[BaseChatModel] | None = None, **settings: Any):
+    def __init__(
+        self, data_dir: Path, chat_models: list[BaseChatModel] | None = None, **settings: Any
+    ):
         self.settings = Settings(data_dir=data_dir, **settings)
         self.deps = Deps.from_settings(self.settings, chat_models or [])
         self.graph = build_graph(self.deps, InMemorySaver())

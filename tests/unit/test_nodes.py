@@ -39,7 +39,11 @@ def runtime(**knobs: Any) -> tuple[Runtime, list[dict]]:
 
 async def ranked(deps: Deps, question: str = QUESTION) -> dict[str, Any]:
     rt, _ = runtime()
-    state: dict[str, Any] = {"question": question, "messages": [HumanMessage(question)], "degraded": []}
+    state: dict[str, Any] = {
+        "question": question,
+        "messages": [HumanMessage(question)],
+        "degraded": [],
+    }
     state.update(await make_retrieve(deps)(state, rt))
     state.update(await make_rerank(deps)(state, rt))
     return state
@@ -50,7 +54,12 @@ async def test_guard_redacts_and_resets_turn_fields(deps):
     update = await make_guard(deps)({"messages": [], "answer": "old", "degraded": ["x"]}, rt)
     assert update["question"] == "My IP is <IP_ADDRESS>. What is BM25?"
     assert update["messages"][0].content == update["question"]
-    assert update["guard"] == {"blocked": False, "reason": None, "redactions": {"IP_ADDRESS": 1}, "injection": False}
+    assert update["guard"] == {
+        "blocked": False,
+        "reason": None,
+        "redactions": {"IP_ADDRESS": 1},
+        "injection": False,
+    }
     assert update["answer"] == "" and update["degraded"] == [] and update["passages"] == []
 
 
@@ -70,13 +79,19 @@ async def test_cache_lookup_misses_then_hits_per_tenant_and_version(deps):
     assert (await lookup(state, rt))["cache"]["hit"] is False
     await store_answer(deps, rt.context, state, {"answer": "A [1]", "citations": []})
     hit = await lookup(state, rt)
-    assert hit["cached"] is True and hit["answer"] == "A [1]" and hit["messages"][0].content == "A [1]"
+    assert (
+        hit["cached"] is True and hit["answer"] == "A [1]" and hit["messages"][0].content == "A [1]"
+    )
     other, _ = runtime(tenant="t2")
     assert (await lookup(state, other))["cache"]["hit"] is False
     key = await cache_key(deps, rt.context, QUESTION)
     assert key != await cache_key(deps, Context(tenant="t1", top_k=3), QUESTION)
     disabled, _ = runtime(tenant="t1", use_cache=False)
-    assert (await lookup(state, disabled))["cache"] == {"hit": False, "kind": "disabled", "similarity": None}
+    assert (await lookup(state, disabled))["cache"] == {
+        "hit": False,
+        "kind": "disabled",
+        "similarity": None,
+    }
 
 
 async def test_retrieve_fuses_dense_and_lexical(deps):
@@ -91,7 +106,10 @@ async def test_retrieve_fuses_dense_and_lexical(deps):
 
 async def test_rerank_reorders_by_sentence_evidence(deps):
     rt, _ = runtime()
-    state = {"question": QUESTION, "passages": (await make_retrieve(deps)({"question": QUESTION}, rt))["passages"]}
+    state = {
+        "question": QUESTION,
+        "passages": (await make_retrieve(deps)({"question": QUESTION}, rt))["passages"],
+    }
     reranked = (await make_rerank(deps)(state, rt))["passages"]
     assert {p["id"] for p in reranked} == {p["id"] for p in state["passages"]}
     assert reranked[0]["source"] == "ingestion.txt"
