@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.deps import Keel
 from api.errors import PayloadTooLarge, error_body, install_error_handlers
 from api.routes import documents, health, runs, threads
+from api.runner import RunManager
 from checkpoints import open_persistence
 from graph.builder import build_graph
 from graph.deps import Deps
@@ -72,13 +73,18 @@ def create_app(
         try:
             async with open_persistence(settings.checkpoint_url) as persistence:
                 graph = build_graph(deps, persistence.saver)
-                app.state.keel = Keel(settings, deps, persistence, graph)
+                keel = app.state.keel = Keel(settings, deps, persistence, graph)
+                keel.runs = RunManager(keel)
+                await keel.runs.start()
                 log.info(
                     "keel ready: checkpoints=%s, llm=%s",
                     persistence.kind,
                     "configured" if deps.chat_models else "extractive",
                 )
-                yield
+                try:
+                    yield
+                finally:
+                    await keel.runs.stop()
         finally:
             await deps.aclose()
 

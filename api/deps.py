@@ -1,7 +1,7 @@
 """FastAPI dependencies: the application's long-lived objects and the caller's tenant."""
 
-from dataclasses import dataclass
-from typing import Annotated, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Path, Request
 from langgraph.graph.state import CompiledStateGraph
@@ -10,6 +10,9 @@ from api.schemas import THREAD_ID_PATTERN
 from checkpoints import Persistence
 from graph.deps import Deps
 from graph.settings import Settings
+
+if TYPE_CHECKING:
+    from api.runner import RunManager
 
 
 @dataclass
@@ -20,6 +23,7 @@ class Keel:
     deps: Deps
     persistence: Persistence
     graph: CompiledStateGraph[Any, Any, Any, Any]
+    runs: "RunManager" = field(init=False)
 
 
 def get_keel(request: Request) -> Keel:

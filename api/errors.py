@@ -53,6 +53,8 @@ STATUS: list[tuple[type[KeelError], int]] = [
 def status_for(error: KeelError) -> int:
     """The HTTP status of a keel error (most specific class first)."""
     if isinstance(error, RunFailed):
+        if error.code == "cancelled":
+            return 409
         return 503 if error.retryable else 500
     return next((status for cls, status in STATUS if isinstance(error, cls)), 500)
 

@@ -20,13 +20,20 @@ class RunContext(BaseModel):
 
 
 class RunRequest(BaseModel):
-    """A user message for a thread."""
+    """A user message for a thread, and how the run should behave."""
 
     model_config = ConfigDict(extra="forbid")
 
     message: str = Field(min_length=1, max_length=100_000)
     context: RunContext = Field(default_factory=RunContext)
-    durability: Literal["sync", "async", "exit"] | None = None
+    durability: Literal["sync", "async", "exit"] | None = Field(
+        default=None,
+        description="checkpoint writes: sync (safest), async (default), exit (fastest)",
+    )
+    multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] | None = Field(
+        default=None, description="when the thread already has a run in progress; default reject"
+    )
+    on_disconnect: Literal["continue", "cancel"] = "continue"
 
 
 class ThreadCreate(BaseModel):
@@ -42,7 +49,29 @@ class Thread(BaseModel):
 
     thread_id: str
     created_at: str
+    updated_at: str | None = None
+    message_count: int = 0
     metadata: dict[str, Any]
+
+
+class ThreadPage(BaseModel):
+    """A page of threads; pass `next_cursor` as `cursor` for the next one."""
+
+    threads: list[Thread]
+    next_cursor: str | None
+
+
+class RunInfo(BaseModel):
+    """A run's status."""
+
+    run_id: str
+    thread_id: str
+    status: str
+    multitask_strategy: str
+    attempts: int
+    error: str | None
+    created_at: float
+    updated_at: float
 
 
 class Message(BaseModel):

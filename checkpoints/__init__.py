@@ -8,30 +8,52 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.store.base import BaseStore
 
+from checkpoints.runs import PostgresRunStore, RunStore, SqliteRunStore
 from graph.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class Persistence:
-    """The checkpointer plus a key-value store (thread records) on the same database."""
+    """The checkpointer, a key-value store (thread records) and the run store, on one database."""
 
     saver: BaseCheckpointSaver
     store: BaseStore
+    runs: RunStore
     kind: str
 
 
+async def _sqlite_conn(path: str) -> Any:
+    """An autocommit connection for code that runs its own BEGIN ... COMMIT."""
+    import aiosqlite
+
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    await conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
 @asynccontextmanager
-async def open_persistence(url: str) -> AsyncIterator[Persistence]:
-    """Opens the checkpointer and store named by `url`, set up and ready; closes them on exit."""
+async def open_persistence(
+    url: str, serde: SerializerProtocol | None = None
+) -> AsyncIterator[Persistence]:
+    """Opens the checkpointer and store named by `url`, set up and ready; closes them on exit.
+    `serde` (see `checkpoints.crypto.build_serde`) hardens and encrypts checkpoint values."""
     if url.startswith("memory://"):
         from langgraph.checkpoint.memory import InMemorySaver
         from langgraph.store.memory import InMemoryStore
 
-        yield Persistence(InMemorySaver(), InMemoryStore(), "memory")
+        conn = await _sqlite_conn(":memory:")
+        try:
+            runs = SqliteRunStore(conn)
+            await runs.setup()
+            yield Persistence(InMemorySaver(serde=serde), InMemoryStore(), runs, "memory")
+        finally:
+            await conn.close()
     elif url.startswith("sqlite:///"):
         import aiosqlite
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -39,15 +61,26 @@ async def open_persistence(url: str) -> AsyncIterator[Persistence]:
 
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(path, isolation_level=None)
+        # One connection each: the saver commits implicitly, the store and the run store run
+        # explicit transactions; sharing a connection would let one commit the other's work.
+        saver_conn = await aiosqlite.connect(path)
+        store_conn = await _sqlite_conn(str(path))
+        runs_conn = await _sqlite_conn(str(path))
         try:
-            await conn.execute("PRAGMA journal_mode=WAL")
-            sqlite_saver, sqlite_store = AsyncSqliteSaver(conn), AsyncSqliteStore(conn)
+            await saver_conn.execute("PRAGMA journal_mode=WAL")
+            await saver_conn.execute("PRAGMA busy_timeout = 10000")
+            sqlite_saver, sqlite_store = (
+                AsyncSqliteSaver(saver_conn, serde=serde),
+                AsyncSqliteStore(store_conn),
+            )
             await sqlite_saver.setup()
             await sqlite_store.setup()
-            yield Persistence(sqlite_saver, sqlite_store, "sqlite")
+            sqlite_runs = SqliteRunStore(runs_conn)
+            await sqlite_runs.setup()
+            yield Persistence(sqlite_saver, sqlite_store, sqlite_runs, "sqlite")
         finally:
-            await conn.close()
+            for conn in (runs_conn, store_conn, saver_conn):
+                await conn.close()
     elif url.startswith(("postgresql://", "postgres://")):
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
         from langgraph.store.postgres.aio import AsyncPostgresStore
@@ -65,10 +98,16 @@ async def open_persistence(url: str) -> AsyncIterator[Persistence]:
         )
         await pool.open(wait=True, timeout=15)
         try:
-            pg_saver, pg_store = AsyncPostgresSaver(pool), AsyncPostgresStore(pool)
+            from checkpoints.crypto import SealedAsyncPostgresSaver
+
+            # With a serializer, primitive channel values go through it too (not inline JSONB).
+            saver_type = AsyncPostgresSaver if serde is None else SealedAsyncPostgresSaver
+            pg_saver, pg_store = saver_type(pool, serde=serde), AsyncPostgresStore(pool)
             await pg_saver.setup()
             await pg_store.setup()
-            yield Persistence(pg_saver, pg_store, "postgres")
+            pg_runs = PostgresRunStore(pool)
+            await pg_runs.setup()
+            yield Persistence(pg_saver, pg_store, pg_runs, "postgres")
         finally:
             await pool.close()
     else:

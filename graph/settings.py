@@ -1,10 +1,10 @@
 """Deployment settings, read once from the environment (prefix `KEEL_`)."""
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -17,6 +17,15 @@ class Settings(BaseSettings):
         default="", description="memory://, sqlite:///path or postgresql://...; default SQLite"
     )
     durability: Literal["sync", "async", "exit"] = "async"
+    multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] = "reject"
+    run_lease_s: float = 10.0
+    run_heartbeat_s: float = 1.0
+    run_max_attempts: int = 3
+    # Retention (0 keeps everything): newest N checkpoints per thread, event logs younger than
+    # T seconds, and a sliding window of the last M messages of a thread.
+    retention_checkpoints: int = 0
+    retention_events_s: float = 0
+    history_max_messages: int = 0
 
     chroma_url: str | None = None
     collection: str = "keel"
@@ -38,12 +47,36 @@ class Settings(BaseSettings):
 
     rerank_timeout_s: float = 2.0
     guard_policy: Literal["block", "flag"] = "block"
+    guard_passage_policy: Literal["block", "strip", "flag"] = Field(
+        default="strip",
+        description="retrieved passages that try to instruct the model: block the answer, "
+        "strip the passage, or flag it and keep it",
+    )
+    pii_names: bool = Field(
+        default=False,
+        description="also redact person and place names (local spaCy NER); off by default "
+        "because the small model mistakes gene and drug names for people",
+    )
+    encryption_key: SecretStr | None = Field(
+        default=None, description="AES key (16, 24 or 32 bytes; raw, hex or base64) for checkpoints"
+    )
+    encryption_old_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="retired keys, comma-separated, still accepted for reading (rotation)",
+    )
 
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 64 * 1024 * 1024
     max_message_chars: int = 8000
     sse_ping_s: float = 15.0
+
+    @field_validator("encryption_old_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @property
     def checkpoint_url(self) -> str:

@@ -185,3 +185,24 @@ def start_server(tmp_path: Path) -> Iterator:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_llm_url() -> Iterator[str]:
+    """A fake OpenAI-compatible endpoint (the only faked part), as a real HTTP server."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fake_llm", str(port)], cwd=ROOT)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 30
+    while True:
+        try:
+            httpx.post(f"{url}/chat/completions", json={"model": "slow-0-1"}, timeout=1)
+            break
+        except httpx.TransportError:
+            if time.time() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(10)

@@ -1,53 +1,165 @@
-"""Runs on a thread: streamed over SSE, or waited for."""
+"""Runs on a thread: start (streamed, waited for, or in the background), follow, cancel, resume."""
 
-import json
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header, Query, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.deps import KeelDep, TenantDep, ThreadIdPath
+from api.deps import Keel, KeelDep, TenantDep, ThreadIdPath
 from api.errors import RunFailed
-from api.schemas import RunRequest, RunResult
-from api.streaming import TurnRun
+from api.schemas import RunInfo, RunRequest, RunResult
+from api.streaming import to_sse
+from checkpoints.runs import Run
 from checkpoints.threads import get_thread
+from graph.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/threads/{thread_id}/runs", tags=["runs"])
+SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "the run's events"}
+}
 
 
 def _ping() -> ServerSentEvent:
     return ServerSentEvent(comment="ping")
 
 
-@router.post(
-    "/stream",
-    response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "the run's events"}},
-)
+def _info(run: Run) -> RunInfo:
+    return RunInfo(
+        run_id=run.run_id,
+        thread_id=run.thread_id,
+        status=run.status,
+        multitask_strategy=run.strategy,
+        attempts=run.attempts,
+        error=run.error,
+        created_at=run.created_at,
+        updated_at=run.updated_at,
+    )
+
+
+def _stream(keel: Keel, run: Run, after: int, cancel_on_disconnect: bool) -> EventSourceResponse:
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        finished = False
+        try:
+            async for seq, name, data in keel.runs.follow(run, after):
+                yield to_sse(run.run_id, seq, name, data)
+            finished = True
+        finally:
+            if cancel_on_disconnect and not finished:
+                # The client went away mid-run and asked for the run to go with it.
+                asyncio.get_running_loop().create_task(keel.runs.cancel(run))
+
+    return EventSourceResponse(events(), ping=keel.settings.sse_ping_s, ping_message_factory=_ping)
+
+
+async def _result(keel: Keel, run: Run) -> RunResult:
+    name, data = await keel.runs.outcome(run)
+    if name == "run.error":
+        raise RunFailed(data["code"], data["message"], data["retryable"])
+    return RunResult(**data)
+
+
+def parse_last_event_id(run_id: str, value: str | None) -> int:
+    """The sequence number in `Last-Event-ID: <run_id>:<seq>` (0 when absent)."""
+    if value is None or value == "":
+        return 0
+    prefix, _, seq = value.partition(":")
+    if prefix != run_id or not seq.isdigit() or len(seq) > 9:
+        raise InvalidInput(f"malformed Last-Event-ID {value[:80]!r}: expected '{run_id}:<seq>'")
+    return int(seq)
+
+
+async def _run(keel: Keel, tenant: str, thread_id: str, run_id: str) -> Run:
+    await get_thread(keel.persistence, tenant, thread_id)
+    return await keel.persistence.runs.get(run_id, tenant=tenant, thread_id=thread_id)
+
+
+@router.post("/stream", response_class=EventSourceResponse, responses=SSE_RESPONSES)
 async def stream(
     thread_id: ThreadIdPath, body: RunRequest, keel: KeelDep, tenant: TenantDep
 ) -> EventSourceResponse:
-    """Runs one turn and streams its events (`run.started` ... `run.finished` / `run.error`)."""
+    """Starts a run and streams its events (`run.started` ... `run.finished` / `run.error`).
+    The run goes on if the client disconnects, unless `on_disconnect` is `cancel`."""
     await get_thread(keel.persistence, tenant, thread_id)
-    turn = TurnRun(keel, tenant, thread_id, body)
-
-    async def sse() -> AsyncIterator[ServerSentEvent]:
-        async for event in turn.events():
-            yield ServerSentEvent(data=json.dumps(event.data), event=event.event, id=event.id)
-
-    return EventSourceResponse(sse(), ping=keel.settings.sse_ping_s, ping_message_factory=_ping)
+    run = await keel.runs.submit(tenant, thread_id, body)
+    return _stream(keel, run, 0, body.on_disconnect == "cancel")
 
 
 @router.post("/wait")
 async def wait(
     thread_id: ThreadIdPath, body: RunRequest, keel: KeelDep, tenant: TenantDep
 ) -> RunResult:
-    """Runs one turn and returns its result without streaming."""
+    """Starts a run and returns its result without streaming."""
     await get_thread(keel.persistence, tenant, thread_id)
-    turn = TurnRun(keel, tenant, thread_id, body)
-    async for event in turn.events():
-        if event.event == "run.finished":
-            return RunResult(**event.data)
-        if event.event == "run.error":
-            raise RunFailed(event.data["code"], event.data["message"], event.data["retryable"])
-    raise RunFailed("internal_error", "the run ended without a result", retryable=True)
+    run = await keel.runs.submit(tenant, thread_id, body)
+    return await _result(keel, run)
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED)
+async def create(
+    thread_id: ThreadIdPath, body: RunRequest, keel: KeelDep, tenant: TenantDep
+) -> RunInfo:
+    """Starts a background run and returns its id at once."""
+    await get_thread(keel.persistence, tenant, thread_id)
+    return _info(await keel.runs.submit(tenant, thread_id, body))
+
+
+@router.get("")
+async def list_runs(
+    thread_id: ThreadIdPath,
+    keel: KeelDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[RunInfo]:
+    """The thread's runs, newest first."""
+    await get_thread(keel.persistence, tenant, thread_id)
+    return [_info(r) for r in await keel.persistence.runs.list_for_thread(thread_id, limit)]
+
+
+@router.get("/{run_id}")
+async def read(
+    thread_id: ThreadIdPath, run_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep
+) -> RunInfo:
+    """A run's status: pending, running, succeeded, failed, cancelled or interrupted."""
+    return _info(await _run(keel, tenant, thread_id, run_id))
+
+
+@router.get("/{run_id}/wait")
+async def join(
+    thread_id: ThreadIdPath, run_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep
+) -> RunResult:
+    """Waits for a run's result."""
+    return await _result(keel, await _run(keel, tenant, thread_id, run_id))
+
+
+@router.get("/{run_id}/stream", response_class=EventSourceResponse, responses=SSE_RESPONSES)
+async def follow(
+    thread_id: ThreadIdPath,
+    run_id: ThreadIdPath,
+    keel: KeelDep,
+    tenant: TenantDep,
+    last_event_id: Annotated[str | None, Header(max_length=200)] = None,
+) -> EventSourceResponse:
+    """Replays the events after `Last-Event-ID` exactly, then the live rest, from any replica."""
+    after = parse_last_event_id(run_id, last_event_id)
+    return _stream(keel, await _run(keel, tenant, thread_id, run_id), after, False)
+
+
+@router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+async def cancel(
+    thread_id: ThreadIdPath, run_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep
+) -> RunInfo:
+    """Stops a run on whichever replica runs it; the thread stays usable."""
+    return _info(await keel.runs.cancel(await _run(keel, tenant, thread_id, run_id)))
+
+
+@router.post("/{run_id}/resume", status_code=status.HTTP_202_ACCEPTED)
+async def resume(
+    thread_id: ThreadIdPath, run_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep
+) -> RunInfo:
+    """Continues an interrupted (or failed) run from its last checkpoint."""
+    run = await _run(keel, tenant, thread_id, run_id)
+    if run.status not in ("interrupted", "failed"):
+        raise InvalidInput(f"run {run_id} is {run.status}; only interrupted or failed runs resume")
+    return _info(await keel.runs.resume(run))

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Query, Response, status
 from langchain_core.messages import BaseMessage
 
 from api.deps import KeelDep, TenantDep, ThreadIdPath
-from api.schemas import CheckpointInfo, Message, Thread, ThreadCreate, ThreadState
-from checkpoints.threads import create_thread, delete_thread, get_thread
+from api.schemas import CheckpointInfo, Message, Thread, ThreadCreate, ThreadPage, ThreadState
+from checkpoints.threads import create_thread, delete_thread, get_thread, list_threads
 
 router = APIRouter(prefix="/v1/threads", tags=["threads"])
 
@@ -22,6 +22,23 @@ async def create(keel: KeelDep, tenant: TenantDep, body: ThreadCreate | None = N
     """Creates an empty thread."""
     record = await create_thread(keel.persistence, tenant, (body or ThreadCreate()).metadata)
     return Thread(**record)
+
+
+@router.get("")
+async def list_all(
+    keel: KeelDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,9}$")] = None,
+) -> ThreadPage:
+    """The tenant's threads, most recently active first, with message counts."""
+    offset = int(cursor or 0)
+    records = await list_threads(keel.persistence, tenant, limit + 1, offset)
+    more = len(records) > limit
+    return ThreadPage(
+        threads=[Thread(**r) for r in records[:limit]],
+        next_cursor=str(offset + limit) if more else None,
+    )
 
 
 @router.get("/{thread_id}")

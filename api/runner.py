@@ -1,0 +1,335 @@
+"""The run manager: runs execute as server-side tasks, not inside HTTP responses.
+
+Every event is appended to the run's log in the database before anyone sees it; responses follow
+the log, so a client can drop and reconnect (to any replica) without losing or repeating events.
+Each replica claims runs under a lease it renews; a replica that dies stops renewing, and another
+(or the same one, restarted) resumes the run from its last checkpoint.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.runnables import RunnableConfig
+
+from api.schemas import RunRequest
+from api.streaming import graph_events
+from checkpoints.retention import discard_after, keep_latest
+from checkpoints.runs import TERMINAL_EVENTS, Run
+from checkpoints.threads import touch_thread
+from graph.context import Context
+from graph.errors import InvalidInput, KeelError
+
+if TYPE_CHECKING:
+    from api.deps import Keel
+
+log = logging.getLogger("keel.runs")
+POLL_S = 0.1
+
+
+class RunManager:
+    """Submits, executes, cancels, resumes and follows runs for one replica."""
+
+    def __init__(self, keel: "Keel"):
+        self.keel = keel
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._cancel_kind: dict[str, str] = {}
+        self._raw: dict[str, str] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+
+    @property
+    def store(self):  # type: ignore[no-untyped-def]
+        return self.keel.persistence.runs
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Starts the maintenance loop (heartbeats, cancellations, resumes, retention)."""
+        self._spawn(self._maintain())
+
+    async def stop(self) -> None:
+        """Hands this replica's running runs back (pending) so another replica resumes them."""
+        self._stopping = True
+        tasks = list(self._tasks.values())
+        for task in [*self._background, *tasks]:
+            task.cancel()
+        await asyncio.gather(*self._background, *tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _maintain(self) -> None:
+        settings = self.keel.settings
+        ticks = 0
+        while True:
+            try:
+                stops = await self.store.heartbeat(
+                    self.owner, list(self._tasks), settings.run_lease_s
+                )
+                for run_id, kind in stops.items():
+                    self._stop_local(run_id, kind)
+                for run_id, status in await self.store.release_expired(settings.run_max_attempts):
+                    log.warning("run %s lost its replica; now %s", run_id, status)
+                    if status == "interrupted":
+                        await self._append_terminal(
+                            run_id,
+                            "interrupted",
+                            "the replica running it stopped too many times",
+                            True,
+                        )
+                for thread_id in await self.store.claimable_threads():
+                    self._spawn(self._drain(thread_id))
+                if settings.retention_events_s and ticks % 30 == 0:
+                    await self.store.prune_events(settings.retention_events_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("run maintenance failed; retrying")
+            ticks += 1
+            await asyncio.sleep(settings.run_heartbeat_s)
+
+    # -- submitting -----------------------------------------------------------------------
+    async def submit(self, tenant: str, thread_id: str, request: RunRequest) -> Run:
+        """Records a pending run (applying the multitask strategy) and starts it when it may."""
+        settings = self.keel.settings
+        if len(request.message) > settings.max_message_chars:
+            raise InvalidInput(f"message longer than {settings.max_message_chars} characters")
+        if not request.message.strip():
+            raise InvalidInput("message is empty")
+        strategy = request.multitask_strategy or settings.multitask_strategy
+        # Only the redacted message is stored; the raw one stays in this process's memory.
+        stored = {
+            "message": self.keel.deps.redactor.redact(request.message).text,
+            "context": request.context.model_dump(),
+            "durability": request.durability or settings.durability,
+        }
+        run, stopped = await self.store.create(tenant, thread_id, strategy, stored, None)
+        self._raw[run.run_id] = request.message
+        for run_id in stopped:
+            self._stop_local(run_id, "rollback" if strategy == "rollback" else "cancel")
+        self._spawn(self._drain(thread_id))
+        return run
+
+    async def cancel(self, run: Run) -> Run:
+        """Stops a run wherever it runs (the owner sees the flag within one heartbeat)."""
+        was_pending = run.status == "pending"
+        run = await self.store.request_cancel(run)
+        self._stop_local(run.run_id, "cancel")
+        if was_pending and run.status == "cancelled":
+            await self._append_terminal(
+                run.run_id, "cancelled", "cancelled before it started", False
+            )
+        return run
+
+    async def resume(self, run: Run) -> Run:
+        """Makes an interrupted or failed run pending again; it continues from its checkpoint."""
+        run = await self.store.requeue(run)
+        self._spawn(self._drain(run.thread_id))
+        return run
+
+    def _stop_local(self, run_id: str, kind: str) -> None:
+        task = self._tasks.get(run_id)
+        if task is not None and run_id not in self._cancel_kind:
+            self._cancel_kind[run_id] = kind
+            task.cancel()
+
+    # -- executing ------------------------------------------------------------------------
+    async def _drain(self, thread_id: str) -> None:
+        run = await self.store.claim_next(thread_id, self.owner, self.keel.settings.run_lease_s)
+        if run is not None:
+            task = asyncio.create_task(self._execute(run))
+            self._tasks[run.run_id] = task
+
+    async def _append_terminal(self, run_id: str, code: str, message: str, retryable: bool) -> None:
+        seq = await self.store.last_seq(run_id) + 1
+        await self.store.append(
+            run_id, seq, "run.error", {"code": code, "message": message, "retryable": retryable}
+        )
+        self._wake(run_id)
+
+    def _wake(self, run_id: str) -> None:
+        event = self._wakeups.get(run_id)
+        if event is not None:
+            event.set()
+
+    async def _execute(self, run: Run) -> None:
+        keel, store = self.keel, self.store
+        seq = await store.last_seq(run.run_id)
+
+        async def emit(name: str, data: dict[str, Any]) -> None:
+            nonlocal seq
+            seq += 1
+            await store.append(run.run_id, seq, name, data)
+            self._wake(run.run_id)
+
+        config: RunnableConfig = {
+            "configurable": {"thread_id": run.thread_id},
+            "metadata": {"run_id": run.run_id, "tenant": run.tenant},
+        }
+        request = run.request
+        knobs = request["context"]
+        context = Context(
+            tenant=run.tenant,
+            user_message=self._raw.pop(run.run_id, None) or request["message"],
+            top_k=knobs["top_k"],
+            candidates=knobs["candidates"],
+            use_cache=knobs["use_cache"],
+            rerank=knobs["rerank"],
+            model=knobs["model"],
+        )
+        start_checkpoint = run.start_checkpoint_id
+        if seq and await self._already_ended(run, seq):
+            return
+        try:
+            state = await keel.graph.aget_state(config)
+            checkpoint_id = state.config.get("configurable", {}).get("checkpoint_id")
+            # Resume only this run's own unfinished checkpoint; anything else starts the turn anew.
+            resume = bool(state.next) and (state.metadata or {}).get("run_id") == run.run_id
+            if not resume and seq == 0:
+                start_checkpoint = checkpoint_id
+                await store.set_start_checkpoint(run.run_id, checkpoint_id)
+            if seq == 0:
+                await emit(
+                    "run.started",
+                    {
+                        "run_id": run.run_id,
+                        "thread_id": run.thread_id,
+                        "checkpoint_id": checkpoint_id,
+                    },
+                )
+            else:
+                await emit(
+                    "run.resumed",
+                    {
+                        "run_id": run.run_id,
+                        "attempt": run.attempts,
+                        "checkpoint_id": checkpoint_id,
+                        "from_checkpoint": resume,
+                    },
+                )
+            async for name, data in graph_events(
+                keel.graph,
+                None if resume else {"messages": []},
+                config,
+                context,
+                request["durability"],
+            ):
+                await emit(name, data)
+            final = (await keel.graph.aget_state(config)).values
+            result = {
+                "run_id": run.run_id,
+                "thread_id": run.thread_id,
+                "answer": final.get("answer", ""),
+                "citations": final.get("citations", []),
+                "cached": final.get("cached", False),
+                "degraded": final.get("degraded", []),
+                "usage": final.get("usage", {"input_tokens": 0, "output_tokens": 0}),
+                "model": final.get("model"),
+            }
+            await emit("run.finished", result)
+            await store.finish(run.run_id, "succeeded", result, None)
+            await self._after_run(run, len(final.get("messages", [])))
+        except asyncio.CancelledError:
+            kind = self._cancel_kind.pop(run.run_id, None)
+            if kind is None or self._stopping:  # shutdown: hand the run to another replica
+                await store.release(run.run_id)
+                raise
+            if kind == "rollback":
+                await discard_after(keel.persistence, run.thread_id, start_checkpoint)
+            await emit(
+                "run.error",
+                {
+                    "code": "cancelled",
+                    "retryable": False,
+                    "message": "rolled back" if kind == "rollback" else "cancelled",
+                },
+            )
+            await store.finish(run.run_id, "cancelled", None, kind)
+        except KeelError as exc:
+            await emit(
+                "run.error", {"code": exc.code, "message": str(exc), "retryable": exc.retryable}
+            )
+            await store.finish(run.run_id, "failed", None, str(exc))
+        except Exception as exc:
+            log.exception("run %s failed", run.run_id)
+            await emit(
+                "run.error",
+                {"code": "internal_error", "message": type(exc).__name__, "retryable": False},
+            )
+            await store.finish(run.run_id, "failed", None, type(exc).__name__)
+        finally:
+            self._tasks.pop(run.run_id, None)
+            self._cancel_kind.pop(run.run_id, None)
+            self._wakeups.pop(run.run_id, None)  # followers still holding it fall back to polling
+            if not self._stopping:
+                self._spawn(self._drain(run.thread_id))
+
+    async def _already_ended(self, run: Run, seq: int) -> bool:
+        """A run whose replica died after logging its outcome: record the outcome, don't rerun."""
+        last = await self.store.events_after(run.run_id, seq - 1)
+        if not last or last[-1][1] not in TERMINAL_EVENTS:
+            return False
+        _, name, data = last[-1]
+        status = "succeeded" if name == "run.finished" else "failed"
+        await self.store.finish(
+            run.run_id,
+            status,
+            data if status == "succeeded" else None,
+            None if status == "succeeded" else data.get("message"),
+        )
+        self._tasks.pop(run.run_id, None)
+        return True
+
+    async def _after_run(self, run: Run, message_count: int) -> None:
+        settings = self.keel.settings
+        await touch_thread(self.keel.persistence, run.tenant, run.thread_id, message_count)
+        if settings.retention_checkpoints:
+            await keep_latest(self.keel.persistence, run.thread_id, settings.retention_checkpoints)
+
+    # -- following ------------------------------------------------------------------------
+    async def follow(self, run: Run, after: int) -> AsyncIterator[tuple[int, str, dict[str, Any]]]:
+        """The run's events after sequence number `after`, then the live rest, to the end."""
+        if run.events_pruned:
+            yield (
+                after,
+                "run.error",
+                {
+                    "code": "events_pruned",
+                    "retryable": False,
+                    "message": "this run's event log was removed by retention",
+                },
+            )
+            return
+        wakeup = self._wakeups.setdefault(run.run_id, asyncio.Event())
+        last = after
+        while True:
+            wakeup.clear()
+            batch = await self.store.events_after(run.run_id, last)
+            for seq, name, data in batch:
+                yield seq, name, data
+                last = seq
+                if name in TERMINAL_EVENTS:
+                    return
+            if not batch:
+                if await self.store.ended_by(run.run_id, last):  # nothing after the outcome
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), POLL_S)
+
+    async def outcome(self, run: Run) -> tuple[str, dict[str, Any]]:
+        """Waits for the run's terminal event: (`run.finished` or `run.error`, its data)."""
+        # Start just before the current end so that a terminal event already logged is seen.
+        after = max(await self.store.last_seq(run.run_id) - 1, 0)
+        async for _, name, data in self.follow(run, after):
+            if name in TERMINAL_EVENTS:
+                return name, data
+        raise KeelError("the run's event log ended without an outcome")

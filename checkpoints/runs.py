@@ -1,0 +1,478 @@
+"""Runs and their event logs, in the checkpoint database (Postgres, or SQLite embedded).
+
+A run row is the unit of work a replica claims under a lease; its events are appended to
+`keel_run_events` as they happen, so any replica can replay them (Last-Event-ID) and follow the live
+rest. Multitask rules are enforced under a per-thread lock in the database (a transaction-scoped
+advisory lock on Postgres, `BEGIN IMMEDIATE` on SQLite), never in a process's memory.
+"""
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from graph.errors import KeelError, NotFound
+
+Status = Literal["pending", "running", "succeeded", "failed", "cancelled", "interrupted"]
+Strategy = Literal["reject", "enqueue", "interrupt", "rollback"]
+ACTIVE = ("pending", "running")
+TERMINAL_EVENTS = ("run.finished", "run.error")
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS keel_runs (
+        run_id TEXT PRIMARY KEY,
+        thread_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        status TEXT NOT NULL,
+        strategy TEXT NOT NULL,
+        request TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        cancel TEXT,
+        start_checkpoint_id TEXT,
+        lease_owner TEXT,
+        lease_expires_at DOUBLE PRECISION,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        events_pruned INTEGER NOT NULL DEFAULT 0,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS keel_runs_thread ON keel_runs (thread_id, created_at)",
+    "CREATE INDEX IF NOT EXISTS keel_runs_status ON keel_runs (status, lease_expires_at)",
+    """CREATE TABLE IF NOT EXISTS keel_run_events (
+        run_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (run_id, seq))""",
+]
+
+
+class Conflict(KeelError):
+    """The thread already has a run in progress and the strategy is `reject`."""
+
+    code = "thread_busy"
+    retryable = True
+
+
+@dataclass
+class Run:
+    """A run row."""
+
+    run_id: str
+    thread_id: str
+    tenant: str
+    status: Status
+    strategy: Strategy
+    request: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    cancel: str | None
+    start_checkpoint_id: str | None
+    lease_owner: str | None
+    attempts: int
+    events_pruned: bool
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "Run":
+        return cls(
+            run_id=row["run_id"],
+            thread_id=row["thread_id"],
+            tenant=row["tenant"],
+            status=row["status"],
+            strategy=row["strategy"],
+            request=json.loads(row["request"]),
+            result=json.loads(row["result"]) if row["result"] else None,
+            error=row["error"],
+            cancel=row["cancel"],
+            start_checkpoint_id=row["start_checkpoint_id"],
+            lease_owner=row["lease_owner"],
+            attempts=int(row["attempts"]),
+            events_pruned=bool(row["events_pruned"]),
+            created_at=float(row["created_at"]),
+            updated_at=float(row["updated_at"]),
+        )
+
+
+class RunStore:
+    """SQL over one connection owner; subclasses supply the transaction and placeholder style."""
+
+    placeholder = "%s"
+
+    def _q(self, query: str) -> str:
+        return query if self.placeholder == "%s" else query.replace("%s", self.placeholder)
+
+    @asynccontextmanager
+    async def transaction(self, lock_key: str | None = None) -> AsyncIterator[Any]:
+        """A transaction; with `lock_key`, serialised with every other holder of that key."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    async def _fetch(
+        self, tx: Any, query: str, params: tuple[Any, ...] = ()
+    ) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    async def _exec(self, tx: Any, query: str, params: tuple[Any, ...] = ()) -> int:
+        raise NotImplementedError
+
+    async def setup(self) -> None:
+        """Creates the tables (idempotent)."""
+        async with self.transaction(lock_key="schema") as tx:  # replicas may start together
+            for statement in _SCHEMA:
+                await self._exec(tx, statement)
+
+    # -- runs -----------------------------------------------------------------------------
+    async def create(
+        self,
+        tenant: str,
+        thread_id: str,
+        strategy: Strategy,
+        request: dict[str, Any],
+        start_checkpoint_id: str | None,
+    ) -> tuple[Run, list[str]]:
+        """Inserts a pending run under the thread lock, applying the multitask strategy.
+        Returns the run and the ids of runs asked to stop (interrupt/rollback)."""
+        now = time.time()
+        run_id = uuid.uuid4().hex
+        async with self.transaction(lock_key=thread_id) as tx:
+            active = await self._fetch(
+                tx,
+                "SELECT run_id FROM keel_runs WHERE thread_id = %s AND status IN ('pending', 'running')",
+                (thread_id,),
+            )
+            stopped = [r["run_id"] for r in active]
+            if stopped and strategy == "reject":
+                raise Conflict(f"thread {thread_id} has a run in progress ({stopped[0]})")
+            if stopped and strategy in ("interrupt", "rollback"):
+                cancel = "rollback" if strategy == "rollback" else "cancel"
+                await self._exec(
+                    tx,
+                    "UPDATE keel_runs SET cancel = %s, updated_at = %s "
+                    "WHERE thread_id = %s AND status IN ('pending', 'running')",
+                    (cancel, now, thread_id),
+                )
+            else:
+                stopped = []
+            await self._exec(
+                tx,
+                "INSERT INTO keel_runs (run_id, thread_id, tenant, status, strategy, request, "
+                "start_checkpoint_id, created_at, updated_at) VALUES (%s, %s, %s, 'pending', %s, %s, %s, %s, %s)",
+                (
+                    run_id,
+                    thread_id,
+                    tenant,
+                    strategy,
+                    json.dumps(request),
+                    start_checkpoint_id,
+                    now,
+                    now,
+                ),
+            )
+        return await self.get(run_id), stopped
+
+    async def get(
+        self, run_id: str, tenant: str | None = None, thread_id: str | None = None
+    ) -> Run:
+        """A run; `NotFound` unless it exists for this tenant and thread (when given)."""
+        async with self.transaction() as tx:
+            rows = await self._fetch(tx, "SELECT * FROM keel_runs WHERE run_id = %s", (run_id,))
+        if not rows:
+            raise NotFound(f"run {run_id} not found")
+        run = Run.from_row(rows[0])
+        if (tenant is not None and run.tenant != tenant) or (
+            thread_id is not None and run.thread_id != thread_id
+        ):
+            raise NotFound(f"run {run_id} not found")
+        return run
+
+    async def list_for_thread(self, thread_id: str, limit: int = 100) -> list[Run]:
+        """The thread's runs, newest first."""
+        async with self.transaction() as tx:
+            rows = await self._fetch(
+                tx,
+                "SELECT * FROM keel_runs WHERE thread_id = %s ORDER BY created_at DESC LIMIT %s",
+                (thread_id, limit),
+            )
+        return [Run.from_row(r) for r in rows]
+
+    async def claim_next(self, thread_id: str, owner: str, lease_s: float) -> Run | None:
+        """Takes the thread's oldest pending run when none is running, under the thread lock."""
+        now = time.time()
+        async with self.transaction(lock_key=thread_id) as tx:
+            running = await self._fetch(
+                tx,
+                "SELECT run_id FROM keel_runs WHERE thread_id = %s AND status = 'running'",
+                (thread_id,),
+            )
+            if running:
+                return None
+            pending = await self._fetch(
+                tx,
+                "SELECT run_id FROM keel_runs WHERE thread_id = %s AND status = 'pending' "
+                "ORDER BY created_at LIMIT 1",
+                (thread_id,),
+            )
+            if not pending:
+                return None
+            await self._exec(
+                tx,
+                "UPDATE keel_runs SET status = 'running', lease_owner = %s, lease_expires_at = %s, "
+                "attempts = attempts + 1, updated_at = %s WHERE run_id = %s",
+                (owner, now + lease_s, now, pending[0]["run_id"]),
+            )
+        return await self.get(pending[0]["run_id"])
+
+    async def claimable_threads(self, limit: int = 50) -> list[str]:
+        """Threads with a pending run and none running: work any replica may pick up."""
+        async with self.transaction() as tx:
+            rows = await self._fetch(
+                tx,
+                "SELECT DISTINCT thread_id FROM keel_runs p WHERE status = 'pending' AND NOT EXISTS "
+                "(SELECT 1 FROM keel_runs r WHERE r.thread_id = p.thread_id AND r.status = 'running') LIMIT %s",
+                (limit,),
+            )
+        return [r["thread_id"] for r in rows]
+
+    async def release_expired(self, max_attempts: int) -> list[tuple[str, str]]:
+        """Runs whose replica stopped heart-beating: back to pending to resume, or `interrupted`
+        after `max_attempts`. Returns (run_id, new status) pairs."""
+        now = time.time()
+        async with self.transaction() as tx:
+            rows = await self._fetch(
+                tx,
+                "SELECT run_id, attempts FROM keel_runs WHERE status = 'running' AND lease_expires_at < %s",
+                (now,),
+            )
+            out = []
+            for row in rows:
+                status = "pending" if int(row["attempts"]) < max_attempts else "interrupted"
+                changed = await self._exec(
+                    tx,
+                    "UPDATE keel_runs SET status = %s, lease_owner = NULL, error = %s, updated_at = %s "
+                    "WHERE run_id = %s AND status = 'running' AND lease_expires_at < %s",
+                    (
+                        status,
+                        "the replica running it stopped (lease expired)",
+                        now,
+                        row["run_id"],
+                        now,
+                    ),
+                )
+                if changed:
+                    out.append((row["run_id"], status))
+        return out
+
+    async def heartbeat(self, owner: str, run_ids: list[str], lease_s: float) -> dict[str, str]:
+        """Extends the leases of this replica's runs; returns those asked to stop (id -> kind)."""
+        if not run_ids:
+            return {}
+        now = time.time()
+        marks = ", ".join(["%s"] * len(run_ids))
+        async with self.transaction() as tx:
+            await self._exec(
+                tx,
+                f"UPDATE keel_runs SET lease_expires_at = %s WHERE lease_owner = %s AND run_id IN ({marks})",
+                (now + lease_s, owner, *run_ids),
+            )
+            rows = await self._fetch(
+                tx,
+                f"SELECT run_id, cancel FROM keel_runs WHERE cancel IS NOT NULL AND run_id IN ({marks})",
+                tuple(run_ids),
+            )
+        return {r["run_id"]: r["cancel"] for r in rows}
+
+    async def request_cancel(self, run: Run, kind: str = "cancel") -> Run:
+        """Asks a run to stop; a pending run is cancelled at once."""
+        now = time.time()
+        async with self.transaction(lock_key=run.thread_id) as tx:
+            await self._exec(
+                tx,
+                "UPDATE keel_runs SET cancel = %s, updated_at = %s WHERE run_id = %s AND status = 'running'",
+                (kind, now, run.run_id),
+            )
+            await self._exec(
+                tx,
+                "UPDATE keel_runs SET status = 'cancelled', cancel = %s, updated_at = %s "
+                "WHERE run_id = %s AND status = 'pending'",
+                (kind, now, run.run_id),
+            )
+        return await self.get(run.run_id)
+
+    async def set_start_checkpoint(self, run_id: str, checkpoint_id: str | None) -> None:
+        """Records the checkpoint a run started from (what `rollback` returns the thread to)."""
+        async with self.transaction() as tx:
+            await self._exec(
+                tx,
+                "UPDATE keel_runs SET start_checkpoint_id = %s WHERE run_id = %s",
+                (checkpoint_id, run_id),
+            )
+
+    async def release(self, run_id: str) -> None:
+        """Hands a running run back (graceful shutdown): pending, for any replica to resume."""
+        async with self.transaction() as tx:
+            await self._exec(
+                tx,
+                "UPDATE keel_runs SET status = 'pending', lease_owner = NULL, updated_at = %s "
+                "WHERE run_id = %s AND status = 'running'",
+                (time.time(), run_id),
+            )
+
+    async def requeue(self, run: Run) -> Run:
+        """Makes an interrupted (or retryably failed) run pending again, for `resume`."""
+        async with self.transaction(lock_key=run.thread_id) as tx:
+            await self._exec(
+                tx,
+                "UPDATE keel_runs SET status = 'pending', attempts = 0, cancel = NULL, error = NULL, "
+                "updated_at = %s WHERE run_id = %s AND status IN ('interrupted', 'failed')",
+                (time.time(), run.run_id),
+            )
+        return await self.get(run.run_id)
+
+    async def finish(
+        self, run_id: str, status: Status, result: dict[str, Any] | None, error: str | None
+    ) -> None:
+        """Records a run's outcome and drops its lease."""
+        async with self.transaction() as tx:
+            await self._exec(
+                tx,
+                "UPDATE keel_runs SET status = %s, result = %s, error = %s, lease_owner = NULL, "
+                "lease_expires_at = NULL, updated_at = %s WHERE run_id = %s",
+                (
+                    status,
+                    json.dumps(result) if result is not None else None,
+                    error,
+                    time.time(),
+                    run_id,
+                ),
+            )
+
+    # -- events ---------------------------------------------------------------------------
+    async def append(self, run_id: str, seq: int, event: str, data: dict[str, Any]) -> None:
+        """Appends one event; (run_id, seq) is unique, so a replayed write cannot duplicate."""
+        async with self.transaction() as tx:
+            await self._exec(
+                tx,
+                "INSERT INTO keel_run_events (run_id, seq, event, data, created_at) VALUES (%s, %s, %s, %s, %s)",
+                (run_id, seq, event, json.dumps(data), time.time()),
+            )
+
+    async def last_seq(self, run_id: str) -> int:
+        """The highest event sequence number of a run (0 when none)."""
+        async with self.transaction() as tx:
+            rows = await self._fetch(
+                tx,
+                "SELECT COALESCE(MAX(seq), 0) AS seq FROM keel_run_events WHERE run_id = %s",
+                (run_id,),
+            )
+        return int(rows[0]["seq"])
+
+    async def ended_by(self, run_id: str, seq: int) -> bool:
+        """Whether the run's outcome (a terminal event) is at or before `seq`."""
+        async with self.transaction() as tx:
+            rows = await self._fetch(
+                tx, "SELECT 1 AS x FROM keel_run_events WHERE run_id = %s AND seq <= %s "
+                "AND event IN ('run.finished', 'run.error') LIMIT 1", (run_id, seq),
+            )
+        return bool(rows)
+
+    async def events_after(
+        self, run_id: str, seq: int, limit: int = 500
+    ) -> list[tuple[int, str, dict[str, Any]]]:
+        """Events with a sequence number above `seq`, in order."""
+        async with self.transaction() as tx:
+            rows = await self._fetch(
+                tx,
+                "SELECT seq, event, data FROM keel_run_events WHERE run_id = %s AND seq > %s "
+                "ORDER BY seq LIMIT %s",
+                (run_id, seq, limit),
+            )
+        return [(int(r["seq"]), r["event"], json.loads(r["data"])) for r in rows]
+
+    # -- retention ------------------------------------------------------------------------
+    async def delete_thread(self, thread_id: str) -> None:
+        """Removes a thread's runs and event logs."""
+        async with self.transaction(lock_key=thread_id) as tx:
+            await self._exec(
+                tx,
+                "DELETE FROM keel_run_events WHERE run_id IN (SELECT run_id FROM keel_runs WHERE thread_id = %s)",
+                (thread_id,),
+            )
+            await self._exec(tx, "DELETE FROM keel_runs WHERE thread_id = %s", (thread_id,))
+
+    async def prune_events(self, older_than_s: float) -> int:
+        """Drops the event logs of runs that ended more than `older_than_s` ago."""
+        cutoff = time.time() - older_than_s
+        async with self.transaction() as tx:
+            done = "status NOT IN ('pending', 'running') AND updated_at < %s AND events_pruned = 0"
+            removed = await self._exec(
+                tx,
+                f"DELETE FROM keel_run_events WHERE run_id IN (SELECT run_id FROM keel_runs WHERE {done})",
+                (cutoff,),
+            )
+            await self._exec(tx, f"UPDATE keel_runs SET events_pruned = 1 WHERE {done}", (cutoff,))
+        return removed
+
+
+class PostgresRunStore(RunStore):
+    """Runs on the shared `AsyncConnectionPool` (autocommit; explicit transactions here)."""
+
+    def __init__(self, pool: Any):
+        self._pool = pool
+
+    @asynccontextmanager
+    async def transaction(self, lock_key: str | None = None) -> AsyncIterator[Any]:
+        async with self._pool.connection() as conn, conn.transaction():
+            if lock_key is not None:
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 42))", (f"keel:{lock_key}",)
+                )
+            yield conn
+
+    async def _fetch(
+        self, tx: Any, query: str, params: tuple[Any, ...] = ()
+    ) -> list[dict[str, Any]]:
+        cursor = await tx.execute(query, params)
+        return list(await cursor.fetchall())
+
+    async def _exec(self, tx: Any, query: str, params: tuple[Any, ...] = ()) -> int:
+        cursor = await tx.execute(query, params)
+        return int(cursor.rowcount or 0)
+
+
+class SqliteRunStore(RunStore):
+    """Runs on the embedded SQLite connection; `BEGIN IMMEDIATE` takes the database's write lock."""
+
+    placeholder = "?"
+
+    def __init__(self, conn: Any):
+        self._conn = conn
+        self._lock = asyncio.Lock()  # one aiosqlite connection: one transaction at a time
+
+    @asynccontextmanager
+    async def transaction(self, lock_key: str | None = None) -> AsyncIterator[Any]:
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
+
+    async def _fetch(
+        self, tx: Any, query: str, params: tuple[Any, ...] = ()
+    ) -> list[dict[str, Any]]:
+        async with tx.execute(self._q(query), params) as cursor:
+            names = [c[0] for c in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+
+    async def _exec(self, tx: Any, query: str, params: tuple[Any, ...] = ()) -> int:
+        async with tx.execute(self._q(query), params) as cursor:
+            return int(cursor.rowcount or 0)
