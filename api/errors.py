@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException
 
 from graph.errors import (
     ConfigError,
+    Conflict,
     InvalidInput,
     KeelError,
     NotFound,
@@ -44,6 +45,7 @@ STATUS: list[tuple[type[KeelError], int]] = [
     (UnsupportedFileType, 415),
     (InvalidInput, 422),
     (NotFound, 404),
+    (Conflict, 409),
     (StoreUnavailable, 503),
     (ProviderError, 502),
     (ConfigError, 500),

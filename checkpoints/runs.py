@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from graph.errors import KeelError, NotFound
+from graph.errors import Conflict, NotFound
 
 Status = Literal["pending", "running", "succeeded", "failed", "cancelled", "interrupted"]
 Strategy = Literal["reject", "enqueue", "interrupt", "rollback"]
@@ -50,13 +50,6 @@ _SCHEMA = [
         created_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (run_id, seq))""",
 ]
-
-
-class Conflict(KeelError):
-    """The thread already has a run in progress and the strategy is `reject`."""
-
-    code = "thread_busy"
-    retryable = True
 
 
 @dataclass

@@ -38,7 +38,7 @@ class Deps:
         return cls(
             settings=settings,
             corpus=corpus,
-            redactor=PatternRedactor(),
+            redactor=PatternRedactor(names=settings.pii_names),
             cache=cache,
             reranker=SentenceMaxSimReranker(corpus),
             chat_models=build_chat_models(settings) if chat_models is None else chat_models,

@@ -20,6 +20,13 @@ class NotFound(KeelError):
     code = "not_found"
 
 
+class Conflict(KeelError):
+    """The thread already has a run in progress and the multitask strategy is `reject`."""
+
+    code = "thread_busy"
+    retryable = True
+
+
 class StoreUnavailable(KeelError):
     """A backing store (vector store, cache, checkpoints) did not answer."""
 

@@ -18,4 +18,8 @@ REFUSAL = (
     "I can't help with that request: it looks like an attempt to override my instructions. "
     "Please rephrase your question."
 )
+PASSAGE_REFUSAL = (
+    "I can't answer this from the documents I found: some of them contain instructions aimed at "
+    "the assistant rather than information. Please rephrase your question."
+)
 NOT_FOUND = "I could not find anything in the documents that answers this question."

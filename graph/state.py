@@ -82,3 +82,7 @@ class State(InputState):
     usage: NotRequired[Usage]
     model: NotRequired[str | None]
     fallback: NotRequired[dict[str, Any] | None]
+    # Ids of retrieved passages that matched an injection rule (stripped, flagged or blocking).
+    injected_passages: NotRequired[list[str]]
+    # PII replaced in the answer, streamed tokens and citation snippets, by entity type.
+    output_redactions: NotRequired[dict[str, int]]
