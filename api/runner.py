@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("keel.runs")
 POLL_S = 0.1
+EVENT_BATCH = 500
 
 
 class RunManager:
@@ -274,18 +275,12 @@ class RunManager:
                 self._spawn(self._drain(run.thread_id))
 
     async def _already_ended(self, run: Run, seq: int) -> bool:
-        """A run whose replica died after logging its outcome: record the outcome, don't rerun."""
+        """A run whose replica died after logging its answer: record it, don't answer twice.
+        (A logged `run.error` does not count: resuming an interrupted run is meant to rerun.)"""
         last = await self.store.events_after(run.run_id, seq - 1)
-        if not last or last[-1][1] not in TERMINAL_EVENTS:
+        if not last or last[-1][1] != "run.finished":
             return False
-        _, name, data = last[-1]
-        status = "succeeded" if name == "run.finished" else "failed"
-        await self.store.finish(
-            run.run_id,
-            status,
-            data if status == "succeeded" else None,
-            None if status == "succeeded" else data.get("message"),
-        )
+        await self.store.finish(run.run_id, "succeeded", last[-1][2], None)
         self._tasks.pop(run.run_id, None)
         return True
 
@@ -317,19 +312,27 @@ class RunManager:
             for seq, name, data in batch:
                 yield seq, name, data
                 last = seq
-                if name in TERMINAL_EVENTS:
-                    return
+            if batch and batch[-1][1] in TERMINAL_EVENTS and len(batch) < EVENT_BATCH:
+                return
             if not batch:
-                if await self.store.ended_by(run.run_id, last):  # nothing after the outcome
+                if await self.store.ends_with_outcome(run.run_id):  # nothing after the outcome
                     return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), POLL_S)
 
     async def outcome(self, run: Run) -> tuple[str, dict[str, Any]]:
-        """Waits for the run's terminal event: (`run.finished` or `run.error`, its data)."""
-        # Start just before the current end so that a terminal event already logged is seen.
-        after = max(await self.store.last_seq(run.run_id) - 1, 0)
-        async for _, name, data in self.follow(run, after):
-            if name in TERMINAL_EVENTS:
-                return name, data
-        raise KeelError("the run's event log ended without an outcome")
+        """Waits until the run ends: (`run.finished` or `run.error`, its data).
+
+        The run row's status decides, not the log alone: a resumed run's log holds the earlier
+        attempt's `run.error`. A row turns terminal only after its outcome event is logged."""
+        wakeup = self._wakeups.setdefault(run.run_id, asyncio.Event())
+        while True:
+            wakeup.clear()
+            current = await self.store.get(run.run_id)
+            if current.status not in ("pending", "running"):
+                tail = await self.store.events_after(run.run_id, max(await self.store.last_seq(run.run_id) - 2, 0))
+                outcomes = [(name, data) for _, name, data in tail if name in TERMINAL_EVENTS]
+                if outcomes:
+                    return outcomes[-1]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), POLL_S)

@@ -366,14 +366,15 @@ class RunStore:
             )
         return int(rows[0]["seq"])
 
-    async def ended_by(self, run_id: str, seq: int) -> bool:
-        """Whether the run's outcome (a terminal event) is at or before `seq`."""
+    async def ends_with_outcome(self, run_id: str) -> bool:
+        """Whether the log's last event is an outcome (`run.finished` / `run.error`). A resumed
+        run logs more events after an earlier attempt's `run.error`."""
         async with self.transaction() as tx:
             rows = await self._fetch(
-                tx, "SELECT 1 AS x FROM keel_run_events WHERE run_id = %s AND seq <= %s "
-                "AND event IN ('run.finished', 'run.error') LIMIT 1", (run_id, seq),
+                tx, "SELECT event FROM keel_run_events WHERE run_id = %s ORDER BY seq DESC LIMIT 1",
+                (run_id,),
             )
-        return bool(rows)
+        return bool(rows) and rows[0]["event"] in TERMINAL_EVENTS
 
     async def events_after(
         self, run_id: str, seq: int, limit: int = 500
