@@ -13,6 +13,7 @@ from api.errors import PayloadTooLarge, error_body, install_error_handlers
 from api.routes import documents, health, runs, threads
 from api.runner import RunManager
 from checkpoints import open_persistence
+from checkpoints.crypto import build_serde
 from graph.builder import build_graph
 from graph.deps import Deps
 from graph.settings import Settings
@@ -71,7 +72,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         deps = Deps.from_settings(settings, chat_models)
         try:
-            async with open_persistence(settings.checkpoint_url) as persistence:
+            serde = build_serde(settings)
+            async with open_persistence(settings.checkpoint_url, serde=serde) as persistence:
                 graph = build_graph(deps, persistence.saver)
                 keel = app.state.keel = Keel(settings, deps, persistence, graph)
                 keel.runs = RunManager(keel)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from api.bench import add_bench_parser
+from evals.cli import add_eval_parser
 from graph.errors import KeelError
 from graph.settings import Settings
 
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.set_defaults(func=_chat)
 
     add_bench_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 

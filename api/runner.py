@@ -330,7 +330,9 @@ class RunManager:
             wakeup.clear()
             current = await self.store.get(run.run_id)
             if current.status not in ("pending", "running"):
-                tail = await self.store.events_after(run.run_id, max(await self.store.last_seq(run.run_id) - 2, 0))
+                tail = await self.store.events_after(
+                    run.run_id, max(await self.store.last_seq(run.run_id) - 2, 0)
+                )
                 outcomes = [(name, data) for _, name, data in tail if name in TERMINAL_EVENTS]
                 if outcomes:
                     return outcomes[-1]

@@ -26,6 +26,10 @@ def node_summary(node: str, update: dict[str, Any]) -> dict[str, Any]:
             return {"skipped": True}
         key = "passages" if node == "retrieve" else "order"
         return {key: [{"id": p["id"], "score": p["score"]} for p in passages]}
+    guarded = {
+        "injected_passages": update.get("injected_passages", []),
+        "output_redactions": update.get("output_redactions", {}),
+    }
     if node == "generate":
         usage = update.get("usage", {})
         return {
@@ -33,9 +37,10 @@ def node_summary(node: str, update: dict[str, Any]) -> dict[str, Any]:
             "tokens_in": usage.get("input_tokens", 0),
             "tokens_out": usage.get("output_tokens", 0),
             "answered": bool(update.get("answer")),
+            **guarded,
         }
     if node == "fallback":
-        return dict(update.get("fallback") or {})
+        return {**(update.get("fallback") or {}), **guarded}
     return {}
 
 

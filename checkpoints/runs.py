@@ -371,7 +371,8 @@ class RunStore:
         run logs more events after an earlier attempt's `run.error`."""
         async with self.transaction() as tx:
             rows = await self._fetch(
-                tx, "SELECT event FROM keel_run_events WHERE run_id = %s ORDER BY seq DESC LIMIT 1",
+                tx,
+                "SELECT event FROM keel_run_events WHERE run_id = %s ORDER BY seq DESC LIMIT 1",
                 (run_id,),
             )
         return bool(rows) and rows[0]["event"] in TERMINAL_EVENTS

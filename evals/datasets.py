@@ -100,10 +100,14 @@ def load_beir(path: Path, split: str = "train") -> EvalDataset:
     qrels_path = path / "qrels" / f"{split}.tsv"
     for needed in (path / "corpus.jsonl", path / "queries.jsonl", qrels_path):
         if not needed.exists():
-            raise InvalidInput(f"{needed}: missing (BEIR layout: corpus.jsonl, queries.jsonl, qrels/)")
+            raise InvalidInput(
+                f"{needed}: missing (BEIR layout: corpus.jsonl, queries.jsonl, qrels/)"
+            )
     documents = [
         Document(
-            id=str(row["_id"]), text=str(row.get("text") or ""), title=str(row.get("title") or ""),
+            id=str(row["_id"]),
+            text=str(row.get("text") or ""),
+            title=str(row.get("title") or ""),
             source=str(row["_id"]),
         )
         for row in _jsonl(path / "corpus.jsonl")
@@ -111,7 +115,9 @@ def load_beir(path: Path, split: str = "train") -> EvalDataset:
     qrels = read_qrels(qrels_path)
     queries = [
         EvalQuery(
-            id=str(row["_id"]), question=str(row["text"]), relevant=qrels[str(row["_id"])],
+            id=str(row["_id"]),
+            question=str(row["text"]),
+            relevant=qrels[str(row["_id"])],
             evidence=_evidence(row.get("metadata")),
         )
         for row in _jsonl(path / "queries.jsonl")
@@ -130,8 +136,10 @@ def load_questions(path: Path, corpus: list[Path] | None = None) -> EvalDataset:
         relevant = row.get("relevant_ids") or []
         queries.append(
             EvalQuery(
-                id=str(row.get("id", number)), question=str(row["question"]),
-                answer=row.get("answer"), relevant={str(d): 1.0 for d in relevant},
+                id=str(row.get("id", number)),
+                question=str(row["question"]),
+                answer=row.get("answer"),
+                relevant={str(d): 1.0 for d in relevant},
             )
         )
     documents = None

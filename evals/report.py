@@ -11,9 +11,17 @@ def comparison_rows(configs: list[dict[str, Any]]) -> tuple[list[str], list[list
     """Header and rows of the comparison table: ranking metrics and stage latencies."""
     present = [m for m in EXTRA_METRICS if any(m in c["metrics"] for c in configs)]
     header = [
-        "config", *TABLE_METRICS, *present,
-        "retrieve p50", "retrieve p95", "rerank p50", "rerank p95",
-        "retr+rerank p50", "retr+rerank p95", "total p95", "fallback",
+        "config",
+        *TABLE_METRICS,
+        *present,
+        "retrieve p50",
+        "retrieve p95",
+        "rerank p50",
+        "rerank p95",
+        "retr+rerank p50",
+        "retr+rerank p95",
+        "total p95",
+        "fallback",
     ]
     rows = []
     for c in configs:
@@ -22,14 +30,21 @@ def comparison_rows(configs: list[dict[str, Any]]) -> tuple[list[str], list[list
         def ms(node: str, q: str, lat: dict[str, Any] = lat) -> str:
             return f"{lat[node][q]:.1f}" if node in lat else "-"
 
-        rows.append([
-            c["config"],
-            *(f"{c['metrics'].get(m, 0.0):.4f}" for m in TABLE_METRICS),
-            *(f"{c['metrics'][m]:.4f}" if m in c["metrics"] else "-" for m in present),
-            ms("retrieve", "p50"), ms("retrieve", "p95"), ms("rerank", "p50"), ms("rerank", "p95"),
-            ms("retrieve+rerank", "p50"), ms("retrieve+rerank", "p95"), ms("total", "p95"),
-            f"{c['rates']['fallback']:.3f}",
-        ])
+        rows.append(
+            [
+                c["config"],
+                *(f"{c['metrics'].get(m, 0.0):.4f}" for m in TABLE_METRICS),
+                *(f"{c['metrics'][m]:.4f}" if m in c["metrics"] else "-" for m in present),
+                ms("retrieve", "p50"),
+                ms("retrieve", "p95"),
+                ms("rerank", "p50"),
+                ms("rerank", "p95"),
+                ms("retrieve+rerank", "p50"),
+                ms("retrieve+rerank", "p95"),
+                ms("total", "p95"),
+                f"{c['rates']['fallback']:.3f}",
+            ]
+        )
     return header, rows
 
 
@@ -37,7 +52,10 @@ def text_table(configs: list[dict[str, Any]]) -> str:
     """The comparison as an aligned plain-text table for the terminal."""
     header, rows = comparison_rows(configs)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in [header, *rows]]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -53,7 +71,8 @@ def render_report(summary: dict[str, Any], images: list[str]) -> str:
     """report.md: dataset, comparison, per-node latencies, rates, ingestion, plots."""
     configs = summary["configs"]
     parts = [
-        f"# keel eval: {summary['dataset']}" + (f" ({summary['split']})" if summary.get("split") else ""),
+        f"# keel eval: {summary['dataset']}"
+        + (f" ({summary['split']})" if summary.get("split") else ""),
         "",
         f"{summary['queries']} queries. Ranking metrics are at document level (a document ranks at "
         "its best chunk); latencies in milliseconds, measured in the compiled graph.",
@@ -68,14 +87,26 @@ def render_report(summary: dict[str, Any], images: list[str]) -> str:
     lat_rows = []
     for c in configs:
         for node, s in c["latency_ms"].items():
-            lat_rows.append([c["config"], node, str(s["count"]), f"{s['p50']:.1f}",
-                             f"{s['p95']:.1f}", f"{s['max']:.1f}"])
+            lat_rows.append(
+                [
+                    c["config"],
+                    node,
+                    str(s["count"]),
+                    f"{s['p50']:.1f}",
+                    f"{s['p95']:.1f}",
+                    f"{s['max']:.1f}",
+                ]
+            )
     parts += [markdown_table(["config", "node", "n", "p50", "p95", "max"], lat_rows), ""]
     parts += ["## Rates", ""]
     rate_names = sorted({k for c in configs for k in c["rates"]})
-    parts += [markdown_table(
-        ["config", *rate_names], [[c["config"], *(f"{c['rates'][r]:.3f}" for r in rate_names)] for c in configs]
-    ), ""]
+    parts += [
+        markdown_table(
+            ["config", *rate_names],
+            [[c["config"], *(f"{c['rates'][r]:.3f}" for r in rate_names)] for c in configs],
+        ),
+        "",
+    ]
     parts += ["## Configurations and ingestion", ""]
     for c in configs:
         ingest = c.get("ingest") or {}
@@ -103,11 +134,18 @@ def write_plots(out_dir: Path, runs: list[Any]) -> list[str]:
     if nodes and runs:
         fig, axes = plt.subplots(1, len(nodes), figsize=(3.2 * len(nodes), 3.6), squeeze=False)
         for ax, node in zip(axes[0], nodes, strict=True):
-            data = [[r["timings_ms"][node] for r in run.rows if node in r["timings_ms"]] or [0.0]
-                    for run in runs]
+            data = [
+                [r["timings_ms"][node] for r in run.rows if node in r["timings_ms"]] or [0.0]
+                for run in runs
+            ]
             ax.boxplot(data, showfliers=False)
-            ax.set_xticks(range(1, len(runs) + 1), [run.config.name for run in runs], rotation=45,
-                          ha="right", fontsize=7)
+            ax.set_xticks(
+                range(1, len(runs) + 1),
+                [run.config.name for run in runs],
+                rotation=45,
+                ha="right",
+                fontsize=7,
+            )
             ax.set_title(node)
             ax.set_ylabel("ms")
         fig.suptitle("latency per node (whiskers 1.5 IQR, outliers hidden)")
@@ -123,8 +161,13 @@ def write_plots(out_dir: Path, runs: list[Any]) -> list[str]:
             values = [run.summary["metrics"].get(metric, 0.0) for run in runs]
             xs = [x + i * width for x in range(len(runs))]
             ax.bar(xs, values, width, label=metric)
-        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(runs))],
-                      [run.config.name for run in runs], rotation=30, ha="right", fontsize=8)
+        ax.set_xticks(
+            [x + 0.4 - width / 2 for x in range(len(runs))],
+            [run.config.name for run in runs],
+            rotation=30,
+            ha="right",
+            fontsize=8,
+        )
         ax.set_ylim(0, 1)
         ax.legend(fontsize=7, ncol=len(metric_names))
         ax.set_title("metric per configuration")

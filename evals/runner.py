@@ -60,8 +60,9 @@ def collection_name(dataset: EvalDataset, settings: Settings) -> str:
     return f"eval_{slug}_{hashlib.sha256(material.encode()).hexdigest()[:8]}"
 
 
-def eval_settings(base: Settings, dataset: EvalDataset, overrides: dict[str, Any],
-                  data_dir: Path | None = None) -> Settings:
+def eval_settings(
+    base: Settings, dataset: EvalDataset, overrides: dict[str, Any], data_dir: Path | None = None
+) -> Settings:
     """Settings for an eval run: overrides applied, the eval data dir, the isolated collection."""
     values = {**base.model_dump(), **overrides}
     if data_dir is not None:
@@ -105,19 +106,27 @@ def _progress_bar(show: bool, total: int | None, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="q" if total else "chunk", leave=True)
 
 
-async def run_query(graph: Any, query: EvalQuery, config: EvalConfig, use_cache: bool) -> dict[str, Any]:
+async def run_query(
+    graph: Any, query: EvalQuery, config: EvalConfig, use_cache: bool
+) -> dict[str, Any]:
     """One query through the compiled graph; node timings from the `tasks` stream."""
     thread = {"configurable": {"thread_id": f"eval-{uuid.uuid4().hex}"}}
-    context = config.build_context(user_message=query.question, **({"use_cache": True} if use_cache else {}))
+    context = config.build_context(
+        user_message=query.question, **({"use_cache": True} if use_cache else {})
+    )
     started_at: dict[str, float] = {}
     timings: dict[str, float] = {}
     first_stage: list[str] = []
     errors: dict[str, str] = {}
     begin = time.perf_counter()
-    async for event in graph.astream({"messages": []}, thread, context=context, stream_mode="tasks"):
+    async for event in graph.astream(
+        {"messages": []}, thread, context=context, stream_mode="tasks"
+    ):
         name = event.get("name", "")
         if "result" in event:
-            timings[name] = round((time.perf_counter() - started_at.pop(event["id"], begin)) * 1000, 3)
+            timings[name] = round(
+                (time.perf_counter() - started_at.pop(event["id"], begin)) * 1000, 3
+            )
             if event.get("error"):
                 errors[name] = str(event["error"])
             if name == RETRIEVE:
@@ -162,7 +171,11 @@ def _answer_evidence(
         if not hits:
             words = set(text.lower().split())
             overlaps = [
-                (len(words & set(s.lower().split())) / max(len(words | set(s.lower().split())), 1), i)
+                (
+                    len(words & set(s.lower().split()))
+                    / max(len(words | set(s.lower().split())), 1),
+                    i,
+                )
                 for i, s in enumerate(sentences)
             ]
             best = max(overlaps, default=(0.0, -1))
@@ -171,8 +184,12 @@ def _answer_evidence(
     return chosen
 
 
-def score_row(row: dict[str, Any], query: EvalQuery, top_k: int,
-              sentences_of: Callable[[str], list[str]] | None) -> None:
+def score_row(
+    row: dict[str, Any],
+    query: EvalQuery,
+    top_k: int,
+    sentences_of: Callable[[str], list[str]] | None,
+) -> None:
     """Adds ranking, evidence and citation metrics to a result row (in place)."""
     docs = metrics.doc_ranking(pid for pid, _ in row["retrieved"])
     row["doc_ranking"] = docs[:100]
@@ -221,15 +238,16 @@ def summarize(config: EvalConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
     counts = {name: sum(1 for r in rows if name in r["metrics"]) for name in names}
     nodes = sorted({n for r in rows for n in r["timings_ms"]})
     latency = {
-        node: {k: round(v, 2) for k, v in metrics.latency_summary(
-            [r["timings_ms"][node] for r in rows if node in r["timings_ms"]]
-        ).items()}
+        node: {
+            k: round(v, 2)
+            for k, v in metrics.latency_summary(
+                [r["timings_ms"][node] for r in rows if node in r["timings_ms"]]
+            ).items()
+        }
         for node in nodes
     }
     stage = [sum(r["timings_ms"].get(n, 0.0) for n in STAGE_NODES) for r in rows]
-    latency["retrieve+rerank"] = {
-        k: round(v, 2) for k, v in metrics.latency_summary(stage).items()
-    }
+    latency["retrieve+rerank"] = {k: round(v, 2) for k, v in metrics.latency_summary(stage).items()}
     return {
         "config": config.name,
         "knobs": config.describe(),
@@ -241,20 +259,32 @@ def summarize(config: EvalConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
             "cache_hit": round(metrics.rate([r["cached"] for r in rows]), 4),
             "fallback": round(metrics.rate([FALLBACK in r["timings_ms"] for r in rows]), 4),
             "degraded": round(metrics.rate([bool(r["degraded"]) for r in rows]), 4),
-            "rerank_skipped": round(metrics.rate(
-                [any(d.startswith("rerank_skipped") for d in r["degraded"]) for r in rows]
-            ), 4),
-            "answered_by_generate": round(metrics.rate(
-                [GENERATE in r["timings_ms"] and FALLBACK not in r["timings_ms"] for r in rows]
-            ), 4),
+            "rerank_skipped": round(
+                metrics.rate(
+                    [any(d.startswith("rerank_skipped") for d in r["degraded"]) for r in rows]
+                ),
+                4,
+            ),
+            "answered_by_generate": round(
+                metrics.rate(
+                    [GENERATE in r["timings_ms"] and FALLBACK not in r["timings_ms"] for r in rows]
+                ),
+                4,
+            ),
         },
     }
 
 
 async def evaluate_config(
-    dataset: EvalDataset, config: EvalConfig, base_settings: Settings, *,
-    data_dir: Path | None = None, use_cache: bool = False, judge: bool = False,
-    show_progress: bool = False, deps_factory: Callable[[Settings], Deps] | None = None,
+    dataset: EvalDataset,
+    config: EvalConfig,
+    base_settings: Settings,
+    *,
+    data_dir: Path | None = None,
+    use_cache: bool = False,
+    judge: bool = False,
+    show_progress: bool = False,
+    deps_factory: Callable[[Settings], Deps] | None = None,
 ) -> ConfigRun:
     """Runs one configuration over every query with fresh clients (no warm caches carried over
     from another configuration, so latencies compare fairly)."""
@@ -295,9 +325,16 @@ async def evaluate_config(
 
 
 async def evaluate(
-    dataset: EvalDataset, configs: list[EvalConfig], base_settings: Settings | None = None, *,
-    out_dir: Path | None = None, data_dir: Path | None = None, use_cache: bool = False,
-    judge: bool = False, show_progress: bool = False, plots: bool = True,
+    dataset: EvalDataset,
+    configs: list[EvalConfig],
+    base_settings: Settings | None = None,
+    *,
+    out_dir: Path | None = None,
+    data_dir: Path | None = None,
+    use_cache: bool = False,
+    judge: bool = False,
+    show_progress: bool = False,
+    plots: bool = True,
 ) -> list[ConfigRun]:
     """Evaluates every configuration; with `out_dir`, writes results, summary, report and plots."""
     from langsmith import tracing_context
@@ -308,10 +345,17 @@ async def evaluate(
     # Tracing stays off during runs: only an explicit `--langsmith` upload reaches the network.
     with tracing_context(enabled=False):
         for config in configs:
-            runs.append(await evaluate_config(
-                dataset, config, base, data_dir=data_dir, use_cache=use_cache, judge=judge,
-                show_progress=show_progress,
-            ))
+            runs.append(
+                await evaluate_config(
+                    dataset,
+                    config,
+                    base,
+                    data_dir=data_dir,
+                    use_cache=use_cache,
+                    judge=judge,
+                    show_progress=show_progress,
+                )
+            )
             if out_dir is not None:  # partial results survive an interrupted comparison
                 write_outputs(out_dir, dataset, runs, plots=False)
     if out_dir is not None:
@@ -319,7 +363,9 @@ async def evaluate(
     return runs
 
 
-def write_outputs(out_dir: Path, dataset: EvalDataset, runs: list[ConfigRun], plots: bool = True) -> None:
+def write_outputs(
+    out_dir: Path, dataset: EvalDataset, runs: list[ConfigRun], plots: bool = True
+) -> None:
     """results.jsonl, summary.json, report.md and (optionally) the PNG plots."""
     from evals.report import render_report, write_plots
 
@@ -334,6 +380,8 @@ def write_outputs(out_dir: Path, dataset: EvalDataset, runs: list[ConfigRun], pl
         "queries": len(dataset.queries),
         "configs": [run.summary for run in runs],
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    (out_dir / "summary.json").write_text(
+        json.dumps(summary, indent=2, default=str), encoding="utf-8"
+    )
     images = write_plots(out_dir, runs) if plots else []
     (out_dir / "report.md").write_text(render_report(summary, images), encoding="utf-8")

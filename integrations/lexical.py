@@ -8,7 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 import Stemmer
 
-_TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
+# Hyphenated compounds split into their parts ("soil-transmitted" matches "soil transmitted"):
+# +0.028 nDCG@10 for BM25 on SciFact train over keeping them whole.
+_TOKEN = re.compile(r"[a-z0-9]+")
 _STOPWORDS = frozenset(
     "a an and are as at be but by for from has have in into is it its of on or that the their "
     "there these this those to was were which with".split()

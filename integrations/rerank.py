@@ -7,6 +7,10 @@ import numpy as np
 from graph.state import Passage
 from integrations.corpus import Corpus
 
+# Share of the best sentence's cosine in the blend; SciFact train is flat from 0.4 to 0.7 over
+# the score-fused first stage (+0.004 nDCG@10), 0.5 sits in the middle of that plateau.
+RERANK_WEIGHT = 0.5
+
 
 class Reranker(Protocol):
     """Re-scores first-stage candidates; returns them best first with `score` replaced."""
@@ -22,7 +26,7 @@ class SentenceMaxSimReranker:
 
     name = "sentence-maxsim"
 
-    def __init__(self, corpus: Corpus, weight: float = 0.7):
+    def __init__(self, corpus: Corpus, weight: float = RERANK_WEIGHT):
         self._corpus = corpus
         self._weight = weight
 

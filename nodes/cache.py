@@ -23,7 +23,12 @@ def normalize_question(text: str) -> str:
 def answer_settings(deps: Deps, context: Context) -> dict[str, Any]:
     """The settings that change an answer; part of the cache key."""
     models = [getattr(m, "model_name", type(m).__name__) for m in deps.chat_models]
-    return {"top_k": context.top_k, "rerank": context.rerank, "model": context.model or models}
+    return {
+        "top_k": context.top_k,
+        "rerank": context.rerank,
+        "retrieval": context.retrieval,
+        "model": context.model or models,
+    }
 
 
 async def cache_key(deps: Deps, context: Context, question: str) -> str:

@@ -2,7 +2,8 @@
 of the ranked passages that best answer the question, each with its [n] citation."""
 
 import asyncio
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,6 +20,7 @@ class ExtractiveAnswer:
 
     sentences: list[tuple[str, int]]
     citations: list[Citation]
+    redactions: dict[str, int] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -38,13 +40,20 @@ def _select(deps: Deps, question: str, passages: list[Passage]) -> ExtractiveAns
         return None
     # Present in reading order within a passage, passages in rank order.
     best.sort(key=lambda s: (s[1], s[2]))
-    citations: dict[int, Citation] = {}
+    # The output guard: sentences leave redacted, as answer tokens and as citation snippets.
+    counts: Counter[str] = Counter()
+    chosen: list[tuple[str, int]] = []
     for _, n, _, sentence in best:
+        redaction = deps.redactor.redact(sentence)
+        counts.update(redaction.counts)
+        chosen.append((redaction.text, n))
+    citations: dict[int, Citation] = {}
+    for sentence, n in chosen:
         p = passages[n - 1]
         citations.setdefault(
             n, Citation(n=n, id=p["id"], source=p["source"], snippet=sentence[:300])
         )
-    return ExtractiveAnswer([(s, n) for _, n, _, s in best], list(citations.values()))
+    return ExtractiveAnswer(chosen, list(citations.values()), dict(counts))
 
 
 async def extractive_answer(

@@ -19,7 +19,9 @@ from starlette.routing import Route
 
 def _chunk(model: str, delta: dict, finish: str | None = None, usage: dict | None = None) -> str:
     body = {
-        "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
         "model": model,
         "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
@@ -40,8 +42,15 @@ async def completions(request: Request) -> StreamingResponse | JSONResponse:
             await asyncio.sleep(int(delay_ms) / 1000)
             yield _chunk(model, {"content": word if n == 0 else " " + word})
         yield _chunk(model, {}, finish="stop")
-        yield _chunk(model, {}, usage={"prompt_tokens": 100, "completion_tokens": len(text),
-                                       "total_tokens": 100 + len(text)})
+        yield _chunk(
+            model,
+            {},
+            usage={
+                "prompt_tokens": 100,
+                "completion_tokens": len(text),
+                "total_tokens": 100 + len(text),
+            },
+        )
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream")

@@ -17,11 +17,17 @@ from httpx_sse import connect_sse
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
 
 
-def llm_env(postgres_url: str, data_dir: Path, fake_llm_url: str, model: str, **extra: str) -> dict[str, str]:
+def llm_env(
+    postgres_url: str, data_dir: Path, fake_llm_url: str, model: str, **extra: str
+) -> dict[str, str]:
     return {
-        "KEEL_DATABASE_URL": postgres_url, "KEEL_DATA_DIR": str(data_dir),
-        "KEEL_LLM_BASE_URL": fake_llm_url, "KEEL_LLM_API_KEY": "test", "KEEL_LLM_MODEL": model,
-        "KEEL_RUN_HEARTBEAT_S": "0.2", **extra,
+        "KEEL_DATABASE_URL": postgres_url,
+        "KEEL_DATA_DIR": str(data_dir),
+        "KEEL_LLM_BASE_URL": fake_llm_url,
+        "KEEL_LLM_API_KEY": "test",
+        "KEEL_LLM_MODEL": model,
+        "KEEL_RUN_HEARTBEAT_S": "0.2",
+        **extra,
     }
 
 
@@ -35,7 +41,9 @@ def events_of(source) -> list[tuple[str, str, dict]]:
 
 def replay(client: httpx.Client, base: str, tid: str, rid: str, last_id: str | None = None) -> list:
     headers = {"Last-Event-ID": last_id} if last_id else {}
-    with connect_sse(client, "GET", f"{base}/v1/threads/{tid}/runs/{rid}/stream", headers=headers) as source:
+    with connect_sse(
+        client, "GET", f"{base}/v1/threads/{tid}/runs/{rid}/stream", headers=headers
+    ) as source:
         assert source.response.status_code == 200
         return events_of(source)
 
@@ -66,7 +74,9 @@ def test_reconnect_at_random_positions_on_either_replica(replicas):
             body = {"message": f"{QUESTION} ({attempt})", "context": {"use_cache": False}}
             seen: list = []
             cut = rng.randint(1, 45)
-            with connect_sse(client, "POST", f"{a.url}/v1/threads/{tid}/runs/stream", json=body) as source:
+            with connect_sse(
+                client, "POST", f"{a.url}/v1/threads/{tid}/runs/stream", json=body
+            ) as source:
                 for event in source.iter_sse():
                     seen.append((event.id, event.event, json.loads(event.data)))
                     if len(seen) == cut or event.event in ("run.finished", "run.error"):
@@ -91,11 +101,16 @@ def test_background_run_status_wait_and_bad_last_event_id(replicas):
         assert run["status"] in ("pending", "running")
         result = client.get(f"{b.url}/v1/threads/{tid}/runs/{run['run_id']}/wait").json()
         assert result["answer"].startswith("word0") and result["citations"][0]["n"] == 1
-        assert client.get(f"{b.url}/v1/threads/{tid}/runs/{run['run_id']}").json()["status"] == "succeeded"
+        assert (
+            client.get(f"{b.url}/v1/threads/{tid}/runs/{run['run_id']}").json()["status"]
+            == "succeeded"
+        )
         url = f"{b.url}/v1/threads/{tid}/runs/{run['run_id']}/stream"
         for bad in ("nonsense", f"{run['run_id']}:x", "otherrun:3", f"{run['run_id']}:-1"):
             response = client.get(url, headers={"Last-Event-ID": bad})
-            assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_input"
+            assert (
+                response.status_code == 422 and response.json()["error"]["code"] == "invalid_input"
+            )
         assert client.get(f"{b.url}/v1/threads/{tid}/runs/nope/stream").status_code == 404
         runs = client.get(f"{a.url}/v1/threads/{tid}/runs").json()
         assert [r["run_id"] for r in runs] == [run["run_id"]]
@@ -106,8 +121,12 @@ def test_cancel_during_token_streaming_from_the_other_replica(replicas):
     with httpx.Client(timeout=60) as client:
         tid = new_thread(client, a.url)
         events = []
-        with connect_sse(client, "POST", f"{a.url}/v1/threads/{tid}/runs/stream",
-                         json={"message": "How large are chunks?"}) as source:
+        with connect_sse(
+            client,
+            "POST",
+            f"{a.url}/v1/threads/{tid}/runs/stream",
+            json={"message": "How large are chunks?"},
+        ) as source:
             for event in source.iter_sse():
                 events.append((event.event, json.loads(event.data)))
                 if sum(1 for e, _ in events if e == "token") == 5:
@@ -115,13 +134,18 @@ def test_cancel_during_token_streaming_from_the_other_replica(replicas):
                     cancelled = client.post(f"{b.url}/v1/threads/{tid}/runs/{rid}/cancel")
                     assert cancelled.status_code == 202
                     started = time.monotonic()
-        assert events[-1] == ("run.error", {"code": "cancelled", "retryable": False, "message": "cancelled"})
+        assert events[-1] == (
+            "run.error",
+            {"code": "cancelled", "retryable": False, "message": "cancelled"},
+        )
         assert time.monotonic() - started < 3
         assert sum(1 for e, _ in events if e == "token") < 40
         assert client.get(f"{a.url}/v1/threads/{tid}/runs/{rid}").json()["status"] == "cancelled"
         state = client.get(f"{a.url}/v1/threads/{tid}").json()
         assert [m["role"] for m in state["messages"]] == ["user"]  # no half-written answer
-        follow = client.post(f"{b.url}/v1/threads/{tid}/runs/wait", json={"message": "Do chunks overlap?"})
+        follow = client.post(
+            f"{b.url}/v1/threads/{tid}/runs/wait", json={"message": "Do chunks overlap?"}
+        )
         assert follow.status_code == 200
         state = client.get(f"{a.url}/v1/threads/{tid}").json()
         assert [m["role"] for m in state["messages"]] == ["user", "user", "assistant"]
@@ -130,13 +154,17 @@ def test_cancel_during_token_streaming_from_the_other_replica(replicas):
 def _race(a, b, tid: str, strategy: str) -> tuple[httpx.Response, httpx.Response]:
     """Run 1 on replica A; once it streams tokens, run 2 on replica B with `strategy`."""
     with httpx.Client(timeout=60) as client:
-        first = client.post(f"{a.url}/v1/threads/{tid}/runs", json={"message": "first question"}).json()
+        first = client.post(
+            f"{a.url}/v1/threads/{tid}/runs", json={"message": "first question"}
+        ).json()
         rid = first["run_id"]
         while client.get(f"{a.url}/v1/threads/{tid}/runs/{rid}").json()["status"] != "running":
             time.sleep(0.05)
         time.sleep(0.3)  # into token streaming
-        second = client.post(f"{b.url}/v1/threads/{tid}/runs",
-                             json={"message": "second question", "multitask_strategy": strategy})
+        second = client.post(
+            f"{b.url}/v1/threads/{tid}/runs",
+            json={"message": "second question", "multitask_strategy": strategy},
+        )
         first_result = client.get(f"{a.url}/v1/threads/{tid}/runs/{rid}/wait")
         return first_result, second
 
@@ -163,7 +191,11 @@ def test_multitask_strategies_across_replicas(replicas, strategy):
         assert [r for r, _ in roles] == ["user", "assistant", "user", "assistant"]
     elif strategy == "interrupt":  # partial progress kept: the first question, no answer to it
         assert first.status_code == 409 and first.json()["error"]["code"] == "cancelled"
-        assert roles[0] == ("user", "first question") and [r for r, _ in roles] == ["user", "user", "assistant"]
+        assert roles[0] == ("user", "first question") and [r for r, _ in roles] == [
+            "user",
+            "user",
+            "assistant",
+        ]
     else:  # rollback: the first run's checkpoints are gone
         assert first.status_code == 409 and first.json()["error"]["code"] == "cancelled"
         assert [r for r, _ in roles] == ["user", "assistant"] and roles[0][1] == "second question"
@@ -175,7 +207,9 @@ def test_concurrent_submissions_on_two_replicas_admit_exactly_one(replicas):
         tid = new_thread(client, a.url)
 
         def post(base: str) -> int:
-            return client.post(f"{base}/v1/threads/{tid}/runs", json={"message": "race"}).status_code
+            return client.post(
+                f"{base}/v1/threads/{tid}/runs", json={"message": "race"}
+            ).status_code
 
         for _ in range(5):
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -187,15 +221,22 @@ def test_concurrent_submissions_on_two_replicas_admit_exactly_one(replicas):
 
 @pytest.mark.parametrize("auto", [True, False])
 def test_kill_9_mid_run_then_resume(start_server, postgres_url, data_dir, fake_llm_url, auto):
-    extra = {"KEEL_RUN_LEASE_S": "2", "KEEL_RUN_MAX_ATTEMPTS": "3" if auto else "1",
-             "KEEL_DURABILITY": "sync"}
+    extra = {
+        "KEEL_RUN_LEASE_S": "2",
+        "KEEL_RUN_MAX_ATTEMPTS": "3" if auto else "1",
+        "KEEL_DURABILITY": "sync",
+    }
     env = llm_env(postgres_url, data_dir, fake_llm_url, "slow-50-60", **extra)
     first = start_server(**env)
     with httpx.Client(timeout=60) as client:
         tid = new_thread(client, first.url)
-        rid = client.post(f"{first.url}/v1/threads/{tid}/runs", json={"message": "crash me"}).json()["run_id"]
+        rid = client.post(
+            f"{first.url}/v1/threads/{tid}/runs", json={"message": "crash me"}
+        ).json()["run_id"]
         tokens = 0
-        with connect_sse(client, "GET", f"{first.url}/v1/threads/{tid}/runs/{rid}/stream") as source:
+        with connect_sse(
+            client, "GET", f"{first.url}/v1/threads/{tid}/runs/{rid}/stream"
+        ) as source:
             for event in source.iter_sse():
                 tokens += event.event == "token"
                 if tokens == 5:
@@ -205,10 +246,15 @@ def test_kill_9_mid_run_then_resume(start_server, postgres_url, data_dir, fake_l
         second = start_server(**env)
         if not auto:
             deadline = time.monotonic() + 30
-            while client.get(f"{second.url}/v1/threads/{tid}/runs/{rid}").json()["status"] != "interrupted":
+            while (
+                client.get(f"{second.url}/v1/threads/{tid}/runs/{rid}").json()["status"]
+                != "interrupted"
+            ):
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
-            assert client.post(f"{second.url}/v1/threads/{tid}/runs/{rid}/resume").status_code == 202
+            assert (
+                client.post(f"{second.url}/v1/threads/{tid}/runs/{rid}/resume").status_code == 202
+            )
         result = client.get(f"{second.url}/v1/threads/{tid}/runs/{rid}/wait")
         assert result.status_code == 200, result.text
         assert result.json()["answer"].endswith("[1].")
@@ -225,22 +271,33 @@ def _thread_bytes(url: str, tid: str) -> int:
         total = 0
         for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes"):
             row = conn.execute(
-                f"SELECT COALESCE(SUM(pg_column_size(t.*)), 0) FROM {table} t WHERE thread_id = %s", (tid,)
+                f"SELECT COALESCE(SUM(pg_column_size(t.*)), 0) FROM {table} t WHERE thread_id = %s",
+                (tid,),
             ).fetchone()
             total += int(row[0])
         return total
 
 
-def test_retention_bounds_storage_and_delete_removes_everything(start_server, postgres_url, data_dir):
-    server = start_server(KEEL_DATABASE_URL=postgres_url, KEEL_DATA_DIR=str(data_dir),
-                          KEEL_RETENTION_CHECKPOINTS="12", KEEL_HISTORY_MAX_MESSAGES="20",
-                          KEEL_RETENTION_EVENTS_S="1", KEEL_RUN_HEARTBEAT_S="0.2")
+def test_retention_bounds_storage_and_delete_removes_everything(
+    start_server, postgres_url, data_dir
+):
+    server = start_server(
+        KEEL_DATABASE_URL=postgres_url,
+        KEEL_DATA_DIR=str(data_dir),
+        KEEL_RETENTION_CHECKPOINTS="12",
+        KEEL_HISTORY_MAX_MESSAGES="20",
+        KEEL_RETENTION_EVENTS_S="1",
+        KEEL_RUN_HEARTBEAT_S="0.2",
+    )
     sizes = {}
     with httpx.Client(base_url=server.url, timeout=60) as client:
         tid = client.post("/v1/threads").json()["thread_id"]
         run_ids = []
         for turn in range(1, 201):
-            body = {"message": f"Turn {turn}: how large are chunks?", "context": {"use_cache": False}}
+            body = {
+                "message": f"Turn {turn}: how large are chunks?",
+                "context": {"use_cache": False},
+            }
             result = client.post(f"/v1/threads/{tid}/runs/wait", json=body)
             assert result.status_code == 200
             run_ids.append(result.json()["run_id"])
@@ -248,7 +305,9 @@ def test_retention_bounds_storage_and_delete_removes_everything(start_server, po
                 sizes[turn] = _thread_bytes(postgres_url, tid)
         assert sizes[200] <= 2 * sizes[10], sizes
         state = client.get(f"/v1/threads/{tid}").json()
-        assert len(state["messages"]) == 20 and state["messages"][-2]["content"].startswith("Turn 200")
+        assert len(state["messages"]) == 20 and state["messages"][-2]["content"].startswith(
+            "Turn 200"
+        )
         assert len(client.get(f"/v1/threads/{tid}/history?limit=1000").json()) <= 12
         # event logs older than 1 s are pruned, and a reconnect says so instead of ending silently
         time.sleep(2.5)
@@ -257,6 +316,13 @@ def test_retention_bounds_storage_and_delete_removes_everything(start_server, po
         assert client.delete(f"/v1/threads/{tid}").status_code == 204
     with psycopg.connect(postgres_url) as conn:
         for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "keel_runs"):
-            assert conn.execute(f"SELECT count(*) FROM {table} WHERE thread_id = %s", (tid,)).fetchone()[0] == 0
-        left = conn.execute("SELECT count(*) FROM keel_run_events WHERE run_id = ANY(%s)", (run_ids,)).fetchone()
+            assert (
+                conn.execute(
+                    f"SELECT count(*) FROM {table} WHERE thread_id = %s", (tid,)
+                ).fetchone()[0]
+                == 0
+            )
+        left = conn.execute(
+            "SELECT count(*) FROM keel_run_events WHERE run_id = ANY(%s)", (run_ids,)
+        ).fetchone()
         assert left[0] == 0

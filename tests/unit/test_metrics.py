@@ -51,7 +51,9 @@ def test_non_positive_judgements_are_not_relevant():
     assert metrics.mrr_at_k(["a", "b"], qrels, 10) == 0.5
 
 
-@pytest.mark.parametrize("fn", [metrics.ndcg_at_k, metrics.recall_at_k, metrics.mrr_at_k, metrics.hit_at_k])
+@pytest.mark.parametrize(
+    "fn", [metrics.ndcg_at_k, metrics.recall_at_k, metrics.mrr_at_k, metrics.hit_at_k]
+)
 def test_no_judgements_or_no_ranking_scores_zero(fn):
     assert fn(["a"], {}, 10) == 0.0
     assert fn([], QRELS, 10) == 0.0
@@ -75,7 +77,10 @@ def test_rate_and_mean():
 
 def test_evidence_precision_recall():
     gold = [("d1", 0), ("d1", 3), ("d2", 1)]
-    assert metrics.evidence_precision_recall([("d1", 0), ("d9", 2)], gold) == (0.5, pytest.approx(1 / 3))
+    assert metrics.evidence_precision_recall([("d1", 0), ("d9", 2)], gold) == (
+        0.5,
+        pytest.approx(1 / 3),
+    )
     assert metrics.evidence_precision_recall([], gold) == (0.0, 0.0)
     assert metrics.evidence_precision_recall([("d1", 0)], []) == (0.0, 0.0)
 
@@ -91,8 +96,11 @@ def test_citation_faithfulness():
 
 def test_abstract_sentences_split_sentences_joined_without_space():
     text = "First finding holds.Second one (n = 3) too. Third, e.g. here, ends."
-    assert abstract_sentences(text) == ["First finding holds.", "Second one (n = 3) too.",
-                                        "Third, e.g. here, ends."]
+    assert abstract_sentences(text) == [
+        "First finding holds.",
+        "Second one (n = 3) too.",
+        "Third, e.g. here, ends.",
+    ]
 
 
 def test_read_qrels_skips_header(tmp_path):
@@ -102,7 +110,9 @@ def test_read_qrels_skips_header(tmp_path):
 
 
 def test_overrides_are_typed_and_routed():
-    context, settings = parse_overrides(["top_k=3", "rerank=false", "retrieval=dense", "chunk_size=800"])
+    context, settings = parse_overrides(
+        ["top_k=3", "rerank=false", "retrieval=dense", "chunk_size=800"]
+    )
     assert context == {"top_k": 3, "rerank": False, "retrieval": "dense"}
     assert settings == {"chunk_size": 800}
     with pytest.raises(InvalidInput):
@@ -119,3 +129,16 @@ def test_compare_builds_one_configuration_per_name_with_shared_overrides():
     assert all(c.build_context().candidates == 50 for c in configs)
     assert configs[3].build_context().top_k == 3
     assert configs[2].build_context().use_cache is False
+
+
+def test_convex_fusion_normalises_each_list_and_weights_them():
+    from nodes.retrieve import convex_fusion
+
+    fused = dict(
+        convex_fusion(
+            {"dense": [("a", 0.9), ("b", 0.5), ("c", 0.1)], "lexical": [("c", 30.0), ("d", 10.0)]},
+            {"dense": 0.4, "lexical": 0.6},
+        )
+    )
+    assert fused == pytest.approx({"a": 0.4, "b": 0.2, "c": 0.6, "d": 0.0})
+    assert convex_fusion({"dense": [], "lexical": [("x", 2.0)]}) == [("x", 1.0)]

@@ -1,0 +1,89 @@
+"""The guard measured on data sets (`scripts/guard_bench.py` prints the full report): thresholds
+sit a little below the measured numbers, so a regression in the rules or recognizers fails."""
+
+import pytest
+
+from integrations.pii import PatternRedactor
+from nodes.guard import detect_injection
+from scripts.guard_bench import (
+    latency_ms,
+    load_lines,
+    pii_messages,
+    pii_scores,
+    rate,
+    scifact_abstracts,
+    scifact_claims,
+    split_of,
+)
+
+INJECTIONS = load_lines("injections.txt")
+BENIGN = load_lines("benign.txt")
+
+
+@pytest.fixture(scope="module")
+def patterns() -> PatternRedactor:
+    return PatternRedactor()
+
+
+@pytest.fixture(scope="module")
+def with_names() -> PatternRedactor:
+    return PatternRedactor(names=True)
+
+
+def test_data_sets_are_big_enough_and_split():
+    assert len(INJECTIONS) >= 100 and len(BENIGN) >= 100
+    for lines in (INJECTIONS, BENIGN):
+        splits = [split_of(t) for t in lines]
+        assert 0.35 < splits.count("dev") / len(splits) < 0.65
+
+
+def test_pattern_redaction_recall_and_precision(patterns):
+    table = pii_scores(patterns, pii_messages(400, seed=5))  # measured: 1.000 everywhere
+    assert table["overall"]["recall"] >= 0.98 and table["overall"]["precision"] >= 0.98
+    for entity in ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS"):
+        assert table[entity]["recall"] >= 0.97, entity
+    for entity in ("US_SSN", "UK_NINO"):
+        assert table[entity]["recall"] >= 0.95, entity
+    assert "PERSON" not in table  # names are off by default
+
+
+def test_name_redaction_recall_and_precision(with_names):
+    # measured on 400 messages: PERSON recall 0.914, LOCATION 0.971, precision >= 0.986
+    table = pii_scores(with_names, pii_messages(150, seed=7))
+    assert table["PERSON"]["recall"] >= 0.82 and table["PERSON"]["precision"] >= 0.95
+    assert table["LOCATION"]["recall"] >= 0.85 and table["LOCATION"]["precision"] >= 0.95
+    assert table["overall"]["recall"] >= 0.94 and table["overall"]["precision"] >= 0.97
+
+
+def test_pattern_redaction_leaves_scientific_claims_alone(patterns):
+    claims = scifact_claims()
+    assert claims
+    assert sum(bool(patterns.redact(c).counts) for c in claims) == 0  # measured 0/809
+
+
+@pytest.mark.parametrize(
+    ("split", "min_detection"),
+    [("dev", 0.97), ("heldout", 0.85)],  # measured: dev 1.000, held-out 0.892
+)
+def test_injection_detection_and_false_positives(split, min_detection):
+    injections = [t for t in INJECTIONS if split_of(t) == split]
+    benign = [t for t in BENIGN if split_of(t) == split]
+    assert rate(detect_injection, injections) >= min_detection
+    assert rate(detect_injection, benign) <= 0.03  # measured 0.000 on both halves
+
+
+def test_injection_rules_pass_the_real_corpus_and_claims():
+    # Passages are screened with the same rules: real abstracts must not be stripped.
+    abstracts = scifact_abstracts(2000)
+    assert rate(detect_injection, abstracts) <= 0.002  # measured 0/5183
+    assert rate(detect_injection, scifact_claims()) <= 0.002  # measured 0/809
+
+
+def test_guard_latency(patterns):
+    questions = BENIGN[:60]
+
+    def guard(text: str) -> None:
+        detect_injection(patterns.redact(text).text)
+
+    p50, p95 = latency_ms(guard, questions, repeat=2)
+    assert p50 < 10 and p95 < 40  # measured p50 ~1 ms, p95 ~6 ms on 2 cores
