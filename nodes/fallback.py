@@ -24,7 +24,9 @@ def make_fallback(deps: Deps):
         degraded = list(state.get("degraded", []))
         reason = degraded[-1] if degraded else "no_passages"
         # Screened again: generate's own screening is lost with its update when it fails.
-        screen = screen_passages(state.get("passages", []), deps.settings.guard_passage_policy)
+        screen = screen_passages(
+            state.get("passages", []), deps.settings.guard_passage_policy, context.top_k
+        )
         if screen.blocked:
             update = blocked_by_passages(screen, state, runtime, "fallback")
             return {**update, "fallback": {"reason": reason, "mode": "blocked"}}

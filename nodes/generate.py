@@ -112,7 +112,9 @@ def make_generate(deps: Deps):
 
     async def generate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         context = run_context(runtime.context)
-        screen = screen_passages(state.get("passages", []), deps.settings.guard_passage_policy)
+        screen = screen_passages(
+            state.get("passages", []), deps.settings.guard_passage_policy, context.top_k
+        )
         if screen.blocked:
             return blocked_by_passages(screen, state, runtime, "generate")
         screened = {"passages": screen.passages, "injected_passages": screen.injected}

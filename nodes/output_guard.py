@@ -86,10 +86,20 @@ class PassageScreen:
     blocked: bool
 
 
-def screen_passages(passages: list[Passage], policy: PassagePolicy) -> PassageScreen:
-    """Runs the guard's injection rules over passages: `strip` drops the offending ones, `flag`
-    keeps them (recorded), `block` refuses to answer from this retrieval at all."""
-    injected = [p["id"] for p in passages if detect_injection(f"{p['title']}\n{p['text']}")]
+def screen_passages(passages: list[Passage], policy: PassagePolicy, needed: int) -> PassageScreen:
+    """Runs the guard's injection rules over the passages the answer will use: `strip` drops the
+    offending ones (the next clean passage moves up), `flag` keeps them (recorded), `block`
+    refuses to answer from this retrieval at all. Only the first `needed` clean passages (in rank
+    order) are screened: the rules are costly and the rest never reach the model."""
+    injected: list[str] = []
+    clean = 0
+    for passage in passages:
+        if clean == needed:
+            break
+        if detect_injection(f"{passage['title']}\n{passage['text']}"):
+            injected.append(passage["id"])
+        else:
+            clean += 1
     if not injected or policy == "flag":
         return PassageScreen(passages, injected, False)
     if policy == "strip":

@@ -89,13 +89,18 @@ def test_stream_redactor_never_sends_a_value_split_across_chunks():
 
 
 def test_screen_passages_policies():
-    assert [p["id"] for p in screen_passages(PASSAGES, "strip").passages] == ["good", "also-good"]
-    flagged = screen_passages(PASSAGES, "flag")
+    assert [p["id"] for p in screen_passages(PASSAGES, "strip", 5).passages] == [
+        "good",
+        "also-good",
+    ]
+    flagged = screen_passages(PASSAGES, "flag", 5)
     assert flagged.injected == ["evil"] and len(flagged.passages) == 3 and not flagged.blocked
-    blocked = screen_passages(PASSAGES, "block")
+    blocked = screen_passages(PASSAGES, "block", 5)
     assert blocked.blocked and blocked.passages == []
-    clean = screen_passages([PASSAGES[0]], "block")
+    clean = screen_passages([PASSAGES[0]], "block", 5)
     assert clean.injected == [] and not clean.blocked
+    # only as many passages as the answer needs are screened: the rest never reach the model
+    assert screen_passages(PASSAGES, "block", 1) == type(clean)(PASSAGES, [], False)
 
 
 async def test_generate_redacts_answer_tokens_and_snippets_and_strips_injection(make_deps):
