@@ -1,15 +1,19 @@
 """The FastAPI application: lifespan-owned clients, routers per resource, error mapping."""
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from langchain_core.language_models import BaseChatModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import audit
+from api.auth import Authenticator
 from api.deps import Keel
 from api.errors import PayloadTooLarge, error_body, install_error_handlers
+from api.ratelimit import Limiter, enforce_rate_limit
 from api.routes import documents, health, runs, threads
 from api.runner import RunManager
 from checkpoints import open_persistence
@@ -48,18 +52,39 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-async def _reject(send: Send, limit: int) -> None:
-    import json
+class HeaderLimit:
+    """Rejects requests whose headers total more than `limit` bytes with 431."""
 
-    body = json.dumps(error_body("payload_too_large", f"request body larger than {limit} bytes"))
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.limit:
+            size = sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
+            if size > self.limit:
+                message = f"request headers larger than {self.limit} bytes"
+                await _send_error(send, 431, "headers_too_large", message)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _reject(send: Send, limit: int) -> None:
+    await _send_error(send, 413, "payload_too_large", f"request body larger than {limit} bytes")
+
+
+async def _send_error(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps(error_body(code, message)).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json")],
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
         }
     )
-    await send({"type": "http.response.body", "body": body.encode()})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(
@@ -67,9 +92,17 @@ def create_app(
 ) -> FastAPI:
     """Builds the app; clients are created in the lifespan and closed in reverse order."""
     settings = settings or Settings()
+    audit.configure()
+    authenticator = Authenticator(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not authenticator.enabled:
+            log.warning(
+                "no authentication configured (KEEL_API_KEYS, KEEL_JWT_SECRET, "
+                "KEEL_JWT_PUBLIC_KEY_FILE): every caller is tenant 'default'"
+            )
+        limiter = app.state.limiter = Limiter(settings)
         deps = Deps.from_settings(settings, chat_models)
         try:
             serde = build_serde(settings)
@@ -89,6 +122,7 @@ def create_app(
                     await keel.runs.stop()
         finally:
             await deps.aclose()
+            await limiter.aclose()
 
     app = FastAPI(
         title="keel",
@@ -96,8 +130,11 @@ def create_app(
         description="Retrieval-augmented chat over a checkpointed LangGraph state machine.",
         lifespan=lifespan,
     )
+    app.state.authenticator = authenticator
     install_error_handlers(app)
-    for module in (threads, runs, documents, health):
-        app.include_router(module.router)
+    for module in (threads, runs, documents):
+        app.include_router(module.router, dependencies=[Depends(enforce_rate_limit)])
+    app.include_router(health.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(HeaderLimit, limit=settings.max_header_bytes)
     return app

@@ -2,6 +2,7 @@
 and Postgres checkpoints, and time to first SSE event, against real `keel serve` processes."""
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -42,7 +44,9 @@ def _ingest(corpus_file: Path, data_dir: Path) -> dict[str, float]:
     }
 
 
-def _serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+@contextlib.contextmanager
+def _server(env: dict[str, str], log: Path) -> Iterator[str]:
+    """A `keel serve` process on a free port for the duration of the block; yields its URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -53,15 +57,20 @@ def _serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"server did not start, see {log}")
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                if time.time() > deadline:
+                    raise RuntimeError(f"server did not start, see {log}") from None
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def _turns(url: str, questions: list[str]) -> dict[str, object]:
@@ -103,6 +112,109 @@ def _turns(url: str, questions: list[str]) -> dict[str, object]:
     }
 
 
+async def _event_log_cost(url: str, events: int = 500) -> dict[str, float]:
+    """Milliseconds per appended event (one INSERT in its own transaction, as runs do)."""
+    from checkpoints import open_persistence
+
+    async with open_persistence(url) as p:
+        run, _ = await p.runs.create("bench", "bench-thread", "enqueue", {"message": "x"}, None)
+        data = {"text": "a token of about this size ", "node": "generate"}
+        started = time.perf_counter()
+        for seq in range(1, events + 1):
+            await p.runs.append(run.run_id, seq, "token", data)
+        elapsed = time.perf_counter() - started
+        await p.runs.delete_thread("bench-thread")
+    return {"ms_per_event": round(elapsed * 1000 / events, 3)}
+
+
+def _thread_bytes(url: str, thread_id: str) -> int:
+    import psycopg
+
+    total = 0
+    with psycopg.connect(url) as conn:
+        for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes"):
+            row = conn.execute(
+                f"SELECT COALESCE(SUM(pg_column_size(t.*)), 0) FROM {table} t WHERE thread_id = %s",
+                (thread_id,),
+            ).fetchone()
+            total += int(row[0]) if row else 0
+    return total
+
+
+def _storage(url: str, turns: int) -> dict[str, object]:
+    """Bytes a thread adds per turn around turns 10 and `turns` (Postgres), on one server."""
+    out: dict[str, object] = {}
+    with httpx.Client(base_url=url, timeout=120) as client:
+        thread_id = client.post("/v1/threads").json()["thread_id"]
+        sizes = {}
+        for turn in range(1, turns + 1):
+            body = {
+                "message": f"Turn {turn}: what is known about vitamin D?",
+                "context": {"use_cache": False},
+            }
+            client.post(f"/v1/threads/{thread_id}/runs/wait", json=body).raise_for_status()
+            if turn in (9, 10, turns - 1, turns):
+                sizes[turn] = _thread_bytes(os.environ["KEEL_BENCH_PG"], thread_id)
+        out["bytes_total"] = {"turn_10": sizes[10], f"turn_{turns}": sizes[turns]}
+        out["bytes_per_turn"] = {
+            "turn_10": sizes[10] - sizes[9],
+            f"turn_{turns}": sizes[turns] - sizes[turns - 1],
+        }
+    return out
+
+
+def _reconnect(url: str, runs: int = 20) -> dict[str, float]:
+    """Time from a reconnecting GET (Last-Event-ID mid-run) to the first missed event."""
+    samples = []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        thread_id = client.post("/v1/threads").json()["thread_id"]
+        for n in range(runs):
+            run = client.post(
+                f"/v1/threads/{thread_id}/runs/wait",
+                json={"message": f"Reconnect {n}: vitamin D?", "context": {"use_cache": False}},
+            ).json()
+            started = time.perf_counter()
+            with connect_sse(
+                client,
+                "GET",
+                f"/v1/threads/{thread_id}/runs/{run['run_id']}/stream",
+                headers={"Last-Event-ID": f"{run['run_id']}:3"},
+            ) as source:
+                next(iter(source.iter_sse()))
+                samples.append((time.perf_counter() - started) * 1000)
+    return {"p50": round(_pct(samples, 0.5), 1), "p95": round(_pct(samples, 0.95), 1)}
+
+
+def run_durability(args: argparse.Namespace) -> int:
+    """Event-log write cost, reconnect overhead and storage per turn with/without retention."""
+    import asyncio
+
+    report: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        report["event_log_sqlite"] = asyncio.run(_event_log_cost(f"sqlite:///{tmp}/e.sqlite"))
+        if args.postgres_url:
+            report["event_log_postgres"] = asyncio.run(_event_log_cost(args.postgres_url))
+            os.environ["KEEL_BENCH_PG"] = args.postgres_url
+            for name, extra in (
+                ("without_retention", {}),
+                (
+                    "with_retention",
+                    {"KEEL_RETENTION_CHECKPOINTS": "12", "KEEL_HISTORY_MAX_MESSAGES": "20"},
+                ),
+            ):
+                env = {
+                    "KEEL_DATA_DIR": str(args.data_dir),
+                    "KEEL_DATABASE_URL": args.postgres_url,
+                    **extra,
+                }
+                with _server(env, Path(tmp) / f"{name}.log") as base:
+                    if name == "without_retention":
+                        report["reconnect_ms"] = _reconnect(base)
+                    report[f"storage_{name}"] = _storage(base, args.turns)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs the benchmark and prints one JSON report."""
     data_dir = args.data_dir
@@ -121,13 +233,9 @@ def run(args: argparse.Namespace) -> int:
                 "KEEL_DATA_DIR": str(data_dir),
                 "KEEL_DATABASE_URL": url or f"sqlite:///{tmp}/bench.sqlite",
             }
-            proc, base = _serve(env, Path(tmp) / f"{name}.log")
-            try:
+            with _server(env, Path(tmp) / f"{name}.log") as base:
                 _turns(base, questions[:3])  # warm-up: model load, caches, connections
                 report[name] = _turns(base, questions)
-            finally:
-                proc.terminate()
-                proc.wait(30)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -148,4 +256,9 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     bench.add_argument("--turns", type=int, default=100)
     bench.add_argument("--postgres-url", default=os.environ.get("KEEL_DATABASE_URL"))
-    bench.set_defaults(func=run)
+    bench.add_argument(
+        "--durability",
+        action="store_true",
+        help="event-log cost, reconnect overhead, storage per turn (turns: --turns)",
+    )
+    bench.set_defaults(func=lambda args: (run_durability if args.durability else run)(args))

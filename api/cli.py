@@ -16,9 +16,16 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.auth import unauthenticated_bind_refusal
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if args.allow_unauthenticated:
+        overrides["allow_unauthenticated"] = True
     settings = Settings(**overrides)
+    refusal = unauthenticated_bind_refusal(settings)
+    if refusal:
+        print(f"keel: {refusal}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvicorn.run(
         create_app(settings),
@@ -93,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP server (uvicorn)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve a non-loopback host with no authentication (KEEL_ALLOW_UNAUTHENTICATED)",
+    )
     serve.set_defaults(func=_serve)
 
     ingest = sub.add_parser("ingest", help="ingest .txt .md .html .pdf .jsonl files or folders")

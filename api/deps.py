@@ -4,8 +4,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Path, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from langgraph.graph.state import CompiledStateGraph
 
+from api import audit
+from api.auth import Authenticator, AuthError
+from api.errors import Unauthorized
 from api.schemas import THREAD_ID_PATTERN
 from checkpoints import Persistence
 from graph.deps import Deps
@@ -31,9 +35,25 @@ def get_keel(request: Request) -> Keel:
     return request.app.state.keel
 
 
-def get_tenant() -> str:
-    """The caller's tenant. Single-tenant until authentication is configured."""
-    return "default"
+_bearer = HTTPBearer(auto_error=False, description="an API key or a JWT")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key")
+
+
+def get_tenant(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> str:
+    """The caller's tenant: "default" with no authentication configured, else from the API key
+    or JWT; 401 (audited) when credentials are missing or invalid."""
+    authenticator: Authenticator = request.app.state.authenticator
+    try:
+        principal = authenticator.authenticate(bearer.credentials if bearer else None, api_key)
+    except AuthError as exc:
+        audit.auth_failed(request, exc.reason, exc.method)
+        raise Unauthorized("missing or invalid credentials") from None
+    request.state.tenant = principal.tenant
+    return principal.tenant
 
 
 KeelDep = Annotated[Keel, Depends(get_keel)]

@@ -1,12 +1,14 @@
 """The one place where keel's errors become HTTP: JSON `{"error": {"code", "message"}}`."""
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from api import audit
 from graph.errors import (
     ConfigError,
     Conflict,
@@ -32,6 +34,23 @@ class UnsupportedFileType(InvalidInput):
     code = "unsupported_file_type"
 
 
+class Unauthorized(KeelError):
+    """Authentication is configured and the request has no valid credentials."""
+
+    code = "unauthorized"
+
+
+class RateLimited(KeelError):
+    """The tenant is over its request rate or its daily token quota."""
+
+    code = "rate_limited"
+    retryable = True
+
+    def __init__(self, message: str, retry_after_s: float, code: str = "rate_limited"):
+        super().__init__(message)
+        self.retry_after_s, self.code = retry_after_s, code
+
+
 class RunFailed(KeelError):
     """A run ended with `run.error`; carries the event's code and retryability."""
 
@@ -41,6 +60,8 @@ class RunFailed(KeelError):
 
 
 STATUS: list[tuple[type[KeelError], int]] = [
+    (Unauthorized, 401),
+    (RateLimited, 429),
     (PayloadTooLarge, 413),
     (UnsupportedFileType, 415),
     (InvalidInput, 422),
@@ -61,6 +82,15 @@ def status_for(error: KeelError) -> int:
     return next((status for cls, status in STATUS if isinstance(error, cls)), 500)
 
 
+def error_headers(error: KeelError) -> dict[str, str] | None:
+    """Headers a keel error's response needs (`WWW-Authenticate`, `Retry-After`)."""
+    if isinstance(error, Unauthorized):
+        return {"WWW-Authenticate": 'Bearer realm="keel"'}
+    if isinstance(error, RateLimited):
+        return {"Retry-After": str(max(1, math.ceil(error.retry_after_s)))}
+    return None
+
+
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     """The JSON error envelope."""
     return {"error": {"code": code, "message": message}}
@@ -70,8 +100,12 @@ def install_error_handlers(app: FastAPI) -> None:
     """Maps keel errors, validation errors, HTTP errors and anything else to the envelope."""
 
     @app.exception_handler(KeelError)
-    async def keel_error(_: Request, exc: KeelError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, str(exc)), status_code=status_for(exc))
+    async def keel_error(request: Request, exc: KeelError) -> JSONResponse:
+        if isinstance(exc, NotFound):
+            await audit.not_found(request)
+        return JSONResponse(
+            error_body(exc.code, str(exc)), status_code=status_for(exc), headers=error_headers(exc)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -28,6 +28,14 @@ class Persistence:
     kind: str
 
 
+async def _set_up(saver: Any, store: Any, runs: RunStore, kind: str) -> Persistence:
+    """Runs each part's idempotent `setup()` (creates tables, migrates) once, at open."""
+    await saver.setup()
+    await store.setup()
+    await runs.setup()
+    return Persistence(saver, store, runs, kind)
+
+
 async def _sqlite_conn(path: str) -> Any:
     """An autocommit connection for code that runs its own BEGIN ... COMMIT."""
     import aiosqlite
@@ -73,11 +81,7 @@ async def open_persistence(
                 AsyncSqliteSaver(saver_conn, serde=serde),
                 AsyncSqliteStore(store_conn),
             )
-            await sqlite_saver.setup()
-            await sqlite_store.setup()
-            sqlite_runs = SqliteRunStore(runs_conn)
-            await sqlite_runs.setup()
-            yield Persistence(sqlite_saver, sqlite_store, sqlite_runs, "sqlite")
+            yield await _set_up(sqlite_saver, sqlite_store, SqliteRunStore(runs_conn), "sqlite")
         finally:
             for conn in (runs_conn, store_conn, saver_conn):
                 await conn.close()
@@ -103,11 +107,7 @@ async def open_persistence(
             # With a serializer, primitive channel values go through it too (not inline JSONB).
             saver_type = AsyncPostgresSaver if serde is None else SealedAsyncPostgresSaver
             pg_saver, pg_store = saver_type(pool, serde=serde), AsyncPostgresStore(pool)
-            await pg_saver.setup()
-            await pg_store.setup()
-            pg_runs = PostgresRunStore(pool)
-            await pg_runs.setup()
-            yield Persistence(pg_saver, pg_store, pg_runs, "postgres")
+            yield await _set_up(pg_saver, pg_store, PostgresRunStore(pool), "postgres")
         finally:
             await pool.close()
     else:

@@ -1,10 +1,14 @@
 """Deployment settings, read once from the environment (prefix `KEEL_`)."""
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Tenants name store namespaces (no dots allowed there) and cache/rate-limit keys.
+TENANT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class Settings(BaseSettings):
@@ -68,6 +72,32 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 64 * 1024 * 1024
+    max_header_bytes: int = Field(
+        default=8 * 1024,
+        description="total request header bytes above which a request gets 431; kept under "
+        "uvicorn's own 16 KiB request-head limit (h11), which answers a bare 400",
+    )
+
+    # Identity: with none of these set the server is single-tenant ("default") and unauthenticated.
+    api_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON map of sha256(api key) in hex -> tenant; never the clear key",
+    )
+    jwt_secret: SecretStr | None = Field(default=None, description="HS256 shared secret")
+    jwt_public_key_file: Path | None = Field(
+        default=None, description="PEM file of RS256 public keys (several blocks for rotation)"
+    )
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway_s: float = Field(default=30.0, description="clock skew allowed on exp/nbf/iat")
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="let `keel serve` bind a non-loopback host with no authentication configured",
+    )
+    # Per-tenant limits (0 disables): requests per minute (token bucket, shared through Redis
+    # when KEEL_REDIS_URL is set) and LLM tokens per UTC day, counted from finished runs' usage.
+    rate_limit_rpm: int = Field(default=0, ge=0)
+    tokens_per_day: int = Field(default=0, ge=0)
     max_message_chars: int = 8000
     sse_ping_s: float = 15.0
 
@@ -77,6 +107,23 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_key_hashes(cls, value: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for digest, tenant in value.items():
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+                raise ValueError("KEEL_API_KEYS maps sha256 hex digests (64 hex chars) to tenants")
+            if not re.fullmatch(TENANT_PATTERN, tenant):
+                raise ValueError(f"tenant {tenant!r} must match {TENANT_PATTERN}")
+            out[digest.lower()] = tenant
+        return out
+
+    @property
+    def auth_configured(self) -> bool:
+        """True when API keys or JWT verification keys are configured."""
+        return bool(self.api_keys or self.jwt_secret or self.jwt_public_key_file)
 
     @property
     def checkpoint_url(self) -> str:

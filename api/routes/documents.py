@@ -1,12 +1,17 @@
-"""Documents: ingestion by upload (bumps the corpus version) and deletion."""
+"""Documents: ingestion by upload (bumps the corpus version) and deletion.
+
+The corpus is shared by every tenant for now: any authenticated caller may ingest or delete a
+document, and every tenant retrieves from it. Both actions are audited with the caller's tenant.
+"""
 
 import asyncio
 import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Response, UploadFile, status
+from fastapi import APIRouter, File, Request, Response, UploadFile, status
 
+from api import audit
 from api.deps import KeelDep, TenantDep
 from api.errors import UnsupportedFileType
 from api.schemas import IngestResult
@@ -22,6 +27,7 @@ async def ingest(
     files: Annotated[list[UploadFile], File(description="txt, md, html, pdf or jsonl files")],
     keel: KeelDep,
     tenant: TenantDep,
+    request: Request,
 ) -> IngestResult:
     """Chunks, embeds and indexes the uploaded files. Re-uploading a file replaces it."""
     docs: list[Document] = []
@@ -38,12 +44,22 @@ async def ingest(
     if not docs:
         raise InvalidInput("no documents in the upload")
     report = await asyncio.to_thread(keel.deps.corpus.ingest, docs)
-    return IngestResult(**vars(report))
+    result = IngestResult(**vars(report))
+    audit.action(
+        request,
+        "documents_ingested",
+        doc_ids=result.doc_ids[:100],
+        documents=result.documents,
+        chunks_added=result.chunks_added,
+        corpus_version=result.corpus_version,
+    )
+    return result
 
 
 @router.delete("/{doc_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete(doc_id: str, keel: KeelDep, tenant: TenantDep) -> Response:
+async def delete(doc_id: str, keel: KeelDep, tenant: TenantDep, request: Request) -> Response:
     """Removes a document's chunks from the vector store and the lexical index."""
     if not await asyncio.to_thread(keel.deps.corpus.delete, doc_id):
         raise NotFound(f"document {doc_id} not found")
+    audit.action(request, "document_deleted", doc_id=doc_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -4,11 +4,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Depends, Header, Query, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import Keel, KeelDep, TenantDep, ThreadIdPath
 from api.errors import RunFailed
+from api.ratelimit import Limiter, LimiterDep, enforce_token_quota
 from api.schemas import RunInfo, RunRequest, RunResult
 from api.streaming import to_sse
 from checkpoints.runs import Run
@@ -16,6 +17,8 @@ from checkpoints.threads import get_thread
 from graph.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/threads/{thread_id}/runs", tags=["runs"])
+# Starting or resuming a run spends LLM tokens: refused once the tenant's daily quota is used.
+QUOTA = [Depends(enforce_token_quota)]
 SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "the run's events"}
 }
@@ -38,11 +41,15 @@ def _info(run: Run) -> RunInfo:
     )
 
 
-def _stream(keel: Keel, run: Run, after: int, cancel_on_disconnect: bool) -> EventSourceResponse:
+def _stream(
+    keel: Keel, limiter: Limiter, run: Run, after: int, cancel_on_disconnect: bool
+) -> EventSourceResponse:
     async def events() -> AsyncIterator[ServerSentEvent]:
         finished = False
         try:
             async for seq, name, data in keel.runs.follow(run, after):
+                if name == "run.finished":
+                    await limiter.count_usage(run.tenant, run.run_id, data.get("usage", {}))
                 yield to_sse(run.run_id, seq, name, data)
             finished = True
         finally:
@@ -53,10 +60,11 @@ def _stream(keel: Keel, run: Run, after: int, cancel_on_disconnect: bool) -> Eve
     return EventSourceResponse(events(), ping=keel.settings.sse_ping_s, ping_message_factory=_ping)
 
 
-async def _result(keel: Keel, run: Run) -> RunResult:
+async def _result(keel: Keel, limiter: Limiter, run: Run) -> RunResult:
     name, data = await keel.runs.outcome(run)
     if name == "run.error":
         raise RunFailed(data["code"], data["message"], data["retryable"])
+    await limiter.count_usage(run.tenant, run.run_id, data.get("usage", {}))
     return RunResult(**data)
 
 
@@ -75,28 +83,38 @@ async def _run(keel: Keel, tenant: str, thread_id: str, run_id: str) -> Run:
     return await keel.persistence.runs.get(run_id, tenant=tenant, thread_id=thread_id)
 
 
-@router.post("/stream", response_class=EventSourceResponse, responses=SSE_RESPONSES)
+@router.post(
+    "/stream", response_class=EventSourceResponse, responses=SSE_RESPONSES, dependencies=QUOTA
+)
 async def stream(
-    thread_id: ThreadIdPath, body: RunRequest, keel: KeelDep, tenant: TenantDep
+    thread_id: ThreadIdPath,
+    body: RunRequest,
+    keel: KeelDep,
+    tenant: TenantDep,
+    limiter: LimiterDep,
 ) -> EventSourceResponse:
     """Starts a run and streams its events (`run.started` ... `run.finished` / `run.error`).
     The run goes on if the client disconnects, unless `on_disconnect` is `cancel`."""
     await get_thread(keel.persistence, tenant, thread_id)
     run = await keel.runs.submit(tenant, thread_id, body)
-    return _stream(keel, run, 0, body.on_disconnect == "cancel")
+    return _stream(keel, limiter, run, 0, body.on_disconnect == "cancel")
 
 
-@router.post("/wait")
+@router.post("/wait", dependencies=QUOTA)
 async def wait(
-    thread_id: ThreadIdPath, body: RunRequest, keel: KeelDep, tenant: TenantDep
+    thread_id: ThreadIdPath,
+    body: RunRequest,
+    keel: KeelDep,
+    tenant: TenantDep,
+    limiter: LimiterDep,
 ) -> RunResult:
     """Starts a run and returns its result without streaming."""
     await get_thread(keel.persistence, tenant, thread_id)
     run = await keel.runs.submit(tenant, thread_id, body)
-    return await _result(keel, run)
+    return await _result(keel, limiter, run)
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED)
+@router.post("", status_code=status.HTTP_202_ACCEPTED, dependencies=QUOTA)
 async def create(
     thread_id: ThreadIdPath, body: RunRequest, keel: KeelDep, tenant: TenantDep
 ) -> RunInfo:
@@ -127,10 +145,14 @@ async def read(
 
 @router.get("/{run_id}/wait")
 async def join(
-    thread_id: ThreadIdPath, run_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep
+    thread_id: ThreadIdPath,
+    run_id: ThreadIdPath,
+    keel: KeelDep,
+    tenant: TenantDep,
+    limiter: LimiterDep,
 ) -> RunResult:
     """Waits for a run's result."""
-    return await _result(keel, await _run(keel, tenant, thread_id, run_id))
+    return await _result(keel, limiter, await _run(keel, tenant, thread_id, run_id))
 
 
 @router.get("/{run_id}/stream", response_class=EventSourceResponse, responses=SSE_RESPONSES)
@@ -139,11 +161,13 @@ async def follow(
     run_id: ThreadIdPath,
     keel: KeelDep,
     tenant: TenantDep,
+    limiter: LimiterDep,
     last_event_id: Annotated[str | None, Header(max_length=200)] = None,
 ) -> EventSourceResponse:
     """Replays the events after `Last-Event-ID` exactly, then the live rest, from any replica."""
+    run = await _run(keel, tenant, thread_id, run_id)
     after = parse_last_event_id(run_id, last_event_id)
-    return _stream(keel, await _run(keel, tenant, thread_id, run_id), after, False)
+    return _stream(keel, limiter, run, after, False)
 
 
 @router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
@@ -154,7 +178,7 @@ async def cancel(
     return _info(await keel.runs.cancel(await _run(keel, tenant, thread_id, run_id)))
 
 
-@router.post("/{run_id}/resume", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/{run_id}/resume", status_code=status.HTTP_202_ACCEPTED, dependencies=QUOTA)
 async def resume(
     thread_id: ThreadIdPath, run_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep
 ) -> RunInfo:

@@ -2,9 +2,10 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from langchain_core.messages import BaseMessage
 
+from api import audit
 from api.deps import KeelDep, TenantDep, ThreadIdPath
 from api.schemas import CheckpointInfo, Message, Thread, ThreadCreate, ThreadPage, ThreadState
 from checkpoints.threads import create_thread, delete_thread, get_thread, list_threads
@@ -85,7 +86,10 @@ async def history(
 
 
 @router.delete("/{thread_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete(thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep) -> Response:
+async def delete(
+    thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep, request: Request
+) -> Response:
     """Deletes the thread and all its checkpoints."""
     await delete_thread(keel.persistence, tenant, thread_id)
+    audit.action(request, "thread_deleted", thread_id=thread_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,6 +1,7 @@
 """A real `keel serve` process on Postgres, driven by a real SSE client (httpx-sse)."""
 
 import json
+import uuid
 from pathlib import Path
 
 import httpx
@@ -208,7 +209,8 @@ def test_redis_cache_shared_by_two_replicas(
     env = {"KEEL_DATABASE_URL": postgres_url, "KEEL_REDIS_URL": redis_url}
     a = start_server(KEEL_DATA_DIR=str(data_dir), **env)
     b = start_server(KEEL_DATA_DIR=str(other_dir), **env)
-    question = f"How does keel avoid duplicate chunks? ({tmp_path.name})"
+    # unique per run: the configured Redis may keep entries from earlier sessions
+    question = f"How does keel avoid duplicate chunks? ({uuid.uuid4().hex})"
     with httpx.Client(timeout=60) as client:
         tid = client.post(f"{a.url}/v1/threads").json()["thread_id"]
         first = client.post(
