@@ -28,6 +28,12 @@ class PayloadTooLarge(InvalidInput):
     code = "payload_too_large"
 
 
+class MalformedLastEventId(InvalidInput):
+    """A `Last-Event-ID` header that is not `<run_id>:<seq>` for this run."""
+
+    code = "invalid_last_event_id"
+
+
 class UnsupportedFileType(InvalidInput):
     """An uploaded file is not one of the supported document types."""
 
@@ -64,6 +70,7 @@ STATUS: list[tuple[type[KeelError], int]] = [
     (RateLimited, 429),
     (PayloadTooLarge, 413),
     (UnsupportedFileType, 415),
+    (MalformedLastEventId, 400),
     (InvalidInput, 422),
     (NotFound, 404),
     (Conflict, 409),

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import Keel, KeelDep, TenantDep, ThreadIdPath
-from api.errors import RunFailed
+from api.errors import MalformedLastEventId, RunFailed
 from api.ratelimit import Limiter, LimiterDep, enforce_token_quota
 from api.schemas import RunInfo, RunRequest, RunResult
 from api.streaming import to_sse
@@ -74,7 +74,9 @@ def parse_last_event_id(run_id: str, value: str | None) -> int:
         return 0
     prefix, _, seq = value.partition(":")
     if prefix != run_id or not seq.isdigit() or len(seq) > 9:
-        raise InvalidInput(f"malformed Last-Event-ID {value[:80]!r}: expected '{run_id}:<seq>'")
+        raise MalformedLastEventId(
+            f"malformed Last-Event-ID {value[:80]!r}: expected '{run_id}:<seq>'"
+        )
     return int(seq)
 
 

@@ -109,7 +109,8 @@ def test_background_run_status_wait_and_bad_last_event_id(replicas):
         for bad in ("nonsense", f"{run['run_id']}:x", "otherrun:3", f"{run['run_id']}:-1"):
             response = client.get(url, headers={"Last-Event-ID": bad})
             assert (
-                response.status_code == 422 and response.json()["error"]["code"] == "invalid_input"
+                response.status_code == 400
+                and response.json()["error"]["code"] == "invalid_last_event_id"
             )
         assert client.get(f"{b.url}/v1/threads/{tid}/runs/nope/stream").status_code == 404
         runs = client.get(f"{a.url}/v1/threads/{tid}/runs").json()
