@@ -315,7 +315,10 @@ class RunManager:
             if batch and batch[-1][1] in TERMINAL_EVENTS and len(batch) < EVENT_BATCH:
                 return
             if not batch:
-                if await self.store.ends_with_outcome(run.run_id):  # nothing after the outcome
+                latest = await self.store.last_event(run.run_id)
+                if latest and latest[0] > last:
+                    continue  # logged after our read: fetch it now
+                if latest and latest[1] in TERMINAL_EVENTS:  # we are past the outcome
                     return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), POLL_S)

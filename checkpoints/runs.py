@@ -366,16 +366,15 @@ class RunStore:
             )
         return int(rows[0]["seq"])
 
-    async def ends_with_outcome(self, run_id: str) -> bool:
-        """Whether the log's last event is an outcome (`run.finished` / `run.error`). A resumed
-        run logs more events after an earlier attempt's `run.error`."""
+    async def last_event(self, run_id: str) -> tuple[int, str] | None:
+        """The sequence number and name of the run's latest logged event."""
         async with self.transaction() as tx:
             rows = await self._fetch(
                 tx,
-                "SELECT event FROM keel_run_events WHERE run_id = %s ORDER BY seq DESC LIMIT 1",
+                "SELECT seq, event FROM keel_run_events WHERE run_id = %s ORDER BY seq DESC LIMIT 1",
                 (run_id,),
             )
-        return bool(rows) and rows[0]["event"] in TERMINAL_EVENTS
+        return (int(rows[0]["seq"]), rows[0]["event"]) if rows else None
 
     async def events_after(
         self, run_id: str, seq: int, limit: int = 500
