@@ -60,8 +60,8 @@ def replicas(start_server, postgres_url, data_dir, fake_llm_url, tmp_path):
 
     other = tmp_path / "replica-b"
     shutil.copytree(data_dir, other)
-    a = start_server(**llm_env(postgres_url, data_dir, fake_llm_url, "slow-15-40"))
-    b = start_server(**llm_env(postgres_url, other, fake_llm_url, "slow-15-40"))
+    a = start_server(**llm_env(postgres_url, data_dir, fake_llm_url, "slow-30-40"))
+    b = start_server(**llm_env(postgres_url, other, fake_llm_url, "slow-30-40"))
     return a, b
 
 
@@ -159,9 +159,9 @@ def _race(a, b, tid: str, strategy: str) -> tuple[httpx.Response, httpx.Response
             f"{a.url}/v1/threads/{tid}/runs", json={"message": "first question"}
         ).json()
         rid = first["run_id"]
-        while client.get(f"{a.url}/v1/threads/{tid}/runs/{rid}").json()["status"] != "running":
-            time.sleep(0.05)
-        time.sleep(0.3)  # into token streaming
+        # Wait for run 1's first token: it then has ~39 more to stream (1.2 s at least).
+        with connect_sse(client, "GET", f"{a.url}/v1/threads/{tid}/runs/{rid}/stream") as source:
+            next(e for e in source.iter_sse() if e.event == "token")
         second = client.post(
             f"{b.url}/v1/threads/{tid}/runs",
             json={"message": "second question", "multitask_strategy": strategy},
