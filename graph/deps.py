@@ -40,7 +40,7 @@ class Deps:
             corpus=corpus,
             redactor=PatternRedactor(names=settings.pii_names),
             cache=cache,
-            reranker=SentenceMaxSimReranker(corpus),
+            reranker=SentenceMaxSimReranker(corpus, depth=settings.rerank_depth),
             chat_models=build_chat_models(settings) if chat_models is None else chat_models,
         )
 

@@ -39,6 +39,16 @@ class Settings(BaseSettings):
     chunk_size: int = 1200
     chunk_overlap: int = 150
     embed_batch_size: int = 16
+    dense_head_tokens: int = Field(
+        default=32,
+        description="tokens of a document's head (title, then text) that make its dense vector",
+    )
+    sentence_vectors: Literal["lazy", "eager"] = Field(
+        default="lazy",
+        description="embed chunk sentences (for rerank and extractive answers) the first time a "
+        "query needs them, or all at ingestion (several times slower ingestion)",
+    )
+    rerank_depth: int = Field(default=20, description="fused candidates the reranker re-scores")
 
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = Field(

@@ -1,8 +1,11 @@
 """The corpus: chunks and sentence vectors in Chroma, a BM25 index beside them, a version counter.
 
-Ingestion embeds every sentence once. A chunk's dense vector is the normalised mean of its title
-and sentence vectors; the sentence vectors are kept for the reranker (late interaction at
-sentence level) and the extractive answerer, so neither runs the model at query time.
+Embedding is the whole cost of ingestion (linear in tokens; ~4k tokens/s on two cores), so a
+chunk's dense vector is its document's head: title and opening words, `dense_head_tokens` long,
+shared by the document's chunks. BM25 sees every word. Sentence vectors, which the reranker
+(late interaction at sentence level) and the extractive answerer need, are computed the first
+time a chunk reaches them and stored beside the chunks for every replica (or all at ingestion
+with `sentence_vectors="eager"`).
 """
 
 import hashlib
@@ -94,6 +97,8 @@ class Corpus:
         self._embedder = embedder
         self._name = name or settings.collection
         self._batch_size = settings.embed_batch_size
+        self._head_tokens = settings.dense_head_tokens
+        self._eager_sentences = settings.sentence_vectors == "eager"
         self._splitter = RecursiveCharacterTextSplitter(
             chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap
         )
@@ -195,7 +200,8 @@ class Corpus:
     def _add(
         self, pending: list[tuple[Document, str]], progress: Callable[[int], None] | None
     ) -> int:
-        chunk_rows: list[tuple[str, str, dict[str, Any], list[str]]] = []
+        heads = {doc.id: f"{doc.title}. {doc.text}" if doc.title else doc.text for doc, _ in pending}
+        rows: list[tuple[str, str, dict[str, Any]]] = []
         for doc, digest in pending:
             for n, text in enumerate(self._splitter.split_text(doc.text) or [doc.text]):
                 meta = {
@@ -205,42 +211,53 @@ class Corpus:
                     "hash": digest,
                     "chunk": n,
                 }
-                chunk_rows.append((f"{doc.id}#{n}", text, meta, split_sentences(text)))
+                rows.append((f"{doc.id}#{n}", text, meta))
         done = 0
-        for start in range(0, len(chunk_rows), _WRITE_BATCH):
-            batch = chunk_rows[start : start + _WRITE_BATCH]
-            # One embedding call per batch: every title and sentence, in length-sorted batches.
-            texts = [m["title"] or text[:200] for _, text, m, _ in batch]
-            texts += [s for *_, sentences in batch for s in sentences]
-            vectors = self._embedder.embed(texts, batch_size=self._batch_size)
-            title_vecs, sentence_vecs = vectors[: len(batch)], vectors[len(batch) :]
-            chunk_vecs, sent_ids, sent_meta, sent_texts = [], [], [], []
-            offset = 0
-            for row, (cid, _, _, sentences) in enumerate(batch):
-                own = sentence_vecs[offset : offset + len(sentences)]
-                offset += len(sentences)
-                mean = np.vstack([title_vecs[row : row + 1], own]).mean(axis=0)
-                chunk_vecs.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
-                sent_ids += [f"{cid}/{j}" for j in range(len(sentences))]
-                sent_meta += [{"chunk_id": cid, "n": j} for j in range(len(sentences))]
-                sent_texts += sentences
-            self._chunks.add(
-                ids=[r[0] for r in batch],
-                documents=[r[1] for r in batch],
-                metadatas=[r[2] for r in batch],
-                embeddings=np.asarray(chunk_vecs),
+        for start in range(0, len(rows), _WRITE_BATCH):
+            batch = rows[start : start + _WRITE_BATCH]
+            doc_ids = list(dict.fromkeys(str(meta["doc_id"]) for *_, meta in batch))
+            vectors = self._embedder.embed(
+                [heads[d] for d in doc_ids], self._batch_size, max_tokens=self._head_tokens
             )
-            if sent_ids:
-                self._sentences.add(
-                    ids=sent_ids,
-                    documents=sent_texts,
-                    metadatas=sent_meta,
-                    embeddings=sentence_vecs,
-                )
+            by_doc = dict(zip(doc_ids, vectors, strict=True))
+            self._chunks.add(
+                ids=[cid for cid, *_ in batch],
+                documents=[text for _, text, _ in batch],
+                metadatas=[meta for *_, meta in batch],
+                embeddings=np.asarray([by_doc[str(meta["doc_id"])] for *_, meta in batch]),
+            )
+            if self._eager_sentences:
+                self._store_sentences([(cid, text) for cid, text, _ in batch])
             done += len(batch)
             if progress:
                 progress(done)
         return done
+
+    def _store_sentences(
+        self, chunks: Sequence[tuple[str, str]]
+    ) -> dict[str, tuple[list[str], np.ndarray]]:
+        """Embeds and stores the sentences of chunks (ids are deterministic, so replicas racing
+        on the same chunk write the same rows)."""
+        split = {cid: split_sentences(text) for cid, text in chunks}
+        texts = [s for sentences in split.values() for s in sentences]
+        if not texts:
+            return {}
+        vectors = self._embedder.embed(texts, batch_size=self._batch_size)
+        self._sentences.upsert(
+            ids=[f"{cid}/{j}" for cid, sentences in split.items() for j in range(len(sentences))],
+            documents=texts,
+            metadatas=[
+                {"chunk_id": cid, "n": j}
+                for cid, sentences in split.items()
+                for j in range(len(sentences))
+            ],
+            embeddings=vectors,
+        )
+        out, offset = {}, 0
+        for cid, sentences in split.items():
+            out[cid] = (sentences, vectors[offset : offset + len(sentences)])
+            offset += len(sentences)
+        return out
 
     # -- search ---------------------------------------------------------------------------
     def embed_query(self, text: str) -> np.ndarray:
@@ -265,7 +282,7 @@ class Corpus:
         return self._info.get(chunk_id)
 
     def sentence_vectors(self, chunk_ids: Sequence[str]) -> dict[str, tuple[list[str], np.ndarray]]:
-        """Each chunk's sentences and their stored vectors, in order."""
+        """Each chunk's sentences and their vectors, in order; embedded and stored on first use."""
         rows = self._sentences.get(
             where={"chunk_id": {"$in": list(chunk_ids)}},
             include=["documents", "metadatas", "embeddings"],
@@ -282,4 +299,11 @@ class Corpus:
                 [t for _, t, _ in items],
                 np.asarray([v for *_, v in items], dtype=np.float32),
             )
+        missing = [
+            (cid, chunk.text)
+            for cid in chunk_ids
+            if cid not in out and (chunk := self.chunk(cid)) is not None
+        ]
+        if missing:
+            out.update(self._store_sentences(missing))
         return out

@@ -23,7 +23,9 @@ class Embedder(Protocol):
     name: str
     dim: int
 
-    def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray: ...
+    def embed(
+        self, texts: Sequence[str], batch_size: int = 32, max_tokens: int | None = None
+    ) -> np.ndarray: ...
 
 
 def _model_files() -> tuple[Path, Path]:
@@ -53,39 +55,54 @@ class MiniLMEmbedder:
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self._tokenizer.enable_truncation(max_length=max_tokens)
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._max_tokens = max_tokens
+        self._sep_id = self._tokenizer.token_to_id("[SEP]")
+        self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._lock = Lock()
 
-    def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Embeds texts in length-sorted batches; recently seen texts come from the cache."""
+    def embed(
+        self, texts: Sequence[str], batch_size: int = 32, max_tokens: int | None = None
+    ) -> np.ndarray:
+        """Embeds texts in length-sorted batches; recently seen texts come from the cache.
+
+        `max_tokens` (at most the model's limit) embeds only each text's first tokens: the cost
+        is linear in tokens, so a short head is how ingestion stays fast."""
+        limit = min(max_tokens or self._max_tokens, self._max_tokens)
+        keys = [(text, limit) for text in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         missing = []
         with self._lock:
-            for i, text in enumerate(texts):
-                hit = self._cache.get(text)
+            for i, key in enumerate(keys):
+                hit = self._cache.get(key)
                 if hit is None:
                     missing.append(i)
                 else:
-                    self._cache.move_to_end(text)
+                    self._cache.move_to_end(key)
                     out[i] = hit
         # Sorting by length keeps padding, and so wasted compute, small within a batch.
         missing.sort(key=lambda i: len(texts[i]))
         for start in range(0, len(missing), batch_size):
             idx = missing[start : start + batch_size]
-            vectors = self._run([texts[i] for i in idx])
+            vectors = self._run([texts[i] for i in idx], limit)
             out[idx] = vectors
             with self._lock:
                 for i, vector in zip(idx, vectors, strict=True):
-                    self._cache[texts[i]] = vector
+                    self._cache[keys[i]] = vector
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         return out
 
-    def _run(self, texts: list[str]) -> np.ndarray:
-        encodings = self._tokenizer.encode_batch(texts)
+    def _run(self, texts: list[str], limit: int) -> np.ndarray:
+        # A word piece is at least one character: 10 per token is ample head for `limit` tokens
+        # and spares tokenizing whole documents for a short head.
+        encodings = self._tokenizer.encode_batch([text[: limit * 10] for text in texts])
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        if ids.shape[1] > limit:  # cut to the head, ending each cut row with [SEP] as BERT expects
+            cut = mask.sum(axis=1) > limit
+            ids, mask = ids[:, :limit].copy(), mask[:, :limit].copy()
+            ids[cut, -1] = self._sep_id
         (hidden,) = self._session.run(
             None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         )
