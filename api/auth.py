@@ -16,10 +16,10 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from graph.context import DEFAULT_TENANT
 from graph.errors import ConfigError
 from graph.settings import TENANT_PATTERN, Settings
 
-DEFAULT_TENANT = "default"
 _PEM_BLOCK = re.compile(
     rb"-----BEGIN (?:RSA )?PUBLIC KEY-----.+?-----END (?:RSA )?PUBLIC KEY-----", re.DOTALL
 )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from api.bench import add_bench_parser
 from evals.cli import add_eval_parser
+from graph.context import DEFAULT_TENANT
 from graph.errors import KeelError
 from graph.settings import Settings
 
@@ -40,13 +41,13 @@ def _serve(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from integrations.corpus import Corpus, open_chroma
+    from integrations.corpus import Corpora, open_chroma
     from integrations.embeddings import MiniLMEmbedder
     from integrations.loaders import iter_paths, load_file
 
     settings = Settings()
     docs = [doc for path in iter_paths(args.paths) for doc in load_file(path)]
-    corpus = Corpus(open_chroma(settings), MiniLMEmbedder(), settings)
+    corpus = Corpora(open_chroma(settings), MiniLMEmbedder(), settings).get(args.tenant)
     with tqdm(desc="chunks embedded", unit="chunk", disable=args.quiet) as bar:
         report = corpus.ingest(docs, progress=lambda done: bar.update(done - bar.n))
     print(json.dumps(vars(report) | {"doc_ids": len(report.doc_ids)}))
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="ingest .txt .md .html .pdf .jsonl files or folders")
     ingest.add_argument("paths", nargs="+", type=Path)
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    ingest.add_argument(
+        "--tenant", default=DEFAULT_TENANT, help="the tenant whose collection receives the files"
+    )
     ingest.set_defaults(func=_ingest)
 
     chat = sub.add_parser("chat", help="chat with a running server over SSE")

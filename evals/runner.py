@@ -76,8 +76,9 @@ def eval_settings(
 def prepare_corpus(deps: Deps, dataset: EvalDataset, show_progress: bool = False) -> IngestInfo:
     """Ingests the dataset's corpus (unchanged documents are skipped) and warms the lexical index."""
     info = IngestInfo(collection=deps.settings.collection)
+    corpus = deps.corpora.get()
     if dataset.documents is None:
-        deps.corpus.refresh()
+        corpus.refresh()
         return info
     started = time.perf_counter()
     bar = _progress_bar(show_progress, None, "ingest (chunks)")
@@ -88,10 +89,10 @@ def prepare_corpus(deps: Deps, dataset: EvalDataset, show_progress: bool = False
             bar.update(done - last[0])
         last[0] = done
 
-    report = deps.corpus.ingest(dataset.documents, progress=tick)
+    report = corpus.ingest(dataset.documents, progress=tick)
     if bar is not None:
         bar.close()
-    deps.corpus.refresh()
+    corpus.refresh()
     info.documents, info.chunks_added = report.documents, report.chunks_added
     info.reused = report.chunks_added == 0
     info.seconds = round(time.perf_counter() - started, 2)

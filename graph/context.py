@@ -3,6 +3,8 @@
 from dataclasses import dataclass
 from typing import Literal
 
+DEFAULT_TENANT = "default"
+
 
 @dataclass(frozen=True)
 class Context:
@@ -13,7 +15,7 @@ class Context:
     first stage: both retrievers fused (the default), or one alone (for evaluation).
     """
 
-    tenant: str = "default"
+    tenant: str = DEFAULT_TENANT
     user_message: str | None = None
     top_k: int = 5
     candidates: int = 40

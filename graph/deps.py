@@ -6,7 +6,7 @@ from langchain_core.language_models import BaseChatModel
 
 from graph.settings import Settings
 from integrations.cache_stores import CacheStore, RedisCacheStore, SqliteCacheStore
-from integrations.corpus import Corpus, open_chroma
+from integrations.corpus import Corpora, open_chroma
 from integrations.embeddings import MiniLMEmbedder
 from integrations.llm import build_chat_models
 from integrations.pii import PatternRedactor
@@ -18,7 +18,7 @@ class Deps:
     """Everything a node needs that outlives one run."""
 
     settings: Settings
-    corpus: Corpus
+    corpora: Corpora
     redactor: PatternRedactor
     cache: CacheStore
     reranker: Reranker
@@ -29,7 +29,6 @@ class Deps:
         cls, settings: Settings, chat_models: list[BaseChatModel] | None = None
     ) -> "Deps":
         """Builds every client from settings; `chat_models` overrides the configured chain."""
-        corpus = Corpus(open_chroma(settings), MiniLMEmbedder(), settings)
         cache: CacheStore = (
             RedisCacheStore(settings.redis_url)
             if settings.redis_url
@@ -37,10 +36,10 @@ class Deps:
         )
         return cls(
             settings=settings,
-            corpus=corpus,
+            corpora=Corpora(open_chroma(settings), MiniLMEmbedder(), settings),
             redactor=PatternRedactor(names=settings.pii_names),
             cache=cache,
-            reranker=SentenceMaxSimReranker(corpus, depth=settings.rerank_depth),
+            reranker=SentenceMaxSimReranker(depth=settings.rerank_depth),
             chat_models=build_chat_models(settings) if chat_models is None else chat_models,
         )
 

@@ -18,6 +18,7 @@ import chromadb
 import numpy as np
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+from graph.context import DEFAULT_TENANT
 from graph.errors import StoreUnavailable
 from graph.settings import Settings
 from integrations.embeddings import Embedder
@@ -83,6 +84,40 @@ def open_chroma(settings: Settings) -> Any:
     )
 
 
+class Corpora:
+    """One `Corpus` per tenant, opened on first use: a tenant retrieves only what it ingested.
+
+    The default tenant (single-tenant deployments, `keel ingest`, `keel eval`) owns the
+    collection named in settings; any other tenant gets `<collection>_t<digest of tenant>`."""
+
+    def __init__(self, client: Any, embedder: Embedder, settings: Settings):
+        self._client, self._embedder, self._settings = client, embedder, settings
+        self._open: dict[str, Corpus] = {}
+        self._lock = threading.Lock()
+
+    def get(self, tenant: str = DEFAULT_TENANT) -> "Corpus":
+        """The tenant's corpus (its collections are created empty when new)."""
+        with self._lock:
+            corpus = self._open.get(tenant)
+            if corpus is None:
+                corpus = Corpus(self._client, self._embedder, self._settings, self.name(tenant))
+                self._open[tenant] = corpus
+            return corpus
+
+    def name(self, tenant: str) -> str:
+        """The tenant's collection prefix."""
+        if tenant == DEFAULT_TENANT:
+            return self._settings.collection
+        return f"{self._settings.collection}_t{hashlib.sha256(tenant.encode()).hexdigest()[:16]}"
+
+    def heartbeat(self) -> None:
+        """Raises `StoreUnavailable` unless the vector store answers."""
+        try:
+            self._client.heartbeat()
+        except Exception as exc:
+            raise StoreUnavailable(f"vector store: {exc}") from exc
+
+
 class Corpus:
     """Chunks, sentence vectors and the BM25 index of one collection.
 
@@ -144,13 +179,6 @@ class Corpus:
             self._info = info
             self._bm25_version = version
 
-    def heartbeat(self) -> int:
-        """Raises `StoreUnavailable` unless the vector store answers; returns the chunk count."""
-        try:
-            return int(self._chunks.count())
-        except Exception as exc:
-            raise StoreUnavailable(f"vector store: {exc}") from exc
-
     # -- ingestion ------------------------------------------------------------------------
     def ingest(
         self, docs: Iterable[Document], progress: Callable[[int], None] | None = None
@@ -200,7 +228,9 @@ class Corpus:
     def _add(
         self, pending: list[tuple[Document, str]], progress: Callable[[int], None] | None
     ) -> int:
-        heads = {doc.id: f"{doc.title}. {doc.text}" if doc.title else doc.text for doc, _ in pending}
+        heads = {
+            doc.id: f"{doc.title}. {doc.text}" if doc.title else doc.text for doc, _ in pending
+        }
         rows: list[tuple[str, str, dict[str, Any]]] = []
         for doc, digest in pending:
             for n, text in enumerate(self._splitter.split_text(doc.text) or [doc.text]):

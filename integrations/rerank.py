@@ -19,7 +19,9 @@ class Reranker(Protocol):
 
     name: str
 
-    def rerank(self, question: str, passages: list[Passage]) -> list[Passage]: ...
+    def rerank(self, question: str, passages: list[Passage], corpus: Corpus) -> list[Passage]:
+        """`corpus` is the one the passages came from (a cross-encoder may ignore it)."""
+        ...
 
 
 class SentenceMaxSimReranker:
@@ -29,21 +31,22 @@ class SentenceMaxSimReranker:
 
     name = "sentence-maxsim"
 
-    def __init__(self, corpus: Corpus, depth: int, weight: float = RERANK_WEIGHT):
-        self._corpus = corpus
+    def __init__(self, depth: int, weight: float = RERANK_WEIGHT):
         self._weight = weight
         self._depth = depth
 
-    def rerank(self, question: str, passages: list[Passage]) -> list[Passage]:
+    def rerank(self, question: str, passages: list[Passage], corpus: Corpus) -> list[Passage]:
         if not passages:
             return []
-        query = self._corpus.embed_query(question)
+        query = corpus.embed_query(question)
         top = passages[: self._depth]
-        sentences = self._corpus.sentence_vectors([p["id"] for p in top])
+        sentences = corpus.sentence_vectors([p["id"] for p in top])
         first = np.array([p["score"] for p in passages], dtype=np.float32)
         span = float(first.max() - first.min()) or 1.0
         rescored = []
-        for rank, (passage, prior) in enumerate(zip(passages, (first - first.min()) / span)):
+        for rank, (passage, prior) in enumerate(
+            zip(passages, (first - first.min()) / span, strict=True)
+        ):
             best = 0.0
             if rank < self._depth:
                 _, vectors = sentences.get(passage["id"], ([], np.zeros((0, query.size))))

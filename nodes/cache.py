@@ -33,7 +33,7 @@ def answer_settings(deps: Deps, context: Context) -> dict[str, Any]:
 
 async def cache_key(deps: Deps, context: Context, question: str) -> str:
     """tenant + normalised question + corpus version + answer settings, hashed."""
-    version = await asyncio.to_thread(deps.corpus.version)
+    version = await asyncio.to_thread(deps.corpora.get(context.tenant).version)
     material = [
         context.tenant,
         normalize_question(question),

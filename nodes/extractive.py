@@ -9,6 +9,7 @@ import numpy as np
 
 from graph.deps import Deps
 from graph.state import Citation, Passage
+from integrations.corpus import Corpus
 
 MIN_SIMILARITY = 0.3
 MAX_SENTENCES = 3
@@ -27,9 +28,11 @@ class ExtractiveAnswer:
         return " ".join(f"{sentence} [{n}]" for sentence, n in self.sentences)
 
 
-def _select(deps: Deps, question: str, passages: list[Passage]) -> ExtractiveAnswer | None:
-    query = deps.corpus.embed_query(question)
-    stored = deps.corpus.sentence_vectors([p["id"] for p in passages])
+def _select(
+    deps: Deps, corpus: Corpus, question: str, passages: list[Passage]
+) -> ExtractiveAnswer | None:
+    query = corpus.embed_query(question)
+    stored = corpus.sentence_vectors([p["id"] for p in passages])
     scored: list[tuple[float, int, int, str]] = []
     for n, passage in enumerate(passages, start=1):
         sentences, vectors = stored.get(passage["id"], ([], np.zeros((0, query.size))))
@@ -57,9 +60,9 @@ def _select(deps: Deps, question: str, passages: list[Passage]) -> ExtractiveAns
 
 
 async def extractive_answer(
-    deps: Deps, question: str, passages: list[Passage]
+    deps: Deps, corpus: Corpus, question: str, passages: list[Passage]
 ) -> ExtractiveAnswer | None:
     """The best sentences (similarity at or above `MIN_SIMILARITY`), or None when none is."""
     if not passages:
         return None
-    return await asyncio.to_thread(_select, deps, question, passages)
+    return await asyncio.to_thread(_select, deps, corpus, question, passages)

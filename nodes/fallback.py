@@ -60,7 +60,9 @@ def make_fallback(deps: Deps):
                     "output_redactions": merge_counts(guard.counts, snippet_counts),
                     "messages": [AIMessage(answer)],
                 }
-        extract = await extractive_answer(deps, question, passages)
+        extract = await extractive_answer(
+            deps, deps.corpora.get(context.tenant), question, passages
+        )
         redactions: dict[str, int] = {}
         if extract is not None:
             for sentence, n in extract.sentences:

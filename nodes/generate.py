@@ -131,7 +131,9 @@ def make_generate(deps: Deps):
             redactions = merge_counts(guard.counts, snippet_counts)
             name = model_name(model)
         else:
-            extract = await extractive_answer(deps, question, passages)
+            extract = await extractive_answer(
+                deps, deps.corpora.get(context.tenant), question, passages
+            )
             if extract is None:
                 return {
                     **screened,

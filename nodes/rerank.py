@@ -14,10 +14,14 @@ def make_rerank(deps: Deps):
     """The rerank node; the builder gives it a time budget and skips it (degraded) on failure."""
 
     async def rerank(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-        if not run_context(runtime.context).rerank:
+        context = run_context(runtime.context)
+        if not context.rerank:
             return {}
         passages = await asyncio.to_thread(
-            deps.reranker.rerank, state["question"], state.get("passages", [])
+            deps.reranker.rerank,
+            state["question"],
+            state.get("passages", []),
+            deps.corpora.get(context.tenant),
         )
         return {"passages": passages}
 

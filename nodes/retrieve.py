@@ -10,6 +10,7 @@ from graph.context import Context, run_context
 from graph.deps import Deps
 from graph.errors import StoreUnavailable
 from graph.state import Passage, State
+from integrations.corpus import Corpus
 
 RRF_K = 60
 # Score-based fusion beat rank fusion on SciFact train (see `convex_fusion`); the dense share:
@@ -52,8 +53,7 @@ def convex_fusion(
 def make_retrieve(deps: Deps):
     """The retrieve node. A vector-store failure raises `StoreUnavailable` (handled by fallback)."""
 
-    def search(question: str, candidates: int, mode: str = "hybrid") -> list[Passage]:
-        corpus = deps.corpus
+    def search(corpus: Corpus, question: str, candidates: int, mode: str) -> list[Passage]:
         dense: list[tuple[str, float]] = []
         try:
             corpus.refresh()
@@ -94,7 +94,11 @@ def make_retrieve(deps: Deps):
     async def retrieve(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         context = run_context(runtime.context)
         passages = await asyncio.to_thread(
-            search, state["question"], context.candidates, context.retrieval
+            search,
+            deps.corpora.get(context.tenant),
+            state["question"],
+            context.candidates,
+            context.retrieval,
         )
         return {"passages": passages}
 

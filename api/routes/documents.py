@@ -1,7 +1,7 @@
 """Documents: ingestion by upload (bumps the corpus version) and deletion.
 
-The corpus is shared by every tenant for now: any authenticated caller may ingest or delete a
-document, and every tenant retrieves from it. Both actions are audited with the caller's tenant.
+Each tenant has its own collections: what a tenant ingests only it retrieves, and another
+tenant's document answers 404 like a missing one. Both actions are audited with the tenant.
 """
 
 import asyncio
@@ -43,7 +43,7 @@ async def ingest(
             docs += list(load_file(path, name))
     if not docs:
         raise InvalidInput("no documents in the upload")
-    report = await asyncio.to_thread(keel.deps.corpus.ingest, docs)
+    report = await asyncio.to_thread(keel.deps.corpora.get(tenant).ingest, docs)
     result = IngestResult(**vars(report))
     audit.action(
         request,
@@ -59,7 +59,7 @@ async def ingest(
 @router.delete("/{doc_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete(doc_id: str, keel: KeelDep, tenant: TenantDep, request: Request) -> Response:
     """Removes a document's chunks from the vector store and the lexical index."""
-    if not await asyncio.to_thread(keel.deps.corpus.delete, doc_id):
+    if not await asyncio.to_thread(keel.deps.corpora.get(tenant).delete, doc_id):
         raise NotFound(f"document {doc_id} not found")
     audit.action(request, "document_deleted", doc_id=doc_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -34,7 +34,7 @@ async def ready(keel: KeelDep) -> JSONResponse:
             {"configurable": {"thread_id": "__ready__", "checkpoint_ns": ""}}
         ),
     )
-    await check("vector_store", lambda: asyncio.to_thread(keel.deps.corpus.heartbeat))
+    await check("vector_store", lambda: asyncio.to_thread(keel.deps.corpora.heartbeat))
     await check("cache", keel.deps.cache.ping)
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse(

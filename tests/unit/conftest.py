@@ -1,6 +1,5 @@
 """Graph-level fixtures: the real compiled graph over the real corpus, in-memory checkpoints."""
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +11,27 @@ from graph.builder import build_graph
 from graph.context import Context
 from graph.deps import Deps
 from graph.settings import Settings
+from integrations.cache_stores import SqliteCacheStore
 
 
 class Harness:
     """Builds a graph and runs turns, collecting node names, tokens and the final state."""
 
     def __init__(
-        self, data_dir: Path, chat_models: list[BaseChatModel] | None = None, **settings: Any
+        self,
+        data_dir: Path,
+        cache_dir: Path,
+        chat_models: list[BaseChatModel] | None = None,
+        **settings: Any,
     ):
         self.settings = Settings(data_dir=data_dir, **settings)
         self.deps = Deps.from_settings(self.settings, chat_models or [])
+        # The corpus is shared and read-only; each harness gets its own answer cache.
+        self.deps.cache = SqliteCacheStore(cache_dir / "cache.sqlite")
         self.graph = build_graph(self.deps, InMemorySaver())
-        self.tenant = uuid.uuid4().hex  # a fresh cache partition per harness
 
     async def turn(self, message: str | None, thread_id: str = "t", **knobs: Any) -> dict[str, Any]:
-        context = Context(tenant=self.tenant, user_message=message, **knobs)
+        context = Context(user_message=message, **knobs)
         config = {"configurable": {"thread_id": thread_id}}
         nodes, tokens, errors = [], [], []
         async for part in self.graph.astream(
@@ -47,12 +52,12 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(corpus_dir: Path):
+async def harness(corpus_dir: Path, tmp_path: Path):
     """A factory of harnesses over the shared, read-only corpus."""
     made: list[Harness] = []
 
     def make(chat_models: list[BaseChatModel] | None = None, **settings: Any) -> Harness:
-        h = Harness(corpus_dir, chat_models, **settings)
+        h = Harness(corpus_dir, tmp_path / f"harness-{len(made)}", chat_models, **settings)
         made.append(h)
         return h
 

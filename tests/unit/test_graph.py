@@ -112,11 +112,11 @@ async def test_rerank_over_budget_is_skipped_and_marked_degraded(harness):
     h = harness(rerank_timeout_s=0.05)
     original = h.deps.reranker.rerank
 
-    def slow_rerank(question, passages):
+    def slow_rerank(question, passages, corpus):
         import time
 
         time.sleep(0.5)
-        return original(question, passages)
+        return original(question, passages, corpus)
 
     h.deps.reranker.rerank = slow_rerank  # type: ignore[method-assign]
     out = await h.turn(QUESTION)

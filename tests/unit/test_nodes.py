@@ -1,6 +1,5 @@
 """Each node on its own: called directly with a state and a Runtime, over the real corpus."""
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from graph.deps import Deps
 from graph.errors import ProviderError
 from graph.prompts import NOT_FOUND, REFUSAL
 from graph.settings import Settings
+from integrations.cache_stores import SqliteCacheStore
 from nodes.cache import cache_key, make_cache_lookup, store_answer
 from nodes.fallback import make_fallback
 from nodes.generate import make_generate
@@ -25,15 +25,16 @@ QUESTION = "How does keel avoid duplicate chunks when the same file is ingested 
 
 
 @pytest.fixture
-async def deps(corpus_dir: Path):
+async def deps(corpus_dir: Path, tmp_path: Path):
     built = Deps.from_settings(Settings(data_dir=corpus_dir), [])
+    built.cache = SqliteCacheStore(tmp_path / "cache.sqlite")  # the corpus dir is shared
     yield built
     await built.aclose()
 
 
 def runtime(**knobs: Any) -> tuple[Runtime, list[dict]]:
     written: list[dict] = []
-    context = Context(tenant=knobs.pop("tenant", uuid.uuid4().hex), **knobs)
+    context = Context(**knobs)
     return Runtime(context=context, stream_writer=written.append), written
 
 

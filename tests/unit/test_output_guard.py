@@ -1,7 +1,6 @@
 """The output guard: answers, streamed tokens and citation snippets leave redacted; retrieved
 passages that try to instruct the model are stripped, flagged or block the answer."""
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,7 @@ async def make_deps(data_dir: Path):
 
 def runtime() -> tuple[Runtime[Context], list[dict]]:
     written: list[dict] = []
-    context = Context(tenant=uuid.uuid4().hex, use_cache=False)
+    context = Context(use_cache=False)
     runtime: Runtime[Context] = Runtime(context=context, stream_writer=written.append)  # type: ignore[arg-type]
     return runtime, written
 
@@ -136,10 +135,10 @@ async def test_generate_blocks_or_flags_injected_passages_per_policy(make_deps):
 async def test_fallback_extractive_answer_is_redacted(make_deps, monkeypatch):
     deps = make_deps([])
     sentence = "To report skipped files, contact ops at ops.lead@example.com."
-    vector = deps.corpus.embed_query(sentence)
+    vector = deps.corpora.get().embed_query(sentence)
     # The passage is not in the corpus: serve its one sentence and vector as if stored.
     monkeypatch.setattr(
-        deps.corpus, "sentence_vectors", lambda ids: {"good": ([sentence], vector[None, :])}
+        deps.corpora.get(), "sentence_vectors", lambda ids: {"good": ([sentence], vector[None, :])}
     )
     rt, written = runtime()
     st = {**state(), "question": "How do I report skipped files to ops?"}
