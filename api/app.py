@@ -109,7 +109,7 @@ def create_app(
             async with open_persistence(settings.checkpoint_url, serde=serde) as persistence:
                 graph = build_graph(deps, persistence.saver)
                 keel = app.state.keel = Keel(settings, deps, persistence, graph)
-                keel.runs = RunManager(keel)
+                keel.runs = RunManager(keel, limiter)
                 await keel.runs.start()
                 log.info(
                     "keel ready: checkpoints=%s, llm=%s",

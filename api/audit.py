@@ -48,8 +48,8 @@ def auth_failed(request: Request, reason: str, method: str | None) -> None:
     emit("auth_failed", reason=reason, auth_method=method, **_where(request))
 
 
-def rate_limited(request: Request, tenant: str, kind: str, retry_after_s: float) -> None:
-    """A request refused by the tenant's rate limit or daily token quota."""
+def rate_limited(request: Request, tenant: str | None, kind: str, retry_after_s: float) -> None:
+    """A request refused by a rate limit or quota (no tenant: failed credential checks)."""
     emit(
         "rate_limited",
         tenant=tenant,

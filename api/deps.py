@@ -9,7 +9,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from api import audit
 from api.auth import Authenticator, AuthError
-from api.errors import Unauthorized
+from api.errors import RateLimited, Unauthorized
 from api.schemas import THREAD_ID_PATTERN
 from checkpoints import Persistence
 from graph.deps import Deps
@@ -39,18 +39,29 @@ _bearer = HTTPBearer(auto_error=False, description="an API key or a JWT")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key")
 
 
-def get_tenant(
+async def get_tenant(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> str:
     """The caller's tenant: "default" with no authentication configured, else from the API key
-    or JWT; 401 (audited) when credentials are missing or invalid."""
+    or JWT; 401 (audited) when credentials are missing or invalid, 429 for an address past its
+    failed checks per minute."""
     authenticator: Authenticator = request.app.state.authenticator
+    limiter = request.app.state.limiter
+    address = request.client.host if request.client else "unknown"
+    if authenticator.enabled and (wait := await limiter.auth_wait(address)) > 0:
+        audit.rate_limited(request, None, "auth_failures_per_minute", wait)
+        raise RateLimited(
+            "too many failed credential checks from this address",
+            retry_after_s=wait,
+            code="auth_failures",
+        )
     try:
         principal = authenticator.authenticate(bearer.credentials if bearer else None, api_key)
     except AuthError as exc:
         audit.auth_failed(request, exc.reason, exc.method)
+        await limiter.auth_failed(address)
         raise Unauthorized("missing or invalid credentials") from None
     request.state.tenant = principal.tenant
     return principal.tenant

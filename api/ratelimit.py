@@ -1,4 +1,5 @@
-"""Per-tenant limits: requests per minute (token bucket) and LLM tokens per UTC day.
+"""Per-tenant limits: requests per minute (token bucket) and LLM tokens per UTC day; per client
+address: failed credential checks per minute (against guessing keys).
 
 With `KEEL_REDIS_URL` both are shared by every replica: the bucket is refilled and spent in one
 Lua script (atomic, on Redis's clock), the day's usage is an INCRBY counter. Without Redis, or
@@ -22,7 +23,8 @@ from graph.settings import Settings
 
 log = logging.getLogger("keel.ratelimit")
 
-# KEYS[1] bucket; ARGV capacity, refill tokens/s. Returns {allowed, seconds until a token}.
+# KEYS[1] bucket; ARGV capacity, refill tokens/s, cost (0 only looks). Returns {allowed, seconds
+# until a token}.
 TOKEN_BUCKET_LUA = """
 local capacity = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
@@ -35,7 +37,7 @@ tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
 local allowed = 0
 local wait = 0
 if tokens >= 1 then
-  tokens = tokens - 1
+  tokens = tokens - tonumber(ARGV[3])
   allowed = 1
 else
   wait = (1 - tokens) / rate
@@ -77,8 +79,9 @@ class Limiter:
 
     def __init__(self, settings: Settings):
         self.rpm, self.tokens_per_day = settings.rate_limit_rpm, settings.tokens_per_day
+        self.auth_failures = settings.auth_failures_per_minute
         self._redis: Any = None
-        if settings.redis_url and (self.rpm or self.tokens_per_day):
+        if settings.redis_url and (self.rpm or self.tokens_per_day or self.auth_failures):
             self._redis = redis.Redis.from_url(
                 settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
             )
@@ -109,21 +112,34 @@ class Limiter:
 
     async def take(self, tenant: str) -> float:
         """Spends one request token; 0 when allowed, else seconds until the next token."""
-        capacity, rate = float(self.rpm), self.rpm / 60.0
+        return await self._bucket(f"rpm:{tenant}", self.rpm, 1)
+
+    async def auth_wait(self, address: str) -> float:
+        """0 while the address may still try credentials, else seconds until it may again."""
+        return await self._bucket(f"authfail:{address}", self.auth_failures, 0)
+
+    async def auth_failed(self, address: str) -> None:
+        """Spends one of the address's failed credential checks."""
+        await self._bucket(f"authfail:{address}", self.auth_failures, 1)
+
+    async def _bucket(self, key: str, per_minute: int, cost: int) -> float:
+        if not per_minute:
+            return 0.0
+        capacity, rate = float(per_minute), per_minute / 60.0
         if self._redis is not None:
             try:
                 allowed, wait = await self._bucket_script(
-                    keys=[f"{PREFIX}rpm:{tenant}"], args=[capacity, rate]
+                    keys=[f"{PREFIX}{key}"], args=[capacity, rate, cost]
                 )
                 return 0.0 if int(allowed) else float(wait)
             except redis.RedisError as exc:
                 self._redis_down(exc)
         now = time.monotonic()
-        bucket = self._buckets.setdefault(tenant, _Bucket(capacity, now))
+        bucket = self._buckets.setdefault(key, _Bucket(capacity, now))
         bucket.tokens = min(capacity, bucket.tokens + (now - bucket.ts) * rate)
         bucket.ts = now
         if bucket.tokens >= 1:
-            bucket.tokens -= 1
+            bucket.tokens -= cost
             return 0.0
         return (1 - bucket.tokens) / rate
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
 
+from api.ratelimit import Limiter
 from api.schemas import RunRequest
 from api.streaming import graph_events
 from checkpoints.retention import discard_after, keep_latest
@@ -36,8 +37,9 @@ EVENT_BATCH = 500
 class RunManager:
     """Submits, executes, cancels, resumes and follows runs for one replica."""
 
-    def __init__(self, keel: "Keel"):
+    def __init__(self, keel: "Keel", limiter: Limiter):
         self.keel = keel
+        self._limiter = limiter
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel_kind: dict[str, str] = {}
@@ -238,6 +240,8 @@ class RunManager:
             }
             await emit("run.finished", result)
             await store.finish(run.run_id, "succeeded", result, None)
+            # Counted here, not where a client reads the result: background runs spend too.
+            await self._limiter.count_usage(run.tenant, run.run_id, result["usage"])
             await self._after_run(run, len(final.get("messages", [])))
         except asyncio.CancelledError:
             kind = self._cancel_kind.pop(run.run_id, None)

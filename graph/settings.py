@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     # when KEEL_REDIS_URL is set) and LLM tokens per UTC day, counted from finished runs' usage.
     rate_limit_rpm: int = Field(default=0, ge=0)
     tokens_per_day: int = Field(default=0, ge=0)
+    auth_failures_per_minute: int = Field(
+        default=10,
+        ge=0,
+        description="failed credential checks allowed per client address and minute; past it "
+        "the address gets 429 until the bucket refills, valid credentials included (0: off)",
+    )
     max_message_chars: int = 8000
     sse_ping_s: float = 15.0
 

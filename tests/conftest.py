@@ -137,6 +137,7 @@ class Server:
     def __init__(self, env: dict[str, str], log: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
         self._log = log.open("ab")
         full_env = {**os.environ, **env, "KEEL_PORT": str(self.port), "KEEL_HOST": "127.0.0.1"}
         self.proc = subprocess.Popen(

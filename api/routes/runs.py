@@ -9,7 +9,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import Keel, KeelDep, TenantDep, ThreadIdPath
 from api.errors import MalformedLastEventId, RunFailed
-from api.ratelimit import Limiter, LimiterDep, enforce_token_quota
+from api.ratelimit import enforce_token_quota
 from api.schemas import RunInfo, RunRequest, RunResult
 from api.streaming import to_sse
 from checkpoints.runs import Run
@@ -41,15 +41,11 @@ def _info(run: Run) -> RunInfo:
     )
 
 
-def _stream(
-    keel: Keel, limiter: Limiter, run: Run, after: int, cancel_on_disconnect: bool
-) -> EventSourceResponse:
+def _stream(keel: Keel, run: Run, after: int, cancel_on_disconnect: bool) -> EventSourceResponse:
     async def events() -> AsyncIterator[ServerSentEvent]:
         finished = False
         try:
             async for seq, name, data in keel.runs.follow(run, after):
-                if name == "run.finished":
-                    await limiter.count_usage(run.tenant, run.run_id, data.get("usage", {}))
                 yield to_sse(run.run_id, seq, name, data)
             finished = True
         finally:
@@ -60,11 +56,10 @@ def _stream(
     return EventSourceResponse(events(), ping=keel.settings.sse_ping_s, ping_message_factory=_ping)
 
 
-async def _result(keel: Keel, limiter: Limiter, run: Run) -> RunResult:
+async def _result(keel: Keel, run: Run) -> RunResult:
     name, data = await keel.runs.outcome(run)
     if name == "run.error":
         raise RunFailed(data["code"], data["message"], data["retryable"])
-    await limiter.count_usage(run.tenant, run.run_id, data.get("usage", {}))
     return RunResult(**data)
 
 
@@ -93,13 +88,12 @@ async def stream(
     body: RunRequest,
     keel: KeelDep,
     tenant: TenantDep,
-    limiter: LimiterDep,
 ) -> EventSourceResponse:
     """Starts a run and streams its events (`run.started` ... `run.finished` / `run.error`).
     The run goes on if the client disconnects, unless `on_disconnect` is `cancel`."""
     await get_thread(keel.persistence, tenant, thread_id)
     run = await keel.runs.submit(tenant, thread_id, body)
-    return _stream(keel, limiter, run, 0, body.on_disconnect == "cancel")
+    return _stream(keel, run, 0, body.on_disconnect == "cancel")
 
 
 @router.post("/wait", dependencies=QUOTA)
@@ -108,12 +102,11 @@ async def wait(
     body: RunRequest,
     keel: KeelDep,
     tenant: TenantDep,
-    limiter: LimiterDep,
 ) -> RunResult:
     """Starts a run and returns its result without streaming."""
     await get_thread(keel.persistence, tenant, thread_id)
     run = await keel.runs.submit(tenant, thread_id, body)
-    return await _result(keel, limiter, run)
+    return await _result(keel, run)
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, dependencies=QUOTA)
@@ -151,10 +144,9 @@ async def join(
     run_id: ThreadIdPath,
     keel: KeelDep,
     tenant: TenantDep,
-    limiter: LimiterDep,
 ) -> RunResult:
     """Waits for a run's result."""
-    return await _result(keel, limiter, await _run(keel, tenant, thread_id, run_id))
+    return await _result(keel, await _run(keel, tenant, thread_id, run_id))
 
 
 @router.get("/{run_id}/stream", response_class=EventSourceResponse, responses=SSE_RESPONSES)
@@ -163,13 +155,12 @@ async def follow(
     run_id: ThreadIdPath,
     keel: KeelDep,
     tenant: TenantDep,
-    limiter: LimiterDep,
     last_event_id: Annotated[str | None, Header(max_length=200)] = None,
 ) -> EventSourceResponse:
     """Replays the events after `Last-Event-ID` exactly, then the live rest, from any replica."""
     run = await _run(keel, tenant, thread_id, run_id)
     after = parse_last_event_id(run_id, last_event_id)
-    return _stream(keel, limiter, run, after, False)
+    return _stream(keel, run, after, False)
 
 
 @router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED)

@@ -117,6 +117,26 @@ def test_background_run_status_wait_and_bad_last_event_id(replicas):
         assert [r["run_id"] for r in runs] == [run["run_id"]]
 
 
+def test_background_runs_spend_the_daily_token_quota(
+    start_server, postgres_url, data_dir, fake_llm_url
+):
+    """Usage is counted when a run ends, not when a client reads it: a background run that
+    nobody waits for still spends the tenant's quota (a fake answer costs 100 + 5 tokens)."""
+    env = llm_env(postgres_url, data_dir, fake_llm_url, "slow-1-5", KEEL_TOKENS_PER_DAY="100")
+    server = start_server(**env)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        tid = new_thread(client, server.url)
+        run = client.post(f"/v1/threads/{tid}/runs", json={"message": QUESTION}).json()
+        deadline = time.monotonic() + 30
+        while client.get(f"/v1/threads/{tid}/runs/{run['run_id']}").json()["status"] != "succeeded":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        refused = client.post(f"/v1/threads/{tid}/runs", json={"message": QUESTION})
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "quota_exceeded"
+        assert int(refused.headers["retry-after"]) > 0
+
+
 def test_cancel_during_token_streaming_from_the_other_replica(replicas):
     a, b = replicas
     with httpx.Client(timeout=60) as client:

@@ -80,20 +80,29 @@ def api(
         server.stop()
 
 
-def _load(api: Api) -> schemathesis.BaseSchema:
-    schema = schemathesis.openapi.from_url(f"{api.server.url}/openapi.json", timeout=10)
+def _load(api: Api, request: pytest.FixtureRequest) -> schemathesis.BaseSchema:
+    # schemathesis 4.15 renames the test node through `_nodeid`, which pytest 9.2 dropped.
+    request.node._nodeid = request.node.nodeid
+    # The key authenticates under either declared scheme; without this, schemathesis would
+    # fill the `Authorization` header (tried before X-API-Key) with generated junk.
+    key = api.headers["X-API-Key"]
+    auth = {"HTTPBearer": {"bearer": key}, "APIKeyHeader": {"api_key": key}}
+    config = schemathesis.Config.from_dict({"auth": {"openapi": auth}})
+    schema = schemathesis.openapi.from_url(
+        f"{api.server.url}/openapi.json", config=config, timeout=10
+    )
     schema.config.update(base_url=api.server.url, headers=api.headers)
     return schema
 
 
 @pytest.fixture
-def generated_ids_schema(api: Api) -> schemathesis.BaseSchema:
-    return _load(api)
+def generated_ids_schema(api: Api, request: pytest.FixtureRequest) -> schemathesis.BaseSchema:
+    return _load(api, request)
 
 
 @pytest.fixture
-def real_ids_schema(api: Api) -> schemathesis.BaseSchema:
-    schema = _load(api)
+def real_ids_schema(api: Api, request: pytest.FixtureRequest) -> schemathesis.BaseSchema:
+    schema = _load(api, request)
     schema.config.update(parameters={"path.thread_id": api.thread_id, "path.run_id": api.run_id})
     return schema
 

@@ -76,6 +76,8 @@ def ctx(
         "KEEL_JWT_SECRET": HS_SECRET,
         "KEEL_JWT_PUBLIC_KEY_FILE": str(pem),
         "KEEL_RATE_LIMIT_RPM": str(RPM),
+        # the 401 matrix below fails dozens of checks from one address on purpose
+        "KEEL_AUTH_FAILURES_PER_MINUTE": "1000",
     }
     servers: list[Server] = []
     try:
@@ -198,6 +200,32 @@ def test_missing_invalid_and_expired_credentials_get_401(ctx: Ctx):
     assert {"bad_signature", "missing_claim_tenant", "missing_claim_exp"} <= reasons
 
 
+def test_failed_credential_checks_lock_the_address_out(start_server):
+    """Guessing keys: past the failures allowed per minute, the address gets 429, and even a
+    valid key is not checked until the bucket refills (so a lucky guess learns nothing)."""
+    key = f"key-{uuid.uuid4().hex}"
+    server = start_server(
+        KEEL_API_KEYS=json.dumps({hash_key(key): "locked"}),
+        KEEL_AUTH_FAILURES_PER_MINUTE="3",  # per replica here; shared through Redis when set
+    )
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.get("/v1/threads", headers={"X-API-Key": key}).status_code == 200
+        guesses = [
+            client.get("/v1/threads", headers={"X-API-Key": f"guess-{n}"}).status_code
+            for n in range(5)
+        ]
+        assert guesses == [401, 401, 401, 429, 429]
+        locked = client.get("/v1/threads", headers={"X-API-Key": key})
+        assert locked.status_code == 429 and locked.json()["error"]["code"] == "auth_failures"
+        assert 1 <= int(locked.headers["retry-after"]) <= 60
+        assert client.get("/health").status_code == 200
+    audit = [json.loads(line) for line in server.log.read_text().splitlines() if '"audit"' in line]
+    assert sum(e["audit"] == "auth_failed" for e in audit) == 3
+    assert [e["limit"] for e in audit if e["audit"] == "rate_limited"] == [
+        "auth_failures_per_minute"
+    ] * 3
+
+
 def test_rate_limit_shared_by_two_replicas(ctx: Ctx):
     headers = ctx.key("rl")
     urls = [f"{s.url}/v1/threads" for s in ctx.servers]
@@ -227,6 +255,41 @@ def test_rate_limit_shared_by_two_replicas(ctx: Ctx):
         assert client.get(urls[0], headers=ctx.key("a")).status_code == 200
     hits = [e for e in ctx.audit() if e["audit"] == "rate_limited"]
     assert len(hits) == len(limited) and {e["tenant"] for e in hits} == {ctx.tenant_rl}
+
+
+def test_documents_belong_to_their_tenant(ctx: Ctx):
+    """A tenant's upload is retrieved only by that tenant; another tenant cannot delete it."""
+    name = "quokka-notes.md"
+    text = (
+        "# Quokka protocol\n\nThe Quokka-7731 protocol rotates the vault backup keys every 19 days."
+    )
+    question = "How often does the Quokka-7731 protocol rotate the vault backup keys?"
+    a, b = ctx.key("a"), ctx.key("b")
+
+    def cited_docs(client: httpx.Client, headers: dict[str, str]) -> set[str]:
+        tid = client.post("/v1/threads", headers=headers).json()["thread_id"]
+        result = client.post(
+            f"/v1/threads/{tid}/runs/wait", json={"message": question}, headers=headers
+        )
+        assert result.status_code == 200, result.text
+        return {c["id"].split("#")[0] for c in result.json()["citations"]}
+
+    # Each replica here embeds its own Chroma copy, so the whole exchange uses one replica.
+    with httpx.Client(base_url=ctx.servers[0].url, timeout=120) as client:
+        upload = client.post(
+            "/v1/documents", files={"files": (name, text.encode(), "text/markdown")}, headers=a
+        )
+        assert upload.status_code == 201, upload.text
+        (doc_id,) = upload.json()["doc_ids"]
+        assert doc_id in cited_docs(client, a)
+        assert doc_id not in cited_docs(client, b)
+        gone = client.delete(f"/v1/documents/{doc_id}", headers=b)
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
+        assert doc_id in cited_docs(client, a)  # B's attempt removed nothing
+        assert client.delete(f"/v1/documents/{doc_id}", headers=a).status_code == 204
+        assert doc_id not in cited_docs(client, a)
+    ingested = [e for e in ctx.audit() if e["audit"] == "documents_ingested"]
+    assert [e["tenant"] for e in ingested] == [ctx.tenant_a]
 
 
 def test_deletion_audited_without_secrets_or_message_text(ctx: Ctx):
