@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import audit
 from api.auth import Authenticator
 from api.deps import Keel
-from api.errors import PayloadTooLarge, error_body, install_error_handlers
+from api.errors import PayloadTooLarge, error_body, error_responses, install_error_handlers
 from api.ratelimit import Limiter, enforce_rate_limit
 from api.routes import documents, health, runs, threads
 from api.runner import RunManager
@@ -132,8 +132,17 @@ def create_app(
     )
     app.state.authenticator = authenticator
     install_error_handlers(app)
-    for module in (threads, runs, documents):
-        app.include_router(module.router, dependencies=[Depends(enforce_rate_limit)])
+    # Errors every authenticated route may answer; routes declare their own on top.
+    common = error_responses(401, 413, 422, 429)
+    for module in (threads, runs):
+        app.include_router(
+            module.router, dependencies=[Depends(enforce_rate_limit)], responses=common
+        )
+    app.include_router(
+        documents.router,
+        dependencies=[Depends(enforce_rate_limit)],
+        responses={**common, **error_responses(400, 404, 415)},
+    )
     app.include_router(health.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(HeaderLimit, limit=settings.max_header_bytes)

@@ -2,6 +2,7 @@
 
 import logging
 import math
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -9,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from api import audit
+from api.schemas import ErrorResponse
 from graph.errors import (
     ConfigError,
     Conflict,
@@ -78,6 +80,25 @@ STATUS: list[tuple[type[KeelError], int]] = [
     (ProviderError, 502),
     (ConfigError, 500),
 ]
+
+
+# What each error status means in keel, for the OpenAPI schema.
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "malformed request: body not JSON, or a bad Last-Event-ID",
+    401: "missing or invalid credentials",
+    404: "no such resource for this tenant",
+    409: "the thread has a run in progress (multitask strategy reject), or the run was cancelled",
+    413: "request body too large",
+    415: "unsupported file type",
+    422: "invalid request: parameters or body do not match the schema, or a bad input",
+    429: "rate limited: requests per minute, daily token quota or failed credential checks",
+    503: "a store is unavailable, or the run failed in a way worth retrying",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` declaring the error envelope for each of `statuses`."""
+    return {s: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[s]} for s in statuses}
 
 
 def status_for(error: KeelError) -> int:

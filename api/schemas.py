@@ -7,6 +7,26 @@ from pydantic import BaseModel, ConfigDict, Field
 THREAD_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable machine-readable code and a human-readable message."""
+
+    code: str = Field(description="e.g. invalid_request, not_found, unauthorized, rate_limited")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+class Readiness(BaseModel):
+    """Readiness and the outcome of each dependency's check ("ok" or "error: <type>")."""
+
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str]
+
+
 class RunContext(BaseModel):
     """Per-run knobs a client may set (a subset of `graph.context.Context`)."""
 

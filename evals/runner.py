@@ -15,7 +15,7 @@ from typing import Any
 from langgraph.checkpoint.memory import InMemorySaver
 
 from evals import metrics
-from evals.configs import EvalConfig
+from evals.configs import EVAL_SETTINGS, EvalConfig
 from evals.datasets import EvalDataset, EvalQuery, abstract_sentences
 from graph.builder import FALLBACK, GENERATE, RERANK, RETRIEVE, build_graph
 from graph.deps import Deps
@@ -64,7 +64,7 @@ def eval_settings(
     base: Settings, dataset: EvalDataset, overrides: dict[str, Any], data_dir: Path | None = None
 ) -> Settings:
     """Settings for an eval run: overrides applied, the eval data dir, the isolated collection."""
-    values = {**base.model_dump(), **overrides}
+    values = {**base.model_dump(), **EVAL_SETTINGS, **overrides}
     if data_dir is not None:
         values["data_dir"] = data_dir
     settings = Settings.model_validate(values)

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import KeelDep
+from api.schemas import Readiness
 
 router = APIRouter(tags=["health"])
 
@@ -16,7 +17,11 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "a dependency is down"}},
+)
 async def ready(keel: KeelDep) -> JSONResponse:
     """Checks the checkpoint database, the vector store and the cache; 503 when one is down."""
     checks: dict[str, str] = {}

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import Keel, KeelDep, TenantDep, ThreadIdPath
-from api.errors import MalformedLastEventId, RunFailed
+from api.errors import MalformedLastEventId, RunFailed, error_responses
 from api.ratelimit import enforce_token_quota
 from api.schemas import RunInfo, RunRequest, RunResult
 from api.streaming import to_sse
@@ -22,6 +22,11 @@ QUOTA = [Depends(enforce_token_quota)]
 SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "the run's events"}
 }
+# Starting a run: a bad body, an unknown thread, or a run in progress on it (strategy reject).
+START_ERRORS = error_responses(400, 404, 409)
+# Waiting for a result: the run was cancelled (409) or failed retryably (503).
+RESULT_ERRORS = error_responses(409, 503)
+NOT_FOUND = error_responses(404)
 
 
 def _ping() -> ServerSentEvent:
@@ -81,7 +86,10 @@ async def _run(keel: Keel, tenant: str, thread_id: str, run_id: str) -> Run:
 
 
 @router.post(
-    "/stream", response_class=EventSourceResponse, responses=SSE_RESPONSES, dependencies=QUOTA
+    "/stream",
+    response_class=EventSourceResponse,
+    responses={**SSE_RESPONSES, **START_ERRORS},
+    dependencies=QUOTA,
 )
 async def stream(
     thread_id: ThreadIdPath,
@@ -96,7 +104,7 @@ async def stream(
     return _stream(keel, run, 0, body.on_disconnect == "cancel")
 
 
-@router.post("/wait", dependencies=QUOTA)
+@router.post("/wait", responses={**START_ERRORS, **RESULT_ERRORS}, dependencies=QUOTA)
 async def wait(
     thread_id: ThreadIdPath,
     body: RunRequest,
@@ -109,7 +117,7 @@ async def wait(
     return await _result(keel, run)
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, dependencies=QUOTA)
+@router.post("", status_code=status.HTTP_202_ACCEPTED, responses=START_ERRORS, dependencies=QUOTA)
 async def create(
     thread_id: ThreadIdPath, body: RunRequest, keel: KeelDep, tenant: TenantDep
 ) -> RunInfo:
@@ -118,7 +126,7 @@ async def create(
     return _info(await keel.runs.submit(tenant, thread_id, body))
 
 
-@router.get("")
+@router.get("", responses=NOT_FOUND)
 async def list_runs(
     thread_id: ThreadIdPath,
     keel: KeelDep,
@@ -130,7 +138,7 @@ async def list_runs(
     return [_info(r) for r in await keel.persistence.runs.list_for_thread(thread_id, limit)]
 
 
-@router.get("/{run_id}")
+@router.get("/{run_id}", responses=NOT_FOUND)
 async def read(
     thread_id: ThreadIdPath, run_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep
 ) -> RunInfo:
@@ -138,7 +146,7 @@ async def read(
     return _info(await _run(keel, tenant, thread_id, run_id))
 
 
-@router.get("/{run_id}/wait")
+@router.get("/{run_id}/wait", responses={**NOT_FOUND, **RESULT_ERRORS})
 async def join(
     thread_id: ThreadIdPath,
     run_id: ThreadIdPath,
@@ -149,7 +157,11 @@ async def join(
     return await _result(keel, await _run(keel, tenant, thread_id, run_id))
 
 
-@router.get("/{run_id}/stream", response_class=EventSourceResponse, responses=SSE_RESPONSES)
+@router.get(
+    "/{run_id}/stream",
+    response_class=EventSourceResponse,
+    responses={**SSE_RESPONSES, **error_responses(400, 404)},
+)
 async def follow(
     thread_id: ThreadIdPath,
     run_id: ThreadIdPath,
@@ -163,7 +175,7 @@ async def follow(
     return _stream(keel, run, after, False)
 
 
-@router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED, responses=NOT_FOUND)
 async def cancel(
     thread_id: ThreadIdPath, run_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep
 ) -> RunInfo:
@@ -171,7 +183,12 @@ async def cancel(
     return _info(await keel.runs.cancel(await _run(keel, tenant, thread_id, run_id)))
 
 
-@router.post("/{run_id}/resume", status_code=status.HTTP_202_ACCEPTED, dependencies=QUOTA)
+@router.post(
+    "/{run_id}/resume",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=NOT_FOUND,
+    dependencies=QUOTA,
+)
 async def resume(
     thread_id: ThreadIdPath, run_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep
 ) -> RunInfo:

@@ -7,10 +7,12 @@ from langchain_core.messages import BaseMessage
 
 from api import audit
 from api.deps import KeelDep, TenantDep, ThreadIdPath
+from api.errors import error_responses
 from api.schemas import CheckpointInfo, Message, Thread, ThreadCreate, ThreadPage, ThreadState
 from checkpoints.threads import create_thread, delete_thread, get_thread, list_threads
 
 router = APIRouter(prefix="/v1/threads", tags=["threads"])
+NOT_FOUND = error_responses(404)
 
 
 def _message(message: BaseMessage) -> Message:
@@ -18,7 +20,7 @@ def _message(message: BaseMessage) -> Message:
     return Message(id=message.id, role=role, content=message.text)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(400))
 async def create(keel: KeelDep, tenant: TenantDep, body: ThreadCreate | None = None) -> Thread:
     """Creates an empty thread."""
     record = await create_thread(keel.persistence, tenant, (body or ThreadCreate()).metadata)
@@ -42,7 +44,7 @@ async def list_all(
     )
 
 
-@router.get("/{thread_id}")
+@router.get("/{thread_id}", responses=NOT_FOUND)
 async def read(thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep) -> ThreadState:
     """The thread's (redacted) messages and its last answer."""
     record = await get_thread(keel.persistence, tenant, thread_id)
@@ -58,7 +60,7 @@ async def read(thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep) -> Thr
     )
 
 
-@router.get("/{thread_id}/history")
+@router.get("/{thread_id}/history", responses=NOT_FOUND)
 async def history(
     thread_id: ThreadIdPath,
     keel: KeelDep,
@@ -85,7 +87,7 @@ async def history(
     return out
 
 
-@router.delete("/{thread_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{thread_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
 async def delete(
     thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep, request: Request
 ) -> Response:
