@@ -2,21 +2,18 @@
 and Postgres checkpoints, and time to first SSE event, against real `keel serve` processes."""
 
 import argparse
-import contextlib
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 from httpx_sse import connect_sse
 
+from api.process import ServerProcess, free_port
 from graph.settings import Settings
 
 
@@ -44,33 +41,15 @@ def _ingest(corpus_file: Path, data_dir: Path) -> dict[str, float]:
     }
 
 
-@contextlib.contextmanager
-def _server(env: dict[str, str], log: Path) -> Iterator[str]:
-    """A `keel serve` process on a free port for the duration of the block; yields its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
+def _server(env: dict[str, str], log: Path) -> ServerProcess:
+    """A `keel serve` process on a free port (a context manager that stops it)."""
+    port = free_port()
+    return ServerProcess(
         [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
-        env={**os.environ, **env},
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
+        port,
+        {**os.environ, **env},
+        log,
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.time() > deadline:
-                    raise RuntimeError(f"server did not start, see {log}") from None
-                time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def _turns(url: str, questions: list[str]) -> dict[str, object]:
@@ -207,10 +186,10 @@ def run_durability(args: argparse.Namespace) -> int:
                     "KEEL_DATABASE_URL": args.postgres_url,
                     **extra,
                 }
-                with _server(env, Path(tmp) / f"{name}.log") as base:
+                with _server(env, Path(tmp) / f"{name}.log") as server:
                     if name == "without_retention":
-                        report["reconnect_ms"] = _reconnect(base)
-                    report[f"storage_{name}"] = _storage(base, args.turns)
+                        report["reconnect_ms"] = _reconnect(server.url)
+                    report[f"storage_{name}"] = _storage(server.url, args.turns)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -233,9 +212,9 @@ def run(args: argparse.Namespace) -> int:
                 "KEEL_DATA_DIR": str(data_dir),
                 "KEEL_DATABASE_URL": url or f"sqlite:///{tmp}/bench.sqlite",
             }
-            with _server(env, Path(tmp) / f"{name}.log") as base:
-                _turns(base, questions[:3])  # warm-up: model load, caches, connections
-                report[name] = _turns(base, questions)
+            with _server(env, Path(tmp) / f"{name}.log") as server:
+                _turns(server.url, questions[:3])  # warm-up: model load, caches, connections
+                report[name] = _turns(server.url, questions)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -2,7 +2,7 @@
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 THREAD_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -30,7 +30,8 @@ class Readiness(BaseModel):
 class RunContext(BaseModel):
     """Per-run knobs a client may set (a subset of `graph.context.Context`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: `"rerank": 0` or `"top_k": "5"` is a client bug to report, not a value to coerce.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     top_k: int = Field(default=5, ge=1, le=20)
     candidates: int = Field(default=40, ge=1, le=200)
@@ -61,7 +62,35 @@ class ThreadCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="any JSON object; its strings may not contain NUL characters",
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_storable(value)
+        return value
+
+
+def _check_storable(value: Any) -> None:
+    """Raises `ValueError` for strings the thread store (Postgres jsonb) cannot hold: with a
+    NUL character, or a lone surrogate (not UTF-8)."""
+    items: list[Any] = [value]
+    while items:
+        item = items.pop()
+        if isinstance(item, dict):
+            items += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            items += item
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError("strings may not contain NUL characters")
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                raise ValueError("strings must be valid UTF-8 (no lone surrogates)") from None
 
 
 class Thread(BaseModel):

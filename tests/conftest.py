@@ -8,7 +8,6 @@ Postgres: `KEEL_TEST_DATABASE_URL` when set, else a throwaway server started fro
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.process import ServerProcess, free_port
 from graph.settings import Settings
 from integrations.corpus import Corpus, Document, open_chroma
 from integrations.embeddings import MiniLMEmbedder
@@ -26,12 +26,6 @@ from integrations.loaders import iter_paths, load_file
 ROOT = Path(__file__).resolve().parents[1]
 SCIFACT = Path(os.environ.get("KEEL_SCIFACT_DIR", ROOT.parent / "shared" / "datasets" / "scifact"))
 SAMPLE_DOCS = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scifact_docs(limit: int) -> list[Document]:
@@ -114,9 +108,12 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data dir with the sample corpus and a SciFact sample ingested (read-only for tests)."""
+    """A data dir with the sample corpus and a SciFact sample ingested (read-only for tests).
+
+    Sentence vectors are embedded at ingestion, so that servers under test start warm: the lazy
+    path has its own tests."""
     data_dir = tmp_path_factory.mktemp("corpus")
-    settings = Settings(data_dir=data_dir)
+    settings = Settings(data_dir=data_dir, sentence_vectors="eager")
     corpus = Corpus(open_chroma(settings), MiniLMEmbedder(), settings)
     docs = [d for p in iter_paths([ROOT / "samples" / "corpus"]) for d in load_file(p)]
     corpus.ingest(docs + scifact_docs(SAMPLE_DOCS))
@@ -131,46 +128,13 @@ def data_dir(corpus_dir: Path, tmp_path: Path) -> Path:
     return target
 
 
-class Server:
+class Server(ServerProcess):
     """A real `keel serve` process on a free port."""
 
     def __init__(self, env: dict[str, str], log: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self._log = log.open("ab")
-        full_env = {**os.environ, **env, "KEEL_PORT": str(self.port), "KEEL_HOST": "127.0.0.1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve"],
-            cwd=ROOT,
-            env=full_env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.time() + 90
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.time() > deadline:
-                self.stop()
-                raise RuntimeError(f"server did not start: {log.read_text()[-3000:]}")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        port = free_port()
+        env = {**os.environ, **env, "KEEL_PORT": str(port), "KEEL_HOST": "127.0.0.1"}
+        super().__init__([sys.executable, "-m", "api.cli", "serve"], port, env, log, cwd=ROOT)
 
 
 @pytest.fixture

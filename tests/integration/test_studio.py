@@ -8,17 +8,15 @@ the way Studio does: the user's message arrives in `input.messages`.
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from api.process import ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +37,6 @@ def _langgraph_cli() -> str:
     if found is None:
         pytest.skip("langgraph-cli[inmem] is not installed (pip install -e '.[dev]')")
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _config_for(workdir: Path) -> Path:
@@ -68,31 +60,13 @@ def _config_for(workdir: Path) -> Path:
     return target
 
 
-def _tail(log: Path, lines: int = 60) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminates the server's whole process group (the CLI spawns workers)."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=15)
-    except ProcessLookupError:
-        pass
-
-
 @pytest.fixture(scope="module")
 def studio_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a `langgraph dev` server over this repo's graph, stopped after the module."""
     cli = _langgraph_cli()
     workdir = tmp_path_factory.mktemp("studio")
     config = _config_for(workdir)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
     env.update(
         KEEL_DATA_DIR=str(workdir / "data"),
@@ -102,44 +76,17 @@ def studio_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         LANGCHAIN_TRACING_V2="false",
         HF_HUB_OFFLINE="1",
     )
+    command = [cli, "dev", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--no-browser", "--no-reload"]
     log = workdir / "langgraph-dev.log"
-    url = f"http://127.0.0.1:{port}"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                cli,
-                "dev",
-                "--config",
-                str(config),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-browser",
-                "--no-reload",
-            ],
-            cwd=workdir,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"langgraph dev exited with {proc.returncode}:\n{_tail(log)}")
-            try:
-                if httpx.get(f"{url}/ok", timeout=2.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"langgraph dev not ready after {STARTUP_TIMEOUT_S}s:\n{_tail(log)}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        _stop(proc)
+        server = ServerProcess(
+            command, port, env, log, ready_path="/ok", timeout_s=STARTUP_TIMEOUT_S, cwd=workdir
+        )
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    with server:
+        yield server.url
 
 
 def _run_turn(client: httpx.Client, content: str) -> tuple[str, dict[str, Any]]:
