@@ -10,6 +10,7 @@ with `sentence_vectors="eager"`).
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,8 @@ from integrations.lexical import BM25Index
 from integrations.text import split_sentences
 
 _WRITE_BATCH = 1000
+# How stale another replica's view of the corpus version may be, in seconds.
+VERSION_TTL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -145,19 +148,32 @@ class Corpus:
             f"{self._name}_sentences", configuration=config, embedding_function=None
         )
         self._lock = threading.Lock()
+        self._version_lock = threading.Lock()
+        self._version, self._version_at = 0, -VERSION_TTL_S
         self._bm25 = BM25Index([], [])
         self._bm25_version = -1
         self._info: dict[str, Chunk] = {}
 
     # -- versions -------------------------------------------------------------------------
     def version(self) -> int:
-        """The corpus version: bumped by every ingestion or deletion that changed something."""
+        """The corpus version: bumped by every ingestion or deletion that changed something.
+
+        Read from the store at most every `VERSION_TTL_S` (a turn asks up to three times: cache
+        key, BM25 refresh, cache write); this replica's own changes show at once."""
+        with self._version_lock:
+            if time.monotonic() - self._version_at >= VERSION_TTL_S:
+                self._version, self._version_at = self._stored_version(), time.monotonic()
+            return self._version
+
+    def _stored_version(self) -> int:
         collection = self._client.get_collection(f"{self._name}_chunks", embedding_function=None)
         return int((collection.metadata or {}).get("corpus_version", 0))
 
     def _bump_version(self) -> int:
-        version = self.version() + 1
+        version = self._stored_version() + 1
         self._chunks.modify(metadata={"corpus_version": version})
+        with self._version_lock:
+            self._version, self._version_at = version, time.monotonic()
         return version
 
     def refresh(self) -> None:

@@ -56,7 +56,10 @@ class MiniLMEmbedder:
         self._tokenizer.enable_truncation(max_length=max_tokens)
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         self._max_tokens = max_tokens
-        self._sep_id = self._tokenizer.token_to_id("[SEP]")
+        sep_id = self._tokenizer.token_to_id("[SEP]")
+        if sep_id is None:  # pragma: no cover - a BERT vocabulary always has it
+            raise ConfigError("the MiniLM tokenizer has no [SEP] token")
+        self._sep_id: int = sep_id
         self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._lock = Lock()

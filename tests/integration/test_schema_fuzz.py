@@ -41,6 +41,7 @@ FUZZ = settings(
     max_examples=25,
     deadline=None,
     derandomize=True,
+    database=None,
     suppress_health_check=list(HealthCheck),
 )
 CREDENTIALS = ("Authorization", "X-API-Key")
