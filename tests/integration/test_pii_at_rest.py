@@ -14,7 +14,7 @@ import redis
 
 from scripts.guard_bench import pii_messages
 
-MESSAGES = 120
+MESSAGES, THREADS = 300, 6  # spread over threads: one 300-turn thread would test storage growth
 NAMES = {"PERSON", "LOCATION"}
 
 
@@ -62,14 +62,15 @@ def test_no_raw_pii_anywhere_after_real_runs(
     planted: list[str] = []
     marker = uuid.uuid4().hex[:8]
     with httpx.Client(base_url=server.url, timeout=60) as client:
-        thread_id = client.post("/v1/threads").json()["thread_id"]
+        threads = [client.post("/v1/threads").json()["thread_id"] for _ in range(THREADS)]
         for n, (text, spans) in enumerate(pii_messages(MESSAGES, seed=11)):
             planted += [s.value for s in spans if s.entity not in NAMES]
             body = {"message": f"{text} ({marker}-{n}) How are duplicate chunks avoided?"}
-            response = client.post(f"/v1/threads/{thread_id}/runs/wait", json=body)
+            response = client.post(f"/v1/threads/{threads[n % THREADS]}/runs/wait", json=body)
             assert response.status_code == 200, response.text
-        messages = client.get(f"/v1/threads/{thread_id}").json()["messages"]
-    assert len(messages) == 2 * MESSAGES and "<" in messages[0]["content"]
+        for thread_id in threads:
+            messages = client.get(f"/v1/threads/{thread_id}").json()["messages"]
+            assert len(messages) == 2 * MESSAGES // THREADS and "<" in messages[0]["content"]
     assert len(planted) >= MESSAGES
     stores = {
         "postgres": _postgres_dump(postgres_url),
