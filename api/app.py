@@ -1,5 +1,6 @@
 """The FastAPI application: lifespan-owned clients, routers per resource, error mapping."""
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -21,8 +22,11 @@ from checkpoints.crypto import build_serde
 from graph.builder import build_graph
 from graph.deps import Deps
 from graph.settings import Settings
+from integrations.corpus import Corpora
 
 log = logging.getLogger("keel")
+# Seconds between looks for chunks without sentence vectors once all have them.
+WARM_IDLE_S = 5.0
 
 
 class BodyLimit:
@@ -68,6 +72,18 @@ class HeaderLimit:
         await self.app(scope, receive, send)
 
 
+async def _warm_sentences(corpora: Corpora) -> None:
+    """Embeds, in the background, the sentence vectors that no query has needed yet (rerank and
+    extractive answers then find them stored), one small batch at a time."""
+    while True:
+        try:
+            done = await asyncio.to_thread(corpora.warm_step)
+        except Exception:
+            log.exception("background sentence embedding failed; retrying")
+            done = 0
+        await asyncio.sleep(0 if done else WARM_IDLE_S)
+
+
 async def _reject(send: Send, limit: int) -> None:
     await _send_error(send, 413, "payload_too_large", f"request body larger than {limit} bytes")
 
@@ -111,6 +127,7 @@ def create_app(
                 keel = app.state.keel = Keel(settings, deps, persistence, graph)
                 keel.runs = RunManager(keel, limiter)
                 await keel.runs.start()
+                warmer = asyncio.create_task(_warm_sentences(deps.corpora))
                 log.info(
                     "keel ready: checkpoints=%s, llm=%s",
                     persistence.kind,
@@ -119,6 +136,8 @@ def create_app(
                 try:
                     yield
                 finally:
+                    warmer.cancel()
+                    await asyncio.gather(warmer, return_exceptions=True)
                     await keel.runs.stop()
         finally:
             await deps.aclose()

@@ -4,11 +4,13 @@ Embedding is the whole cost of ingestion (linear in tokens; ~4k tokens/s on two 
 chunk's dense vector is its document's head: title and opening words, `dense_head_tokens` long,
 shared by the document's chunks. BM25 sees every word. Sentence vectors, which the reranker
 (late interaction at sentence level) and the extractive answerer need, are computed the first
-time a chunk reaches them and stored beside the chunks for every replica (or all at ingestion
-with `sentence_vectors="eager"`).
+time a chunk reaches them and stored beside the chunks for every replica; `keel serve` embeds
+the rest in the background (`Corpora.warm_step`). With `sentence_vectors="eager"` ingestion
+embeds them all instead.
 """
 
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,7 +28,11 @@ from integrations.embeddings import Embedder
 from integrations.lexical import BM25Index
 from integrations.text import split_sentences
 
+log = logging.getLogger("keel.corpus")
+
 _WRITE_BATCH = 1000
+# Chunks whose sentences one background step embeds (~1 s of both cores here).
+WARM_BATCH = 16
 # How stale another replica's view of the corpus version may be, in seconds.
 VERSION_TTL_S = 1.0
 
@@ -113,6 +119,19 @@ class Corpora:
             return self._settings.collection
         return f"{self._settings.collection}_t{hashlib.sha256(tenant.encode()).hexdigest()[:16]}"
 
+    def warm_step(self, chunks: int = WARM_BATCH) -> int:
+        """Embeds the sentences of up to `chunks` chunks that have none yet, in the default
+        corpus first, then in the other open ones; returns how many (0: nothing left)."""
+        if self._settings.sentence_vectors == "eager":
+            return 0
+        self.get()  # the default corpus is warmed even before its first query
+        with self._lock:
+            opened = list(self._open.values())
+        for corpus in opened:
+            if done := corpus.warm(chunks):
+                return done
+        return 0
+
     def heartbeat(self) -> None:
         """Raises `StoreUnavailable` unless the vector store answers."""
         try:
@@ -153,6 +172,9 @@ class Corpus:
         self._bm25 = BM25Index([], [])
         self._bm25_version = -1
         self._info: dict[str, Chunk] = {}
+        # Chunks known to have sentence vectors (read from the store by `warm`, then kept up).
+        self._warm: set[str] | None = None
+        self._warm_version = -1
 
     # -- versions -------------------------------------------------------------------------
     def version(self) -> int:
@@ -194,6 +216,24 @@ class Corpus:
             self._bm25 = BM25Index(list(info), [f"{c.title}\n{c.text}" for c in info.values()])
             self._info = info
             self._bm25_version = version
+
+    def warm(self, chunks: int) -> int:
+        """Embeds and stores the sentences of up to `chunks` chunks that have none yet; returns
+        how many it took (0 when every chunk has them)."""
+        self.refresh()
+        if self._warm is None or self._warm_version != self._bm25_version:
+            rows = self._sentences.get(include=["metadatas"])
+            self._warm = {str(m["chunk_id"]) for m in rows["metadatas"]}
+            self._warm_version = self._bm25_version
+        todo = [(cid, c.text) for cid, c in self._info.items() if cid not in self._warm][:chunks]
+        if todo:
+            self._store_sentences(todo)
+            self._warm.update(cid for cid, _ in todo)  # also those without any sentence
+            if self._warm.issuperset(self._info):
+                log.info(
+                    "sentence vectors of all %d chunks of %s stored", len(self._info), self._name
+                )
+        return len(todo)
 
     # -- ingestion ------------------------------------------------------------------------
     def ingest(
@@ -299,6 +339,8 @@ class Corpus:
             ],
             embeddings=vectors,
         )
+        if self._warm is not None:
+            self._warm.update(split)
         out, offset = {}, 0
         for cid, sentences in split.items():
             out[cid] = (sentences, vectors[offset : offset + len(sentences)])

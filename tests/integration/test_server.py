@@ -1,12 +1,19 @@
 """A real `keel serve` process on Postgres, driven by a real SSE client (httpx-sse)."""
 
 import json
+import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 from httpx_sse import connect_sse
+
+from graph.settings import Settings
+from integrations.corpus import Corpus, open_chroma
+from integrations.embeddings import MiniLMEmbedder
+from integrations.loaders import iter_paths, load_file
+from tests.conftest import ROOT, scifact_docs
 
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
 
@@ -221,3 +228,23 @@ def test_redis_cache_shared_by_two_replicas(
         ).json()
     assert first["cached"] is False
     assert second["cached"] is True and second["answer"] == first["answer"]
+
+
+def test_server_embeds_sentence_vectors_in_the_background(start_server, tmp_path: Path):
+    """Ingestion stores only document heads; the server fills in every chunk's sentence vectors
+    without waiting for queries, then answers from them."""
+    settings = Settings(data_dir=tmp_path / "data")  # sentence_vectors="lazy", the default
+    corpus = Corpus(open_chroma(settings), MiniLMEmbedder(), settings)
+    docs = [d for p in iter_paths([ROOT / "samples" / "corpus"]) for d in load_file(p)]
+    chunks = corpus.ingest(docs + scifact_docs(20)).chunks_added
+    assert corpus._sentences.count() == 0
+    del corpus  # the server owns the embedded store from here on
+    server = start_server(KEEL_DATA_DIR=str(settings.data_dir))
+    expected = f"sentence vectors of all {chunks} chunks of keel stored"
+    deadline = time.monotonic() + 120
+    while expected not in server.log.read_text():
+        assert time.monotonic() < deadline, server.tail()
+        time.sleep(0.5)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        events = stream_run(client, new_thread(client), QUESTION)
+    assert events[-1][2]["citations"][0]["source"] == "ingestion.txt"

@@ -213,6 +213,11 @@ def test_corpus_embeds_heads_at_ingestion_and_sentences_on_first_use(tmp_path: P
     assert corpus._sentences.count() == 2  # stored for every replica
     again = corpus.sentence_vectors(["b#0"])
     np.testing.assert_allclose(again["b#0"][1], first["b#0"][1], atol=1e-6)
+    # what no query needed is embedded in the background, a few chunks per step
+    steps = [corpora.warm_step(chunks=2) for _ in range(10)]
+    assert steps[0] == 2 and steps[-1] == 0 and sum(steps) == len(corpus._info) - 1
+    sentences = sum(len(split_sentences(corpus.chunk(c).text)) for c in corpus._info)
+    assert corpus._sentences.count() == sentences
     # another tenant's collections are its own: empty here
     other = corpora.get("acme")
     other.refresh()
