@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,11 @@ class RunManager:
         self._wakeups: dict[str, asyncio.Event] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._last_active = time.monotonic()
+
+    def idle_s(self) -> float:
+        """Seconds since this replica last ran a run (0 while one runs)."""
+        return 0.0 if self._tasks else time.monotonic() - self._last_active
 
     @property
     def store(self):  # type: ignore[no-untyped-def]
@@ -273,6 +279,7 @@ class RunManager:
             await store.finish(run.run_id, "failed", None, type(exc).__name__)
         finally:
             self._tasks.pop(run.run_id, None)
+            self._last_active = time.monotonic()
             self._cancel_kind.pop(run.run_id, None)
             self._wakeups.pop(run.run_id, None)  # followers still holding it fall back to polling
             if not self._stopping:

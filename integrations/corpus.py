@@ -31,8 +31,6 @@ from integrations.text import split_sentences
 log = logging.getLogger("keel.corpus")
 
 _WRITE_BATCH = 1000
-# Chunks whose sentences one background step embeds (~1 s of both cores here).
-WARM_BATCH = 16
 # How stale another replica's view of the corpus version may be, in seconds.
 VERSION_TTL_S = 1.0
 
@@ -119,7 +117,7 @@ class Corpora:
             return self._settings.collection
         return f"{self._settings.collection}_t{hashlib.sha256(tenant.encode()).hexdigest()[:16]}"
 
-    def warm_step(self, chunks: int = WARM_BATCH) -> int:
+    def warm_step(self, chunks: int) -> int:
         """Embeds the sentences of up to `chunks` chunks that have none yet, in the default
         corpus first, then in the other open ones; returns how many (0: nothing left)."""
         if self._settings.sentence_vectors == "eager":
