@@ -23,12 +23,11 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _ingest(corpus_file: Path, data_dir: Path) -> dict[str, float]:
-    from integrations.corpus import Corpus, open_chroma
-    from integrations.embeddings import MiniLMEmbedder
+    from integrations.corpus import open_corpora
     from integrations.loaders import load_file
 
     settings = Settings(data_dir=data_dir)
-    corpus = Corpus(open_chroma(settings), MiniLMEmbedder(), settings)
+    corpus = open_corpora(settings).get()
     docs = list(load_file(corpus_file))
     started = time.perf_counter()
     report = corpus.ingest(docs)

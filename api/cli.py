@@ -41,13 +41,12 @@ def _serve(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from integrations.corpus import Corpora, open_chroma
-    from integrations.embeddings import MiniLMEmbedder
+    from integrations.corpus import open_corpora
     from integrations.loaders import iter_paths, load_file
 
     settings = Settings()
     docs = [doc for path in iter_paths(args.paths) for doc in load_file(path)]
-    corpus = Corpora(open_chroma(settings), MiniLMEmbedder(), settings).get(args.tenant)
+    corpus = open_corpora(settings).get(args.tenant)
     with tqdm(desc="chunks embedded", unit="chunk", disable=args.quiet) as bar:
         report = corpus.ingest(docs, progress=lambda done: bar.update(done - bar.n))
     print(json.dumps(vars(report) | {"doc_ids": len(report.doc_ids)}))

@@ -6,8 +6,7 @@ from langchain_core.language_models import BaseChatModel
 
 from graph.settings import Settings
 from integrations.cache_stores import CacheStore, RedisCacheStore, SqliteCacheStore
-from integrations.corpus import Corpora, open_chroma
-from integrations.embeddings import MiniLMEmbedder
+from integrations.corpus import Corpora, open_corpora
 from integrations.llm import build_chat_models
 from integrations.pii import PatternRedactor
 from integrations.rerank import Reranker, SentenceMaxSimReranker
@@ -36,7 +35,7 @@ class Deps:
         )
         return cls(
             settings=settings,
-            corpora=Corpora(open_chroma(settings), MiniLMEmbedder(), settings),
+            corpora=open_corpora(settings),
             redactor=PatternRedactor(names=settings.pii_names),
             cache=cache,
             reranker=SentenceMaxSimReranker(depth=settings.rerank_depth),

@@ -24,7 +24,7 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 from graph.context import DEFAULT_TENANT
 from graph.errors import StoreUnavailable
 from graph.settings import Settings
-from integrations.embeddings import Embedder
+from integrations.embeddings import Embedder, MiniLMEmbedder
 from integrations.lexical import BM25Index
 from integrations.text import split_sentences
 
@@ -91,6 +91,11 @@ def open_chroma(settings: Settings) -> Any:
     )
 
 
+def open_corpora(settings: Settings) -> "Corpora":
+    """Every tenant's corpus on the configured Chroma, embedded with the local MiniLM."""
+    return Corpora(open_chroma(settings), MiniLMEmbedder(), settings)
+
+
 class Corpora:
     """One `Corpus` per tenant, opened on first use: a tenant retrieves only what it ingested.
 
@@ -145,12 +150,10 @@ class Corpus:
     stored in the collection's metadata moves.
     """
 
-    def __init__(
-        self, client: Any, embedder: Embedder, settings: Settings, name: str | None = None
-    ):
+    def __init__(self, client: Any, embedder: Embedder, settings: Settings, name: str):
         self._client = client
         self._embedder = embedder
-        self._name = name or settings.collection
+        self._name = name
         self._batch_size = settings.embed_batch_size
         self._head_tokens = settings.dense_head_tokens
         self._eager_sentences = settings.sentence_vectors == "eager"

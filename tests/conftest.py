@@ -19,8 +19,7 @@ import pytest
 
 from api.process import ServerProcess, free_port
 from graph.settings import Settings
-from integrations.corpus import Corpus, Document, open_chroma
-from integrations.embeddings import MiniLMEmbedder
+from integrations.corpus import Document, open_corpora
 from integrations.loaders import iter_paths, load_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,7 +113,7 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path has its own tests."""
     data_dir = tmp_path_factory.mktemp("corpus")
     settings = Settings(data_dir=data_dir, sentence_vectors="eager")
-    corpus = Corpus(open_chroma(settings), MiniLMEmbedder(), settings)
+    corpus = open_corpora(settings).get()
     docs = [d for p in iter_paths([ROOT / "samples" / "corpus"]) for d in load_file(p)]
     corpus.ingest(docs + scifact_docs(SAMPLE_DOCS))
     return data_dir

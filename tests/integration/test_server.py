@@ -10,8 +10,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from graph.settings import Settings
-from integrations.corpus import Corpus, open_chroma
-from integrations.embeddings import MiniLMEmbedder
+from integrations.corpus import open_corpora
 from integrations.loaders import iter_paths, load_file
 from tests.conftest import ROOT, scifact_docs
 
@@ -234,7 +233,7 @@ def test_server_embeds_sentence_vectors_in_the_background(start_server, tmp_path
     """Ingestion stores only document heads; the server fills in every chunk's sentence vectors
     without waiting for queries, then answers from them."""
     settings = Settings(data_dir=tmp_path / "data")  # sentence_vectors="lazy", the default
-    corpus = Corpus(open_chroma(settings), MiniLMEmbedder(), settings)
+    corpus = open_corpora(settings).get()
     docs = [d for p in iter_paths([ROOT / "samples" / "corpus"]) for d in load_file(p)]
     chunks = corpus.ingest(docs + scifact_docs(20)).chunks_added
     assert corpus._sentences.count() == 0
