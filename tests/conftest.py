@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.process import ServerProcess, free_port
+from cli.process import ServerProcess, free_port
 from graph.settings import Settings
 from integrations.corpus import Document, open_corpora
 from integrations.loaders import iter_paths, load_file
@@ -133,7 +133,7 @@ class Server(ServerProcess):
     def __init__(self, env: dict[str, str], log: Path):
         port = free_port()
         env = {**os.environ, **env, "KEEL_PORT": str(port), "KEEL_HOST": "127.0.0.1"}
-        super().__init__([sys.executable, "-m", "api.cli", "serve"], port, env, log, cwd=ROOT)
+        super().__init__([sys.executable, "-m", "cli.main", "serve"], port, env, log, cwd=ROOT)
 
 
 @pytest.fixture

@@ -68,6 +68,17 @@ async def _result(keel: Keel, run: Run) -> RunResult:
     return RunResult(**data)
 
 
+async def _submit(keel: Keel, tenant: str, thread_id: str, body: RunRequest) -> Run:
+    return await keel.runs.submit(
+        tenant,
+        thread_id,
+        body.message,
+        body.context.model_dump(),
+        multitask_strategy=body.multitask_strategy,
+        durability=body.durability,
+    )
+
+
 def parse_last_event_id(run_id: str, value: str | None) -> int:
     """The sequence number in `Last-Event-ID: <run_id>:<seq>` (0 when absent)."""
     if value is None or value == "":
@@ -100,7 +111,7 @@ async def stream(
     """Starts a run and streams its events (`run.started` ... `run.finished` / `run.error`).
     The run goes on if the client disconnects, unless `on_disconnect` is `cancel`."""
     await get_thread(keel.persistence, tenant, thread_id)
-    run = await keel.runs.submit(tenant, thread_id, body)
+    run = await _submit(keel, tenant, thread_id, body)
     return _stream(keel, run, 0, body.on_disconnect == "cancel")
 
 
@@ -113,7 +124,7 @@ async def wait(
 ) -> RunResult:
     """Starts a run and returns its result without streaming."""
     await get_thread(keel.persistence, tenant, thread_id)
-    run = await keel.runs.submit(tenant, thread_id, body)
+    run = await _submit(keel, tenant, thread_id, body)
     return await _result(keel, run)
 
 
@@ -123,7 +134,7 @@ async def create(
 ) -> RunInfo:
     """Starts a background run and returns its id at once."""
     await get_thread(keel.persistence, tenant, thread_id)
-    return _info(await keel.runs.submit(tenant, thread_id, body))
+    return _info(await _submit(keel, tenant, thread_id, body))
 
 
 @router.get("", responses=NOT_FOUND)

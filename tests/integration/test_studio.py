@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.process import ServerProcess, free_port
+from cli.process import ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
 

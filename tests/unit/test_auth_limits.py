@@ -9,9 +9,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from api.auth import Authenticator, AuthError, hash_key, unauthenticated_bind_refusal
-from api.ratelimit import Limiter
 from graph.errors import ConfigError
 from graph.settings import Settings
+from runtime.limits import Limiter
 
 SECRET = "unit-secret-" + "k" * 32
 

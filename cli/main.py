@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from api.bench import add_bench_parser
+from cli.bench import add_bench_parser
 from evals.cli import add_eval_parser
 from graph.context import DEFAULT_TENANT
 from graph.errors import KeelError

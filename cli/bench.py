@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 from httpx_sse import connect_sse
 
-from api.process import ServerProcess, free_port
+from cli.process import ServerProcess, free_port
 from graph.settings import Settings
 
 
@@ -44,7 +44,7 @@ def _server(env: dict[str, str], log: Path) -> ServerProcess:
     """A `keel serve` process on a free port (a context manager that stops it)."""
     port = free_port()
     return ServerProcess(
-        [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "cli.main", "serve", "--port", str(port)],
         port,
         {**os.environ, **env},
         log,

@@ -18,17 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import RunnableConfig
 
-from api.ratelimit import Limiter
-from api.schemas import RunRequest
-from api.streaming import graph_events
 from checkpoints.retention import discard_after, keep_latest
 from checkpoints.runs import TERMINAL_EVENTS, Run
 from checkpoints.threads import touch_thread
 from graph.context import Context
 from graph.errors import InvalidInput, KeelError
+from runtime.events import graph_events
 
 if TYPE_CHECKING:
-    from api.deps import Keel
+    from runtime.keel import Keel
 
 log = logging.getLogger("keel.runs")
 POLL_S = 0.1
@@ -38,9 +36,8 @@ EVENT_BATCH = 500
 class RunManager:
     """Submits, executes, cancels, resumes and follows runs for one replica."""
 
-    def __init__(self, keel: "Keel", limiter: Limiter):
+    def __init__(self, keel: "Keel"):
         self.keel = keel
-        self._limiter = limiter
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel_kind: dict[str, str] = {}
@@ -107,22 +104,33 @@ class RunManager:
             await asyncio.sleep(settings.run_heartbeat_s)
 
     # -- submitting -----------------------------------------------------------------------
-    async def submit(self, tenant: str, thread_id: str, request: RunRequest) -> Run:
-        """Records a pending run (applying the multitask strategy) and starts it when it may."""
+    async def submit(
+        self,
+        tenant: str,
+        thread_id: str,
+        message: str,
+        context: dict[str, Any],
+        *,
+        multitask_strategy: str | None = None,
+        durability: str | None = None,
+    ) -> Run:
+        """Records a pending run (applying the multitask strategy) and starts it when it may.
+
+        `context` holds the run's knobs (`graph.context.Context` fields a client may set)."""
         settings = self.keel.settings
-        if len(request.message) > settings.max_message_chars:
+        if len(message) > settings.max_message_chars:
             raise InvalidInput(f"message longer than {settings.max_message_chars} characters")
-        if not request.message.strip():
+        if not message.strip():
             raise InvalidInput("message is empty")
-        strategy = request.multitask_strategy or settings.multitask_strategy
+        strategy = multitask_strategy or settings.multitask_strategy
         # Only the redacted message is stored; the raw one stays in this process's memory.
         stored = {
-            "message": self.keel.deps.redactor.redact(request.message).text,
-            "context": request.context.model_dump(),
-            "durability": request.durability or settings.durability,
+            "message": self.keel.deps.redactor.redact(message).text,
+            "context": context,
+            "durability": durability or settings.durability,
         }
         run, stopped = await self.store.create(tenant, thread_id, strategy, stored, None)
-        self._raw[run.run_id] = request.message
+        self._raw[run.run_id] = message
         for run_id in stopped:
             self._stop_local(run_id, "rollback" if strategy == "rollback" else "cancel")
         self._spawn(self._drain(thread_id))
@@ -247,7 +255,7 @@ class RunManager:
             await emit("run.finished", result)
             await store.finish(run.run_id, "succeeded", result, None)
             # Counted here, not where a client reads the result: background runs spend too.
-            await self._limiter.count_usage(run.tenant, run.run_id, result["usage"])
+            await self.keel.limiter.count_usage(run.tenant, run.run_id, result["usage"])
             await self._after_run(run, len(final.get("messages", [])))
         except asyncio.CancelledError:
             kind = self._cancel_kind.pop(run.run_id, None)

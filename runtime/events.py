@@ -1,0 +1,86 @@
+"""Turning a graph run into the events of DESIGN.md's streaming contract."""
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+
+from graph.builder import NODES
+from graph.context import Context
+
+
+def node_summary(node: str, update: dict[str, Any]) -> dict[str, Any]:
+    """What `node.finished` says about a node, from the node's state update."""
+    if node == "guard":
+        verdict = update.get("guard", {})
+        return {k: verdict.get(k) for k in ("redactions", "blocked", "reason", "injection")}
+    if node == "cache_lookup":
+        return dict(update.get("cache", {}))
+    if node in ("retrieve", "rerank"):
+        passages = update.get("passages")
+        if passages is None:
+            return {"skipped": True}
+        key = "passages" if node == "retrieve" else "order"
+        return {key: [{"id": p["id"], "score": p["score"]} for p in passages]}
+    guarded = {
+        "injected_passages": update.get("injected_passages", []),
+        "output_redactions": update.get("output_redactions", {}),
+    }
+    if node == "generate":
+        usage = update.get("usage", {})
+        return {
+            "model": update.get("model"),
+            "tokens_in": usage.get("input_tokens", 0),
+            "tokens_out": usage.get("output_tokens", 0),
+            "answered": bool(update.get("answer")),
+            **guarded,
+        }
+    if node == "fallback":
+        return {**(update.get("fallback") or {}), **guarded}
+    return {}
+
+
+async def graph_events(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    graph_input: dict[str, Any] | None,
+    config: RunnableConfig,
+    context: Context,
+    durability: Literal["sync", "async", "exit"],
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """`node.started`, `node.finished` and `token` events of one graph run, as (name, data)."""
+    started: dict[str, tuple[int, float]] = {}
+    step = 0
+    async for part in graph.astream(
+        graph_input,
+        config,
+        context=context,
+        stream_mode=["tasks", "custom"],
+        version="v2",
+        durability=durability,
+    ):
+        data: dict[str, Any] = part["data"]  # type: ignore[assignment]
+        if part["type"] == "custom":
+            yield "token", {"text": data["token"], "node": data["node"]}
+            continue
+        name = data["name"]
+        if name not in NODES:  # error-handler tasks are reported on the failed node
+            continue
+        if "input" in data:
+            step += 1
+            started[data["id"]] = (step, time.perf_counter())
+            yield "node.started", {"node": name, "step": step}
+            continue
+        node_step, t0 = started.pop(data["id"], (step, time.perf_counter()))
+        finished: dict[str, Any] = {
+            "node": name,
+            "step": node_step,
+            "duration_ms": round((time.perf_counter() - t0) * 1000, 2),
+        }
+        if data.get("error") is not None:
+            finished["error"] = f"{type(data['error']).__name__}: {data['error']}"
+            finished["summary"] = {}
+        else:
+            finished["summary"] = node_summary(name, data.get("result") or {})
+        yield "node.finished", finished
