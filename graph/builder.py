@@ -79,10 +79,12 @@ def _on_rerank_error(state: State, error: NodeError) -> Command[Literal["generat
 
 
 def _on_generate_error(state: State, error: NodeError) -> Command[Literal["fallback"]]:
+    # What the client already saw goes along, so the fallback continues it instead of repeating.
     return Command(
         goto=FALLBACK,
         update={
             "degraded": [*state.get("degraded", []), _failure(GENERATE, error.error)],
+            "partial_answer": getattr(error.error, "partial", ""),
         },
     )
 
@@ -105,7 +107,7 @@ def build_graph(
     builder.add_node(  # type: ignore[call-overload]
         GENERATE,
         make_generate(deps),
-        timeout=settings.llm_timeout_s,
+        timeout=settings.run_deadline_s,  # a safety net: LLMChain enforces the run's deadline
         error_handler=_on_generate_error,
     )
     builder.add_node(FALLBACK, make_fallback(deps))

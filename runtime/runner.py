@@ -202,6 +202,7 @@ class RunManager:
             use_cache=knobs["use_cache"],
             rerank=knobs["rerank"],
             model=knobs["model"],
+            deadline_at=time.time() + self.keel.settings.run_deadline_s,
         )
         start_checkpoint = run.start_checkpoint_id
         if seq and await self._already_ended(run, seq):
