@@ -54,6 +54,21 @@ def route_after_generate(state: State) -> Literal["fallback", "__end__"]:
     return FINISH if state.get("answer") else FALLBACK
 
 
+ServiceLevel = Literal["full", "no_rerank", "cached", "documents_only"]
+
+
+def service_level(state: State) -> ServiceLevel:
+    """The rung of the degradation ladder that answered: full, no rerank (rerank over budget),
+    cached, documents only (LLM down, breaker open or deadline). Retrieval down fails the run."""
+    if state.get("cached"):
+        return "cached"
+    if (state.get("fallback") or {}).get("mode") in ("extractive", "not_found"):
+        return "documents_only"
+    if any(reason.startswith("rerank_skipped") for reason in state.get("degraded", [])):
+        return "no_rerank"
+    return "full"
+
+
 def _failure(node: str, error: BaseException) -> str:
     return f"{node}: {type(error).__name__}: {error}"
 

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
         default=15.0, description="seconds between two pieces of text (empty deltas don't count)"
     )
     llm_max_retries: int = Field(default=2, ge=0, description="retries per call before failover")
+    llm_allowed_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="models a run may ask for (context.model) besides the configured ones; "
+        "comma-separated",
+    )
     llm_retry_budget_ratio: float = Field(
         default=0.2, ge=0, description="retries in 10 s at most this share of calls, plus reserve"
     )
@@ -141,9 +146,9 @@ class Settings(BaseSettings):
         default=0, ge=0, description="LLM tokens per tenant and minute (0: off)"
     )
 
-    @field_validator("encryption_old_keys", mode="before")
+    @field_validator("encryption_old_keys", "llm_allowed_models", mode="before")
     @classmethod
-    def _split_keys(cls, value: Any) -> Any:
+    def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value

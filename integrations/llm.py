@@ -116,7 +116,8 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, DeadlineExceeded):
         return Failure("timeout", False)
     if isinstance(exc, ProviderTimeout | openai.APITimeoutError | TimeoutError):
-        return Failure("timeout", True)
+        # A stall is not retried on the same target: the next one answers sooner.
+        return Failure("timeout", False)
     if isinstance(exc, openai.RateLimitError):
         header = exc.response.headers.get("retry-after")
         retry_after = float(header) if header and header.replace(".", "", 1).isdigit() else None
@@ -143,6 +144,7 @@ class LLMChain:
             settings.llm_retry_budget_ratio, settings.llm_retry_budget_reserve
         )
         self.upstream_calls = 0  # attempts that reached a provider, for tests and benchmarks
+        self._variants: dict[str, BaseChatModel] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, models: list[BaseChatModel]) -> "LLMChain":
@@ -151,6 +153,19 @@ class LLMChain:
             RedisBreakers(settings.redis_url) if settings.redis_url else LocalBreakers()
         )
         return cls(settings, models, breakers)
+
+    def allows(self, name: str | None) -> bool:
+        """True when a run may ask for model `name` (None: the configured chain)."""
+        configured = [model_name(m) for m in self.models]
+        return name is None or name in configured or name in self.settings.llm_allowed_models
+
+    def chain_for(self, name: str | None) -> list[BaseChatModel]:
+        """The chain a run uses: `name` (an allowed model) in place of the primary."""
+        if name is None or not self.models or name == model_name(self.models[0]):
+            return self.models
+        if name not in self._variants:
+            self._variants[name] = self.models[0].model_copy(update={"model_name": name})
+        return [self._variants[name], *self.models[1:]]
 
     async def aclose(self) -> None:
         """Closes the breakers' connections."""
@@ -258,10 +273,11 @@ class LLMChain:
         return usage
 
     async def snapshot(self) -> list[dict[str, Any]]:
-        """Each model of the chain with its breaker's state."""
+        """The chain's models, and every other target with a breaker state, with that state."""
         states = await self.breakers.snapshot()
         closed = {"status": "closed", "cooldown_s": 0.0, "open_for_s": 0.0}
-        return [{"target": target_key(m), **states.get(target_key(m), closed)} for m in self.models]
+        targets = dict.fromkeys([*(target_key(m) for m in self.models), *sorted(states)])
+        return [{"target": t, **states.get(t, closed)} for t in targets]
 
 
 def _full_jitter(state: RetryCallState) -> float:

@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 
 from graph.context import Context, run_context
 from graph.deps import Deps
-from graph.errors import ProviderError
+from graph.errors import ProviderError, StoreUnavailable
 from graph.prompts import NOT_FOUND
 from graph.state import State
 from integrations.llm import model_name
@@ -31,6 +31,9 @@ def make_fallback(deps: Deps):
         context = run_context(runtime.context)
         degraded = list(state.get("degraded", []))
         reason = degraded[-1] if degraded else "no_passages"
+        if reason.startswith("retrieve:"):
+            # The last rung: with no documents there is nothing grounded to answer from.
+            raise StoreUnavailable(f"retrieval is unavailable ({reason}); retry later")
         # Screened again: generate's own screening is lost with its update when it fails.
         screen = screen_passages(
             state.get("passages", []), deps.settings.guard_passage_policy, context.top_k
@@ -48,10 +51,12 @@ def make_fallback(deps: Deps):
             prompt = build_prompt(question, passages, history, prompt_budget(deps))
             if partial:  # continue what the client has seen, on one next model at most
                 prompt = [*prompt, AIMessage(partial)]
-            for model in deps.llm.models[1 : 2 if partial else None]:
+            for model in deps.llm.chain_for(context.model)[1 : 2 if partial else None]:
                 guard = StreamRedactor(deps.redactor)
                 try:
-                    text, usage = await stream_chat(deps, model, prompt, runtime, "fallback", guard)
+                    text, usage = await stream_chat(
+                        deps, model, prompt, runtime, "fallback", guard, continues=partial
+                    )
                 except ProviderError as exc:
                     degraded.append(f"fallback {model_name(model)}: {exc}")
                     continue

@@ -90,13 +90,19 @@ async def stream_chat(
     runtime: Runtime[Context],
     node: str,
     guard: StreamRedactor | None = None,
+    continues: str = "",
 ) -> tuple[str, dict[str, int]]:
     """Streams a model's answer as `token` events through the LLM chain's retries, timeouts and
     breakers, redacted by `guard` when given (the answer returned is then the redacted one).
+    `continues` is text the client already has, which this answer continues (no double space).
     Raises `ProviderError` (its `partial` holds what the client has seen) on any failure."""
     parts: list[str] = []
+    trim = [continues[-1:].isspace()]  # until the first text arrives
 
     def send(text: str) -> None:
+        if trim[0]:
+            text = text.lstrip()
+            trim[0] = not text
         for piece in guard.feed(text) if guard else [text]:
             parts.append(piece)
             runtime.stream_writer({"token": piece, "node": node})
@@ -142,7 +148,7 @@ def make_generate(deps: Deps):
         passages = screen.passages[: context.top_k]
         question = state["question"]
         if deps.llm.models:
-            model = deps.llm.models[0]
+            model = deps.llm.chain_for(context.model)[0]
             history = state["messages"][:-1][-2 * context.history_turns :]
             guard = StreamRedactor(deps.redactor)
             prompt = build_prompt(question, passages, history, prompt_budget(deps))

@@ -28,7 +28,7 @@ def test_breaker_opens_at_half_failures_over_ten_calls_in_the_window():
 
 def test_old_calls_leave_the_window():
     state = BreakerState()
-    for n in range(9):
+    for _ in range(9):
         state.record(100.0, "failure", RULES, None)
     state.record(111.0, "failure", RULES, None)  # the nine are older than 10 s
     assert state.status(111.0) == "closed"
