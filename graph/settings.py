@@ -135,6 +135,12 @@ class Settings(BaseSettings):
         default=0.2, ge=0, description="retries in 10 s at most this share of calls, plus reserve"
     )
     llm_retry_budget_reserve: int = Field(default=3, ge=0)
+    llm_hedge: bool = Field(
+        default=False,
+        description="race a late first token (over max(p95 of the last 100, 1 s)) with the "
+        "next healthy model; the first token wins",
+    )
+    llm_hedge_ratio: float = Field(default=0.05, ge=0, description="hedges at most this share")
     llm_context_window: int = Field(
         default=8192,
         description="the model's window: passages are trimmed to fit it minus llm_max_tokens",

@@ -96,7 +96,7 @@ class RetryBudget:
         """Takes one retry from the budget; False when it is spent."""
         now = time.monotonic()
         self._prune(now)
-        if len(self._retries) >= self.ratio * len(self._calls) + self.reserve:
+        if len(self._retries) + 1 > self.ratio * len(self._calls) + self.reserve:
             return False
         self._retries.append(now)
         return True
@@ -144,6 +144,8 @@ class LLMChain:
             settings.llm_retry_budget_ratio, settings.llm_retry_budget_reserve
         )
         self.upstream_calls = 0  # attempts that reached a provider, for tests and benchmarks
+        self.hedges = RetryBudget(settings.llm_hedge_ratio, 1)
+        self._first_token_s: deque[float] = deque(maxlen=100)
         self._variants: dict[str, BaseChatModel] = {}
 
     @classmethod
@@ -177,9 +179,11 @@ class LLMChain:
         prompt: list[BaseMessage],
         send: Callable[[str], None],
         deadline_at: float | None = None,
-    ) -> dict[str, int]:
+        hedge: BaseChatModel | None = None,
+    ) -> tuple[dict[str, int], BaseChatModel]:
         """Streams `model`'s answer into `send`, retrying failures that sent no text; returns
-        token usage. Raises `CircuitOpen`, `ProviderTimeout`, `ProviderError` (with the text
+        token usage and the model that answered (`hedge`, if given, may race the first
+        attempt). Raises `CircuitOpen`, `ProviderTimeout`, `ProviderError` (with the text
         already sent as `partial`) or `DeadlineExceeded`."""
         deadline = deadline_at or time.time() + self.settings.run_deadline_s
         key = target_key(model)
@@ -209,7 +213,9 @@ class LLMChain:
                 with attempt:
                     if not await self.breakers.admit(key):
                         raise CircuitOpen(f"circuit open for {key}")
-                    return await self._attempt(model, key, prompt, send, deadline)
+                    if hedge is not None and attempt.retry_state.attempt_number == 1:
+                        return await self._race(model, hedge, prompt, send, deadline)
+                    return await self._attempt(model, key, prompt, send, deadline), model
         except _AttemptFailed as failed:
             cause = failed.cause
             if isinstance(cause, DeadlineExceeded):
@@ -251,6 +257,8 @@ class LLMChain:
                 if chunk is None:
                     break
                 if chunk.text:
+                    if not sent:
+                        self._first_token_s.append(time.time() - started)
                     sent.append(chunk.text)
                     send(chunk.text)
                     limit = time.time() + settings.llm_idle_timeout_s
@@ -271,6 +279,65 @@ class LLMChain:
                 await asyncio.wait_for(chunks.aclose(), 1.0)  # type: ignore[attr-defined]
         await self.breakers.record(key, "success", None)
         return usage
+
+    def hedge_after_s(self) -> float:
+        """When a hedge goes: the p95 of the last 100 first tokens, and never before 1 s."""
+        if not self._first_token_s:
+            return 1.0
+        ordered = sorted(self._first_token_s)
+        return max(1.0, ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))])
+
+    async def _race(
+        self,
+        model: BaseChatModel,
+        hedge: BaseChatModel,
+        prompt: list[BaseMessage],
+        send: Callable[[str], None],
+        deadline: float,
+    ) -> tuple[dict[str, int], BaseChatModel]:
+        """The first attempt, and a hedge on the next healthy target when the first token is
+        late (hedges at most `llm_hedge_ratio` of calls): the first text wins, the loser is
+        cancelled, and only the winner's text reaches `send`."""
+        self.hedges.call()
+        tasks: dict[str, tuple[asyncio.Task[dict[str, int]], BaseChatModel]] = {}
+        winner: list[str] = []
+
+        def gate(key: str) -> Callable[[str], None]:
+            def emit(text: str) -> None:
+                if not winner:
+                    winner.append(key)
+                    for other, (task, _) in tasks.items():
+                        if other != key:
+                            task.cancel()
+                if winner[0] == key:
+                    send(text)
+
+            return emit
+
+        for candidate in (model, hedge):
+            key = target_key(candidate)
+            if tasks:
+                done, _ = await asyncio.wait(
+                    [task for task, _ in tasks.values()], timeout=self.hedge_after_s()
+                )
+                if done or winner or not await self.breakers.admit(key):
+                    break
+                if not self.hedges.spend():
+                    break
+            attempt = self._attempt(candidate, key, prompt, gate(key), deadline)
+            tasks[key] = (asyncio.create_task(attempt), candidate)
+        failure: BaseException | None = None
+        for task, candidate in sorted(tasks.values(), key=lambda t: t[0].done(), reverse=True):
+            try:
+                return await task, candidate
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise
+            except _AttemptFailed as exc:
+                if winner and tasks[winner[0]][0] is task:
+                    raise
+                failure = exc
+        raise failure or ProviderError("every hedged attempt was cancelled")
 
     async def snapshot(self) -> list[dict[str, Any]]:
         """The chain's models, and every other target with a breaker state, with that state."""

@@ -54,7 +54,7 @@ def make_fallback(deps: Deps):
             for model in deps.llm.chain_for(context.model)[1 : 2 if partial else None]:
                 guard = StreamRedactor(deps.redactor)
                 try:
-                    text, usage = await stream_chat(
+                    text, usage, _ = await stream_chat(
                         deps, model, prompt, runtime, "fallback", guard, continues=partial
                     )
                 except ProviderError as exc:

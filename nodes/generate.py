@@ -91,10 +91,13 @@ async def stream_chat(
     node: str,
     guard: StreamRedactor | None = None,
     continues: str = "",
-) -> tuple[str, dict[str, int]]:
+    hedge: BaseChatModel | None = None,
+) -> tuple[str, dict[str, int], BaseChatModel]:
     """Streams a model's answer as `token` events through the LLM chain's retries, timeouts and
     breakers, redacted by `guard` when given (the answer returned is then the redacted one).
-    `continues` is text the client already has, which this answer continues (no double space).
+    `continues` is text the client already has, which this answer continues (no double space);
+    `hedge` may race a late first token. Returns the text, token usage and the model that
+    answered.
     Raises `ProviderError` (its `partial` holds what the client has seen) on any failure."""
     parts: list[str] = []
     trim = [continues[-1:].isspace()]  # until the first text arrives
@@ -109,7 +112,7 @@ async def stream_chat(
 
     context = run_context(runtime.context)
     try:
-        usage = await deps.llm.stream(model, prompt, send, context.deadline_at)
+        usage, answered = await deps.llm.stream(model, prompt, send, context.deadline_at, hedge)
     except ProviderError as exc:
         exc.partial = "".join(parts)
         raise
@@ -117,7 +120,7 @@ async def stream_chat(
         for piece in guard.flush():
             parts.append(piece)
             runtime.stream_writer({"token": piece, "node": node})
-    return "".join(parts), usage
+    return "".join(parts), usage, answered
 
 
 def blocked_by_passages(screen: PassageScreen, state: State, runtime: Runtime[Context], node: str):
@@ -148,11 +151,14 @@ def make_generate(deps: Deps):
         passages = screen.passages[: context.top_k]
         question = state["question"]
         if deps.llm.models:
-            model = deps.llm.chain_for(context.model)[0]
+            chain = deps.llm.chain_for(context.model)
+            hedge = chain[1] if deps.settings.llm_hedge and len(chain) > 1 else None
             history = state["messages"][:-1][-2 * context.history_turns :]
             guard = StreamRedactor(deps.redactor)
             prompt = build_prompt(question, passages, history, prompt_budget(deps))
-            text, usage = await stream_chat(deps, model, prompt, runtime, "generate", guard)
+            text, usage, model = await stream_chat(
+                deps, chain[0], prompt, runtime, "generate", guard, hedge=hedge
+            )
             answer = text.strip()
             citations, snippet_counts = redact_citations(deps.redactor, cited(answer, passages))
             redactions = merge_counts(guard.counts, snippet_counts)

@@ -1,5 +1,7 @@
-"""The breaker rules, the retry budget and the LLM chain's retry owner (fake chat models only)."""
+"""The breaker rules, the retry budget, hedging and the LLM chain's retry owner (fake chat
+models only)."""
 
+import time
 from typing import Any
 
 import pytest
@@ -10,7 +12,7 @@ from graph.errors import CircuitOpen, ProviderError
 from graph.settings import Settings
 from integrations.breakers import BreakerRules, BreakerState, LocalBreakers, RedisBreakers
 from integrations.llm import LLMChain, RetryBudget, target_key
-from tests.fakes import failing, recording
+from tests.fakes import SlowChatModel, failing, recording
 
 RULES = BreakerRules()
 
@@ -99,7 +101,7 @@ async def test_a_breaker_opened_through_one_redis_client_stops_another(shared_br
 
 
 def chain(models: list[Any], **overrides: Any) -> LLMChain:
-    settings = Settings(llm_first_token_timeout_s=0.5, **overrides)
+    settings = Settings(**{"llm_first_token_timeout_s": 0.5, **overrides})
     return LLMChain(settings, models, LocalBreakers())
 
 
@@ -132,3 +134,18 @@ async def test_text_is_streamed_once_and_usage_returned():
     seen: list[str] = []
     await llm.stream(llm.models[0], [HumanMessage("q")], seen.append)
     assert "".join(seen) == "Answer [1]." and llm.upstream_calls == 1
+
+
+async def test_a_late_first_token_is_hedged_and_the_first_text_wins():
+    slow = SlowChatModel(messages=iter([]), delay_s=30)
+    llm = chain([slow, recording("From the hedge [1].")], llm_first_token_timeout_s=8)
+    seen: list[str] = []
+    started = time.monotonic()
+    _, answered = await llm.stream(
+        llm.models[0], [HumanMessage("q")], seen.append, hedge=llm.models[1]
+    )
+    assert answered is llm.models[1] and "".join(seen) == "From the hedge [1]."
+    assert 1.0 <= time.monotonic() - started < 5  # hedged after 1 s, not after the 8 s timeout
+    assert llm.upstream_calls == 2
+    # The hedge budget (5% of calls, 1 in reserve) is spent: the next late call waits it out.
+    assert not llm.hedges.spend()
