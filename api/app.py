@@ -13,7 +13,7 @@ from api import audit
 from api.auth import Authenticator
 from api.errors import PayloadTooLarge, error_body, error_responses, install_error_handlers
 from api.ratelimit import enforce_rate_limit
-from api.routes import documents, health, runs, threads
+from api.routes import admin, documents, health, runs, threads
 from graph.settings import Settings
 from runtime.keel import open_keel
 
@@ -111,7 +111,7 @@ def create_app(
     install_error_handlers(app)
     # Errors every authenticated route may answer; routes declare their own on top.
     common = error_responses(401, 413, 422, 429)
-    for module in (threads, runs):
+    for module in (threads, runs, admin):
         app.include_router(
             module.router, dependencies=[Depends(enforce_rate_limit)], responses=common
         )

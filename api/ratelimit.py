@@ -1,5 +1,6 @@
 """HTTP edges of the per-tenant limits (`runtime.limits.Limiter`): 429 with `Retry-After`."""
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -31,7 +32,17 @@ async def enforce_rate_limit(request: Request, tenant: TenantDep, limiter: Limit
 
 
 async def enforce_token_quota(request: Request, tenant: TenantDep, limiter: LimiterDep) -> None:
-    """Run-start dependency: 429 when the tenant spent its LLM tokens for today (UTC)."""
+    """Run-start dependency: 429 when the tenant spent its LLM tokens for this minute or for
+    today (UTC)."""
+    if limiter.tokens_per_minute:
+        if await limiter.tokens_used(tenant, "minute") >= limiter.tokens_per_minute:
+            wait = 60.0 - datetime.now(UTC).second
+            audit.rate_limited(request, tenant, "tokens_per_minute", wait)
+            raise RateLimited(
+                f"{limiter.tokens_per_minute} tokens per minute used; retry next minute",
+                retry_after_s=wait,
+                code="quota_exceeded",
+            )
     if not limiter.tokens_per_day:
         return
     if await limiter.tokens_used(tenant) >= limiter.tokens_per_day:

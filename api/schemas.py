@@ -162,6 +162,9 @@ class RunResult(BaseModel):
     degraded: list[str]
     usage: dict[str, int]
     model: str | None = None
+    service_level: Literal["full", "no_rerank", "cached", "documents_only"] = Field(
+        default="full", description="the degradation ladder's rung that answered"
+    )
 
 
 class IngestResult(BaseModel):

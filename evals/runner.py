@@ -216,14 +216,14 @@ def score_row(
 
 async def judge_answer(deps: Deps, row: dict[str, Any], top_k: int) -> float | None:
     """LLM-judged faithfulness (1.0 supported, 0.0 not), or None when the judge fails."""
-    if not deps.chat_models or not row["answer"]:
+    if not deps.llm.models or not row["answer"]:
         return None
     numbered = "\n".join(
         f"[{n}] {p['text'][:1500]}" for n, p in enumerate(row["_passages"][:top_k], start=1)
     )
     prompt = JUDGE_PROMPT.format(passages=numbered, question=row["question"], answer=row["answer"])
     try:
-        reply = await deps.chat_models[0].ainvoke(prompt)
+        reply = await deps.llm.models[0].ainvoke(prompt)
     except Exception:
         return None
     return 1.0 if str(reply.content).strip().lower().startswith("yes") else 0.0

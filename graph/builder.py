@@ -54,6 +54,21 @@ def route_after_generate(state: State) -> Literal["fallback", "__end__"]:
     return FINISH if state.get("answer") else FALLBACK
 
 
+ServiceLevel = Literal["full", "no_rerank", "cached", "documents_only"]
+
+
+def service_level(state: State) -> ServiceLevel:
+    """The rung of the degradation ladder that answered: full, no rerank (rerank over budget),
+    cached, documents only (LLM down, breaker open or deadline). Retrieval down fails the run."""
+    if state.get("cached"):
+        return "cached"
+    if (state.get("fallback") or {}).get("mode") in ("extractive", "not_found"):
+        return "documents_only"
+    if any(reason.startswith("rerank_skipped") for reason in state.get("degraded", [])):
+        return "no_rerank"
+    return "full"
+
+
 def _failure(node: str, error: BaseException) -> str:
     return f"{node}: {type(error).__name__}: {error}"
 
@@ -79,10 +94,12 @@ def _on_rerank_error(state: State, error: NodeError) -> Command[Literal["generat
 
 
 def _on_generate_error(state: State, error: NodeError) -> Command[Literal["fallback"]]:
+    # What the client already saw goes along, so the fallback continues it instead of repeating.
     return Command(
         goto=FALLBACK,
         update={
             "degraded": [*state.get("degraded", []), _failure(GENERATE, error.error)],
+            "partial_answer": getattr(error.error, "partial", ""),
         },
     )
 
@@ -105,7 +122,7 @@ def build_graph(
     builder.add_node(  # type: ignore[call-overload]
         GENERATE,
         make_generate(deps),
-        timeout=settings.llm_timeout_s,
+        timeout=settings.run_deadline_s,  # a safety net: LLMChain enforces the run's deadline
         error_handler=_on_generate_error,
     )
     builder.add_node(FALLBACK, make_fallback(deps))

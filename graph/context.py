@@ -1,5 +1,6 @@
 """Per-run knobs, passed as LangGraph's `context_schema` and read through `Runtime`."""
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,6 +14,7 @@ class Context:
     `user_message` carries the raw user text into the graph so that only its redacted form
     is ever written to a checkpoint (the guard node redacts it first). `retrieval` picks the
     first stage: both retrievers fused (the default), or one alone (for evaluation).
+    `deadline_at` is the run's total deadline, shared by retrieve, rerank and generate.
     """
 
     tenant: str = DEFAULT_TENANT
@@ -24,6 +26,14 @@ class Context:
     rerank: bool = True
     model: str | None = None
     history_turns: int = 4
+    deadline_at: float | None = None  # epoch seconds; the runner sets it when the run starts
+
+
+def time_left(context: Context, budget_s: float) -> float:
+    """Seconds a step may take: its own budget, cut to what remains of the run's deadline."""
+    if context.deadline_at is None:
+        return budget_s
+    return max(0.0, min(budget_s, context.deadline_at - time.time()))
 
 
 def run_context(context: Context | dict | None) -> Context:

@@ -7,7 +7,7 @@ from langchain_core.language_models import BaseChatModel
 from graph.settings import Settings
 from integrations.cache_stores import CacheStore, RedisCacheStore, SqliteCacheStore
 from integrations.corpus import Corpora, open_corpora
-from integrations.llm import build_chat_models
+from integrations.llm import LLMChain, build_chat_models
 from integrations.pii import PatternRedactor
 from integrations.rerank import Reranker, SentenceMaxSimReranker
 
@@ -21,13 +21,14 @@ class Deps:
     redactor: PatternRedactor
     cache: CacheStore
     reranker: Reranker
-    chat_models: list[BaseChatModel]
+    llm: LLMChain
 
     @classmethod
     def from_settings(
         cls, settings: Settings, chat_models: list[BaseChatModel] | None = None
     ) -> "Deps":
         """Builds every client from settings; `chat_models` overrides the configured chain."""
+        models = build_chat_models(settings) if chat_models is None else chat_models
         cache: CacheStore = (
             RedisCacheStore(settings.redis_url)
             if settings.redis_url
@@ -39,9 +40,10 @@ class Deps:
             redactor=PatternRedactor(names=settings.pii_names),
             cache=cache,
             reranker=SentenceMaxSimReranker(depth=settings.rerank_depth),
-            chat_models=build_chat_models(settings) if chat_models is None else chat_models,
+            llm=LLMChain.from_settings(settings, models),
         )
 
     async def aclose(self) -> None:
         """Closes what holds connections."""
         await self.cache.aclose()
+        await self.llm.aclose()

@@ -35,9 +35,35 @@ class StoreUnavailable(KeelError):
 
 
 class ProviderError(KeelError):
-    """The LLM provider failed; the run falls back to the next answerer."""
+    """The LLM provider failed; the run falls back to the next answerer.
+
+    `partial` is the text already streamed to the client before the failure (never replayed:
+    the next model continues from it)."""
 
     code = "provider_error"
+    retryable = True
+
+    def __init__(self, message: str, partial: str = ""):
+        super().__init__(message)
+        self.partial = partial
+
+
+class ProviderTimeout(ProviderError):
+    """The provider did not connect, send a first token, or send the next one in time."""
+
+    code = "provider_timeout"
+
+
+class CircuitOpen(ProviderError):
+    """The target's circuit breaker is open: the call was not made."""
+
+    code = "circuit_open"
+
+
+class DeadlineExceeded(KeelError):
+    """The run's total deadline passed."""
+
+    code = "deadline_exceeded"
     retryable = True
 
 

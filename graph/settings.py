@@ -56,7 +56,6 @@ class Settings(BaseSettings):
     )
     llm_model: str = "gpt-4o-mini"
     llm_fallback_model: str | None = None
-    llm_timeout_s: float = 30.0
     llm_max_tokens: int = 512
 
     rerank_timeout_s: float = 2.0
@@ -117,9 +116,45 @@ class Settings(BaseSettings):
     max_message_chars: int = 8000
     sse_ping_s: float = 15.0
 
-    @field_validator("encryption_old_keys", mode="before")
+    # LLM resilience (integrations/llm.py LLMChain, integrations/breakers.py): three timeouts,
+    # one retry owner with a budget, and the run's total deadline.
+    llm_connect_timeout_s: float = 2.0
+    llm_first_token_timeout_s: float = Field(
+        default=8.0, description="seconds from the request to the model's first text"
+    )
+    llm_idle_timeout_s: float = Field(
+        default=15.0, description="seconds between two pieces of text (empty deltas don't count)"
+    )
+    llm_max_retries: int = Field(default=2, ge=0, description="retries per call before failover")
+    llm_allowed_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="models a run may ask for (context.model) besides the configured ones; "
+        "comma-separated",
+    )
+    llm_retry_budget_ratio: float = Field(
+        default=0.2, ge=0, description="retries in 10 s at most this share of calls, plus reserve"
+    )
+    llm_retry_budget_reserve: int = Field(default=3, ge=0)
+    llm_hedge: bool = Field(
+        default=False,
+        description="race a late first token (over max(p95 of the last 100, 1 s)) with the "
+        "next healthy model; the first token wins",
+    )
+    llm_hedge_ratio: float = Field(default=0.05, ge=0, description="hedges at most this share")
+    llm_context_window: int = Field(
+        default=8192,
+        description="the model's window: passages are trimmed to fit it minus llm_max_tokens",
+    )
+    run_deadline_s: float = Field(
+        default=45.0, description="a run's total time: retrieve, rerank and generate share it"
+    )
+    tokens_per_minute: int = Field(
+        default=0, ge=0, description="LLM tokens per tenant and minute (0: off)"
+    )
+
+    @field_validator("encryption_old_keys", "llm_allowed_models", mode="before")
     @classmethod
-    def _split_keys(cls, value: Any) -> Any:
+    def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value

@@ -86,3 +86,5 @@ class State(InputState):
     injected_passages: NotRequired[list[str]]
     # PII replaced in the answer, streamed tokens and citation snippets, by entity type.
     output_redactions: NotRequired[dict[str, int]]
+    # Text the client already saw when generation broke mid-stream: the next model continues it.
+    partial_answer: NotRequired[str]

@@ -22,7 +22,7 @@ def normalize_question(text: str) -> str:
 
 def answer_settings(deps: Deps, context: Context) -> dict[str, Any]:
     """The settings that change an answer; part of the cache key."""
-    models = [getattr(m, "model_name", type(m).__name__) for m in deps.chat_models]
+    models = [getattr(m, "model_name", type(m).__name__) for m in deps.llm.models]
     return {
         "top_k": context.top_k,
         "rerank": context.rerank,

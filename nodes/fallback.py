@@ -1,6 +1,7 @@
 """fallback: the next provider in the chain, else an extractive answer with citations, else an
 honest "not found". It always records why in `degraded` and `fallback`."""
 
+import time
 from typing import Any
 
 from langchain_core.messages import AIMessage
@@ -8,11 +9,18 @@ from langgraph.runtime import Runtime
 
 from graph.context import Context, run_context
 from graph.deps import Deps
-from graph.errors import ProviderError
+from graph.errors import ProviderError, StoreUnavailable
 from graph.prompts import NOT_FOUND
 from graph.state import State
+from integrations.llm import model_name
 from nodes.extractive import extractive_answer
-from nodes.generate import blocked_by_passages, build_prompt, cited, model_name, stream_chat
+from nodes.generate import (
+    blocked_by_passages,
+    build_prompt,
+    cited,
+    prompt_budget,
+    stream_chat,
+)
 from nodes.output_guard import StreamRedactor, merge_counts, redact_citations, screen_passages
 
 
@@ -23,6 +31,9 @@ def make_fallback(deps: Deps):
         context = run_context(runtime.context)
         degraded = list(state.get("degraded", []))
         reason = degraded[-1] if degraded else "no_passages"
+        if reason.startswith("retrieve:"):
+            # The last rung: with no documents there is nothing grounded to answer from.
+            raise StoreUnavailable(f"retrieval is unavailable ({reason}); retry later")
         # Screened again: generate's own screening is lost with its update when it fails.
         screen = screen_passages(
             state.get("passages", []), deps.settings.guard_passage_policy, context.top_k
@@ -33,21 +44,23 @@ def make_fallback(deps: Deps):
         screened = {"passages": screen.passages, "injected_passages": screen.injected}
         passages = screen.passages[: context.top_k]
         question = state["question"]
-        if reason.startswith("generate") and passages:
-            for model in deps.chat_models[1:]:
+        partial = state.get("partial_answer", "")
+        out_of_time = context.deadline_at is not None and time.time() >= context.deadline_at
+        if reason.startswith("generate") and passages and not out_of_time:
+            history = state["messages"][:-1][-2 * context.history_turns :]
+            prompt = build_prompt(question, passages, history, prompt_budget(deps))
+            if partial:  # continue what the client has seen, on one next model at most
+                prompt = [*prompt, AIMessage(partial)]
+            for model in deps.llm.chain_for(context.model)[1 : 2 if partial else None]:
                 guard = StreamRedactor(deps.redactor)
                 try:
-                    history = state["messages"][:-1][-2 * context.history_turns :]
-                    answer, usage = await stream_chat(
-                        model,
-                        build_prompt(question, passages, history),
-                        runtime,
-                        "fallback",
-                        guard,
+                    text, usage, _ = await stream_chat(
+                        deps, model, prompt, runtime, "fallback", guard, continues=partial
                     )
                 except ProviderError as exc:
                     degraded.append(f"fallback {model_name(model)}: {exc}")
                     continue
+                answer = (partial + text).strip()
                 citations, snippet_counts = redact_citations(deps.redactor, cited(answer, passages))
                 return {
                     **screened,
@@ -56,7 +69,7 @@ def make_fallback(deps: Deps):
                     "usage": usage,
                     "model": model_name(model),
                     "degraded": degraded,
-                    "fallback": {"reason": reason, "mode": "provider"},
+                    "fallback": {"reason": reason, "mode": "continued" if partial else "provider"},
                     "output_redactions": merge_counts(guard.counts, snippet_counts),
                     "messages": [AIMessage(answer)],
                 }

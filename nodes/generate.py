@@ -13,6 +13,7 @@ from graph.deps import Deps
 from graph.errors import ProviderError
 from graph.prompts import PASSAGE_REFUSAL, PASSAGES_TEMPLATE, SYSTEM_PROMPT
 from graph.state import Citation, Passage, State
+from integrations.llm import model_name
 from nodes.cache import store_answer
 from nodes.extractive import extractive_answer
 from nodes.output_guard import (
@@ -27,18 +28,48 @@ _CITATION = re.compile(r"\[(\d+)\]")
 
 
 def build_prompt(
-    question: str, passages: list[Passage], history: list[AnyMessage]
+    question: str,
+    passages: list[Passage],
+    history: list[AnyMessage],
+    budget_tokens: int | None = None,
 ) -> list[BaseMessage]:
-    """System rules, earlier turns, then the passages fenced as data and the question."""
-    numbered = "\n\n".join(
-        f"[{n}] ({p['source']}{' — ' + p['title'] if p['title'] else ''})\n{p['text']}"
-        for n, p in enumerate(passages, start=1)
-    )
-    return [
-        SystemMessage(SYSTEM_PROMPT),
-        *history,
-        HumanMessage(PASSAGES_TEMPLATE.format(passages=numbered, question=question)),
-    ]
+    """System rules, earlier turns, then the passages fenced as data and the question.
+
+    With `budget_tokens`, the lowest-ranked passages (then the oldest turns) are left out until
+    the prompt's estimated size fits: the model never sees a context it cannot hold."""
+    while True:
+        numbered = "\n\n".join(
+            f"[{n}] ({p['source']}{' — ' + p['title'] if p['title'] else ''})\n{p['text']}"
+            for n, p in enumerate(passages, start=1)
+        )
+        prompt: list[BaseMessage] = [
+            SystemMessage(SYSTEM_PROMPT),
+            *history,
+            HumanMessage(PASSAGES_TEMPLATE.format(passages=numbered, question=question)),
+        ]
+        if budget_tokens is None or estimate_tokens(prompt) <= budget_tokens:
+            return prompt
+        if len(passages) > 1:
+            passages = passages[:-1]
+        elif history:
+            history = history[1:]
+        elif passages:
+            passages = [
+                {**passages[0], "text": passages[0]["text"][: len(passages[0]["text"]) // 2]}
+            ]
+        else:
+            return prompt
+
+
+def estimate_tokens(messages: list[BaseMessage]) -> int:
+    """A deliberately high estimate of a prompt's tokens (UTF-8 bytes / 3, plus per-message
+    overhead): BPE tokenizers average about 4 bytes a token on English text."""
+    return sum(len(str(m.content).encode()) // 3 + 8 for m in messages)
+
+
+def prompt_budget(deps: Deps) -> int:
+    """Tokens a prompt may take: the model's window minus the reserved answer."""
+    return deps.settings.llm_context_window - deps.settings.llm_max_tokens
 
 
 def cited(answer: str, passages: list[Passage]) -> list[Citation]:
@@ -53,37 +84,43 @@ def cited(answer: str, passages: list[Passage]) -> list[Citation]:
 
 
 async def stream_chat(
+    deps: Deps,
     model: BaseChatModel,
     prompt: list[BaseMessage],
     runtime: Runtime[Context],
     node: str,
     guard: StreamRedactor | None = None,
-) -> tuple[str, dict[str, int]]:
-    """Streams a model's answer as `token` events, redacted by `guard` when given (the answer
-    returned is then the redacted one); raises `ProviderError` on any failure."""
+    continues: str = "",
+    hedge: BaseChatModel | None = None,
+) -> tuple[str, dict[str, int], BaseChatModel]:
+    """Streams a model's answer as `token` events through the LLM chain's retries, timeouts and
+    breakers, redacted by `guard` when given (the answer returned is then the redacted one).
+    `continues` is text the client already has, which this answer continues (no double space);
+    `hedge` may race a late first token. Returns the text, token usage and the model that
+    answered.
+    Raises `ProviderError` (its `partial` holds what the client has seen) on any failure."""
     parts: list[str] = []
-    usage = {"input_tokens": 0, "output_tokens": 0}
+    trim = [continues[-1:].isspace()]  # until the first text arrives
 
-    def send(pieces: list[str]) -> None:
-        for piece in pieces:
+    def send(text: str) -> None:
+        if trim[0]:
+            text = text.lstrip()
+            trim[0] = not text
+        for piece in guard.feed(text) if guard else [text]:
             parts.append(piece)
             runtime.stream_writer({"token": piece, "node": node})
 
+    context = run_context(runtime.context)
     try:
-        async for chunk in model.astream(prompt):
-            if chunk.text:
-                send(guard.feed(chunk.text) if guard else [chunk.text])
-            if chunk.usage_metadata:
-                usage["input_tokens"] += chunk.usage_metadata.get("input_tokens", 0)
-                usage["output_tokens"] += chunk.usage_metadata.get("output_tokens", 0)
-    except Exception as exc:
-        raise ProviderError(f"{type(exc).__name__}: {exc}") from exc
+        usage, answered = await deps.llm.stream(model, prompt, send, context.deadline_at, hedge)
+    except ProviderError as exc:
+        exc.partial = "".join(parts)
+        raise
     if guard:
-        send(guard.flush())
-    answer = "".join(parts).strip()
-    if not answer:
-        raise ProviderError("the model returned an empty answer")
-    return answer, usage
+        for piece in guard.flush():
+            parts.append(piece)
+            runtime.stream_writer({"token": piece, "node": node})
+    return "".join(parts), usage, answered
 
 
 def blocked_by_passages(screen: PassageScreen, state: State, runtime: Runtime[Context], node: str):
@@ -100,13 +137,6 @@ def blocked_by_passages(screen: PassageScreen, state: State, runtime: Runtime[Co
     }
 
 
-def model_name(model: BaseChatModel) -> str:
-    """A model's name for summaries and cache keys."""
-    return str(
-        getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__
-    )
-
-
 def make_generate(deps: Deps):
     """The generate node. Provider errors propagate to the builder's handler (-> fallback)."""
 
@@ -120,13 +150,16 @@ def make_generate(deps: Deps):
         screened = {"passages": screen.passages, "injected_passages": screen.injected}
         passages = screen.passages[: context.top_k]
         question = state["question"]
-        if deps.chat_models:
-            model = deps.chat_models[0]
+        if deps.llm.models:
+            chain = deps.llm.chain_for(context.model)
+            hedge = chain[1] if deps.settings.llm_hedge and len(chain) > 1 else None
             history = state["messages"][:-1][-2 * context.history_turns :]
             guard = StreamRedactor(deps.redactor)
-            answer, usage = await stream_chat(
-                model, build_prompt(question, passages, history), runtime, "generate", guard
+            prompt = build_prompt(question, passages, history, prompt_budget(deps))
+            text, usage, model = await stream_chat(
+                deps, chain[0], prompt, runtime, "generate", guard, hedge=hedge
             )
+            answer = text.strip()
             citations, snippet_counts = redact_citations(deps.redactor, cited(answer, passages))
             redactions = merge_counts(guard.counts, snippet_counts)
             name = model_name(model)

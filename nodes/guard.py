@@ -210,6 +210,7 @@ def make_guard(deps: Deps):
             "fallback": None,
             "injected_passages": [],
             "output_redactions": {},
+            "partial_answer": "",
         }
         if blocked:
             update["answer"] = REFUSAL

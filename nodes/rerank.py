@@ -5,7 +5,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from graph.context import Context, run_context
+from graph.context import Context, run_context, time_left
 from graph.deps import Deps
 from graph.state import State
 
@@ -17,11 +17,15 @@ def make_rerank(deps: Deps):
         context = run_context(runtime.context)
         if not context.rerank:
             return {}
-        passages = await asyncio.to_thread(
-            deps.reranker.rerank,
-            state["question"],
-            state.get("passages", []),
-            deps.corpora.get(context.tenant),
+        # The node's own timeout is its budget; the run's deadline may cut it shorter.
+        passages = await asyncio.wait_for(
+            asyncio.to_thread(
+                deps.reranker.rerank,
+                state["question"],
+                state.get("passages", []),
+                deps.corpora.get(context.tenant),
+            ),
+            time_left(context, deps.settings.rerank_timeout_s),
         )
         return {"passages": passages}
 

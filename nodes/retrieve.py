@@ -6,7 +6,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from graph.context import Context, run_context
+from graph.context import Context, run_context, time_left
 from graph.deps import Deps
 from graph.errors import StoreUnavailable
 from graph.state import Passage, State
@@ -93,12 +93,15 @@ def make_retrieve(deps: Deps):
 
     async def retrieve(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         context = run_context(runtime.context)
-        passages = await asyncio.to_thread(
-            search,
-            deps.corpora.get(context.tenant),
-            state["question"],
-            context.candidates,
-            context.retrieval,
+        passages = await asyncio.wait_for(
+            asyncio.to_thread(
+                search,
+                deps.corpora.get(context.tenant),
+                state["question"],
+                context.candidates,
+                context.retrieval,
+            ),
+            time_left(context, deps.settings.run_deadline_s),
         )
         return {"passages": passages}
 

@@ -58,7 +58,7 @@ async def open_keel(
             log.info(
                 "keel ready: checkpoints=%s, llm=%s",
                 persistence.kind,
-                "configured" if deps.chat_models else "extractive",
+                "configured" if deps.llm.models else "extractive",
             )
             try:
                 yield keel

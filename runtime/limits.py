@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import redis.asyncio as redis
 
@@ -42,13 +42,15 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate * 1000) + 1000)
 return {allowed, tostring(wait)}
 """
-# KEYS[1] run marker, KEYS[2] day counter; ARGV tokens, ttl s. Counts a run's usage once.
+# KEYS[1] run marker, KEYS[2..] period counters; ARGV tokens, ttl s. Counts a run's usage once.
 COUNT_USAGE_LUA = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
-  redis.call('INCRBY', KEYS[2], ARGV[1])
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  for i = 2, #KEYS do
+    redis.call('INCRBY', KEYS[i], ARGV[1])
+    redis.call('EXPIRE', KEYS[i], ARGV[2])
+  end
 end
-return redis.call('GET', KEYS[2])
+return 1
 """
 PREFIX = "keel:limits:"
 DAY_S = 2 * 24 * 3600  # counters outlive their day a little, for clock skew
@@ -60,8 +62,11 @@ class _Bucket:
     ts: float
 
 
-def _day() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d")
+Period = Literal["day", "minute"]
+
+
+def _stamp(period: Period) -> str:
+    return datetime.now(UTC).strftime("%Y%m%d" if period == "day" else "%Y%m%d%H%M")
 
 
 def seconds_to_midnight() -> float:
@@ -75,23 +80,25 @@ class Limiter:
 
     def __init__(self, settings: Settings):
         self.rpm, self.tokens_per_day = settings.rate_limit_rpm, settings.tokens_per_day
+        self.tokens_per_minute = settings.tokens_per_minute
         self.auth_failures = settings.auth_failures_per_minute
         self._redis: Any = None
-        if settings.redis_url and (self.rpm or self.tokens_per_day or self.auth_failures):
+        limits = (self.rpm, self.tokens_per_day, self.tokens_per_minute, self.auth_failures)
+        if settings.redis_url and any(limits):
             self._redis = redis.Redis.from_url(
                 settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
             )
             self._bucket_script = self._redis.register_script(TOKEN_BUCKET_LUA)
             self._usage_script = self._redis.register_script(COUNT_USAGE_LUA)
         self._buckets: dict[str, _Bucket] = {}
-        self._usage: dict[tuple[str, str], int] = {}
+        self._usage: dict[str, int] = {}
         self._counted: OrderedDict[str, None] = OrderedDict()
         self._warned = 0.0
 
     @property
     def enabled(self) -> bool:
         """True when a request rate or a daily token quota is configured."""
-        return bool(self.rpm or self.tokens_per_day)
+        return bool(self.rpm or self.tokens_per_day or self.tokens_per_minute)
 
     async def aclose(self) -> None:
         """Closes the Redis connection pool."""
@@ -139,25 +146,27 @@ class Limiter:
             return 0.0
         return (1 - bucket.tokens) / rate
 
-    async def tokens_used(self, tenant: str) -> int:
-        """LLM tokens the tenant's finished runs used today (UTC)."""
+    async def tokens_used(self, tenant: str, period: Period = "day") -> int:
+        """LLM tokens the tenant's finished runs used this UTC day or minute."""
+        key = f"{PREFIX}tokens:{tenant}:{_stamp(period)}"
         if self._redis is not None:
             try:
-                return int(await self._redis.get(f"{PREFIX}tokens:{tenant}:{_day()}") or 0)
+                return int(await self._redis.get(key) or 0)
             except redis.RedisError as exc:
                 self._redis_down(exc)
-        return self._usage.get((tenant, _day()), 0)
+        return self._usage.get(key, 0)
 
     async def count_usage(self, tenant: str, run_id: str, usage: dict[str, Any]) -> None:
-        """Adds a finished run's tokens to the tenant's day, once per run (replays don't count)."""
-        if not self.tokens_per_day:
+        """Adds a finished run's tokens to the tenant's day and minute, once per run (replays
+        don't count)."""
+        if not (self.tokens_per_day or self.tokens_per_minute):
             return
         tokens = int(usage.get("input_tokens", 0) or 0) + int(usage.get("output_tokens", 0) or 0)
+        keys = [f"{PREFIX}tokens:{tenant}:{_stamp(p)}" for p in ("day", "minute")]
         if self._redis is not None:
             try:
                 await self._usage_script(
-                    keys=[f"{PREFIX}run:{run_id}", f"{PREFIX}tokens:{tenant}:{_day()}"],
-                    args=[tokens, DAY_S],
+                    keys=[f"{PREFIX}run:{run_id}", *keys], args=[tokens, DAY_S]
                 )
                 return
             except redis.RedisError as exc:
@@ -167,5 +176,5 @@ class Limiter:
         self._counted[run_id] = None
         if len(self._counted) > 100_000:
             self._counted.popitem(last=False)
-        key = (tenant, _day())
-        self._usage[key] = self._usage.get(key, 0) + tokens
+        for key in keys:
+            self._usage[key] = self._usage.get(key, 0) + tokens

@@ -21,6 +21,7 @@ from langchain_core.runnables import RunnableConfig
 from checkpoints.retention import discard_after, keep_latest
 from checkpoints.runs import TERMINAL_EVENTS, Run
 from checkpoints.threads import touch_thread
+from graph.builder import service_level
 from graph.context import Context
 from graph.errors import InvalidInput, KeelError
 from runtime.events import graph_events
@@ -122,6 +123,8 @@ class RunManager:
             raise InvalidInput(f"message longer than {settings.max_message_chars} characters")
         if not message.strip():
             raise InvalidInput("message is empty")
+        if not self.keel.deps.llm.allows(context.get("model")):
+            raise InvalidInput(f"model {context.get('model')!r} is not allowed on this server")
         strategy = multitask_strategy or settings.multitask_strategy
         # Only the redacted message is stored; the raw one stays in this process's memory.
         stored = {
@@ -202,6 +205,7 @@ class RunManager:
             use_cache=knobs["use_cache"],
             rerank=knobs["rerank"],
             model=knobs["model"],
+            deadline_at=time.time() + self.keel.settings.run_deadline_s,
         )
         start_checkpoint = run.start_checkpoint_id
         if seq and await self._already_ended(run, seq):
@@ -251,6 +255,7 @@ class RunManager:
                 "degraded": final.get("degraded", []),
                 "usage": final.get("usage", {"input_tokens": 0, "output_tokens": 0}),
                 "model": final.get("model"),
+                "service_level": service_level(final),  # type: ignore[arg-type]
             }
             await emit("run.finished", result)
             await store.finish(run.run_id, "succeeded", result, None)

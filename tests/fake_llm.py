@@ -1,7 +1,17 @@
-"""A fake OpenAI-compatible chat endpoint for tests of real servers: streams a fixed answer
-word by word with a delay, so runs last long enough to disconnect, cancel or crash them.
+"""A fake OpenAI-compatible chat endpoint for tests of real servers, with fault injection.
 
-The model name sets the behaviour: `slow-<ms>-<words>` (delay per word, answer length).
+The model name sets the behaviour (faults may be joined with `+`):
+- `slow-<ms>-<words>`: streams `word0 word1 ... [1].` with a delay per word (other models:
+  10 ms, 30 words);
+- `fail500`: answers 500; `ratelimit-<s>`: answers 429 with `Retry-After: <s>`;
+- `reset`: drops the connection before any text; `cut-<n>`: after n words;
+- `stallfirst`: never sends a first token; `stallmid-<n>`: stalls after n words;
+- `malformed-<n>`: sends a broken chunk after n words;
+- `keepalive`: sends only SSE comments and empty deltas, never text;
+- `window-<tokens>`: answers 400 `context_length_exceeded` when the prompt (UTF-8 bytes / 4,
+  about what BPE tokenizers give on English) exceeds the window.
+A trailing assistant message is a prefix to continue: the words it holds are not sent again.
+`GET /calls` counts the requests per model; `DELETE /calls` resets the counts.
 Run as `python -m tests.fake_llm PORT`.
 """
 
@@ -9,12 +19,15 @@ import asyncio
 import json
 import sys
 import time
+from collections import Counter
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+CALLS: Counter[str] = Counter()
 
 
 def _chunk(model: str, delta: dict, finish: str | None = None, usage: dict | None = None) -> str:
@@ -30,33 +43,87 @@ def _chunk(model: str, delta: dict, finish: str | None = None, usage: dict | Non
     return f"data: {json.dumps(body)}\n\n"
 
 
-async def completions(request: Request) -> StreamingResponse | JSONResponse:
+def _faults(model: str) -> dict[str, int]:
+    out = {}
+    for part in model.split("+"):
+        name, _, arg = part.partition("-")
+        out[name] = int(arg.split("-")[0]) if arg and arg.split("-")[0].isdigit() else 0
+    return out
+
+
+def _error(status: int, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": code, "type": code, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def completions(request: Request) -> Response:
     body = await request.json()
     model = body.get("model", "slow-20-30")
-    _, delay_ms, words = model.split("-")
-    text = [f"word{n}" for n in range(int(words) - 1)] + ["[1]."]
+    CALLS[model] += 1
+    faults = _faults(model)
+    messages = body.get("messages", [])
+    if "window" in faults:
+        prompt_tokens = sum(len(str(m.get("content", "")).encode()) // 4 + 4 for m in messages)
+        if prompt_tokens + int(body.get("max_tokens") or 0) > faults["window"]:
+            return _error(400, "context_length_exceeded")
+    if "fail500" in faults:
+        return _error(500, "server_error")
+    if "ratelimit" in faults:
+        return _error(429, "rate_limited", {"Retry-After": str(faults["ratelimit"])})
+    if "stallfirst" in faults:
+        await asyncio.sleep(3600)
+    slow = model.split("+")[0].split("-")
+    delay_ms, words = (int(slow[1]), int(slow[2])) if slow[0] == "slow" else (10, 30)
+    text = [f"word{n}" for n in range(words - 1)] + ["[1]."]
+    prefix = messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
+    start = len(prefix.split())
 
     async def stream():
         yield _chunk(model, {"role": "assistant", "content": ""})
-        for n, word in enumerate(text):
-            await asyncio.sleep(int(delay_ms) / 1000)
-            yield _chunk(model, {"content": word if n == 0 else " " + word})
+        if "keepalive" in faults:
+            for _ in range(3600):
+                await asyncio.sleep(0.2)
+                yield ": keep-alive\n\n"
+                yield _chunk(model, {"content": ""})
+        if "reset" in faults:
+            raise ConnectionResetError("fake reset")
+        for n in range(start, len(text)):
+            sent = n - start
+            if sent == faults.get("cut", -1):
+                raise ConnectionResetError("fake cut")
+            if sent == faults.get("stallmid", -1):
+                await asyncio.sleep(3600)
+            if sent == faults.get("malformed", -1):
+                yield 'data: {"choices": [{"delta": {"content": \n\n'
+            await asyncio.sleep(delay_ms / 1000)
+            yield _chunk(model, {"content": text[n] if n == 0 else " " + text[n]})
         yield _chunk(model, {}, finish="stop")
-        yield _chunk(
-            model,
-            {},
-            usage={
-                "prompt_tokens": 100,
-                "completion_tokens": len(text),
-                "total_tokens": 100 + len(text),
-            },
-        )
+        usage = {"prompt_tokens": 100, "completion_tokens": len(text) - start}
+        yield _chunk(model, {}, usage={**usage, "total_tokens": 100 + len(text) - start})
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream")
 
 
-app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+async def calls(request: Request) -> JSONResponse:
+    if request.method == "DELETE":
+        CALLS.clear()
+    return JSONResponse(dict(CALLS))
+
+
+app = Starlette(
+    routes=[
+        Route("/v1/chat/completions", completions, methods=["POST"]),
+        Route("/calls", calls, methods=["GET", "DELETE"]),
+    ]
+)
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    # Stalled streams must not hold the shutdown.
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        log_level="critical",
+        timeout_graceful_shutdown=1,
+    )

@@ -4,7 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import Keel, KeelDep, TenantDep, ThreadIdPath
@@ -27,6 +27,8 @@ START_ERRORS = error_responses(400, 404, 409)
 # Waiting for a result: the run was cancelled (409) or failed retryably (503).
 RESULT_ERRORS = error_responses(409, 503)
 NOT_FOUND = error_responses(404)
+# Set on results not answered at full service: no_rerank, cached or documents_only.
+DEGRADED_HEADER = "X-Keel-Degraded"
 
 
 def _ping() -> ServerSentEvent:
@@ -61,11 +63,14 @@ def _stream(keel: Keel, run: Run, after: int, cancel_on_disconnect: bool) -> Eve
     return EventSourceResponse(events(), ping=keel.settings.sse_ping_s, ping_message_factory=_ping)
 
 
-async def _result(keel: Keel, run: Run) -> RunResult:
+async def _result(keel: Keel, run: Run, response: Response) -> RunResult:
     name, data = await keel.runs.outcome(run)
     if name == "run.error":
         raise RunFailed(data["code"], data["message"], data["retryable"])
-    return RunResult(**data)
+    result = RunResult(**data)
+    if result.service_level != "full":
+        response.headers[DEGRADED_HEADER] = result.service_level
+    return result
 
 
 async def _submit(keel: Keel, tenant: str, thread_id: str, body: RunRequest) -> Run:
@@ -121,11 +126,12 @@ async def wait(
     body: RunRequest,
     keel: KeelDep,
     tenant: TenantDep,
+    response: Response,
 ) -> RunResult:
     """Starts a run and returns its result without streaming."""
     await get_thread(keel.persistence, tenant, thread_id)
     run = await _submit(keel, tenant, thread_id, body)
-    return await _result(keel, run)
+    return await _result(keel, run, response)
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, responses=START_ERRORS, dependencies=QUOTA)
@@ -163,9 +169,10 @@ async def join(
     run_id: ThreadIdPath,
     keel: KeelDep,
     tenant: TenantDep,
+    response: Response,
 ) -> RunResult:
     """Waits for a run's result."""
-    return await _result(keel, await _run(keel, tenant, thread_id, run_id))
+    return await _result(keel, await _run(keel, tenant, thread_id, run_id), response)
 
 
 @router.get(

@@ -72,14 +72,16 @@ def test_non_loopback_bind_needs_auth_or_explicit_flag():
     assert unauthenticated_bind_refusal(Settings(host="0.0.0.0", jwt_secret=SECRET)) is None
 
 
-async def test_in_process_bucket_and_daily_quota():
-    limiter = Limiter(Settings(rate_limit_rpm=3, tokens_per_day=100))
+async def test_in_process_bucket_and_token_quotas():
+    limiter = Limiter(Settings(rate_limit_rpm=3, tokens_per_day=100, tokens_per_minute=50))
     waits = [await limiter.take("t") for _ in range(4)]
     assert waits[:3] == [0, 0, 0] and 0 < waits[3] <= 20
     assert await limiter.take("other") == 0
     await limiter.count_usage("t", "run-1", {"input_tokens": 40, "output_tokens": 20})
     await limiter.count_usage("t", "run-1", {"input_tokens": 40, "output_tokens": 20})  # replay
     assert await limiter.tokens_used("t") == 60
+    assert await limiter.tokens_used("t", "minute") == 60
+    assert await limiter.tokens_used("other", "minute") == 0
 
 
 def test_short_hs256_secret_is_refused():

@@ -121,7 +121,7 @@ async def test_rerank_reorders_by_sentence_evidence(deps):
 
 async def test_generate_with_fake_model_streams_and_cites(deps):
     state = await ranked(deps)
-    deps.chat_models = [recording("Unchanged files are skipped [1]; see also [7].")]
+    deps.llm.models = [recording("Unchanged files are skipped [1]; see also [7].")]
     rt, written = runtime()
     update = await make_generate(deps)(state, rt)
     assert "".join(w["token"] for w in written) == update["answer"]
@@ -133,7 +133,7 @@ async def test_generate_with_fake_model_streams_and_cites(deps):
 
 async def test_generate_raises_provider_error_on_failure(deps):
     state = await ranked(deps)
-    deps.chat_models = [failing()]
+    deps.llm.models = [failing()]
     rt, _ = runtime()
     with pytest.raises(ProviderError, match="provider unreachable"):
         await make_generate(deps)(state, rt)
