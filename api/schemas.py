@@ -1,5 +1,6 @@
 """Request and response bodies."""
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -119,8 +120,16 @@ class RunInfo(BaseModel):
     multitask_strategy: str
     attempts: int
     error: str | None
-    created_at: float
-    updated_at: float
+    created_at: str = Field(description="ISO 8601, UTC")
+    updated_at: str = Field(description="ISO 8601, UTC")
+
+    @field_validator("created_at", "updated_at", mode="before")
+    @classmethod
+    def _iso(cls, value: Any) -> Any:
+        """The run store keeps epoch seconds; the API speaks ISO 8601 like threads do."""
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value, UTC).isoformat()
+        return value
 
 
 class Message(BaseModel):
