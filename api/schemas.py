@@ -111,6 +111,11 @@ class ThreadPage(BaseModel):
     next_cursor: str | None
 
 
+def iso_utc(epoch_s: float) -> str:
+    """Epoch seconds (how the run store keeps time) as ISO 8601 UTC, the API's one time format."""
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat()
+
+
 class RunInfo(BaseModel):
     """A run's status."""
 
@@ -122,14 +127,6 @@ class RunInfo(BaseModel):
     error: str | None
     created_at: str = Field(description="ISO 8601, UTC")
     updated_at: str = Field(description="ISO 8601, UTC")
-
-    @field_validator("created_at", "updated_at", mode="before")
-    @classmethod
-    def _iso(cls, value: Any) -> Any:
-        """The run store keeps epoch seconds; the API speaks ISO 8601 like threads do."""
-        if isinstance(value, int | float):
-            return datetime.fromtimestamp(value, UTC).isoformat()
-        return value
 
 
 class Message(BaseModel):
