@@ -135,9 +135,9 @@ def _ask(client: httpx.Client, thread_id: str, message: str) -> None:
     from httpx_sse import connect_sse
 
     printer = _Printer()
-    with connect_sse(
-        client, "POST", f"/v1/threads/{thread_id}/runs/stream", json={"message": message}
-    ) as source:
+    # enqueue: the previous turn's run may still be closing on the server when the next starts.
+    body = {"message": message, "multitask_strategy": "enqueue"}
+    with connect_sse(client, "POST", f"/v1/threads/{thread_id}/runs/stream", json=body) as source:
         if source.response.status_code != 200:
             source.response.read()
             print(f"keel chat: {_error_text(source.response)}", file=sys.stderr)

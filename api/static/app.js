@@ -129,7 +129,8 @@ async function ask(question) {
   const response = await fetch(`/v1/threads/${encodeURIComponent(threadId)}/runs/stream`, {
     method: "POST",
     headers: headers({ "Content-Type": "application/json", Accept: "text/event-stream" }),
-    body: JSON.stringify({ message: question }),
+    // enqueue: the previous turn's run may still be closing on the server when this one starts.
+    body: JSON.stringify({ message: question, multitask_strategy: "enqueue" }),
   });
   if (!response.ok) {
     turn.remove();
