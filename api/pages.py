@@ -20,6 +20,17 @@ STATIC_DIR = Path(__file__).parent / "static"
 DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
 DOCS_ASSETS_URL = "/docs-assets"
 OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
+# The browser may fetch nothing from elsewhere (ReDoc's bundle links a CDN logo, for one).
+CHAT_CSP = "default-src 'self'"
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' blob:; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:"
+)
+
+
+def _own_assets_only(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
 
 
 def install_pages(app: FastAPI) -> None:
@@ -31,17 +42,21 @@ def install_pages(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     async def chat_page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html")
+        return FileResponse(
+            STATIC_DIR / "index.html", headers={"Content-Security-Policy": CHAT_CSP}
+        )
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=openapi_url,
-            title=f"{app.title} - Swagger UI",
-            oauth2_redirect_url=OAUTH2_REDIRECT_URL,
-            swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_ASSETS_URL}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
+        return _own_assets_only(
+            get_swagger_ui_html(
+                openapi_url=openapi_url,
+                title=f"{app.title} - Swagger UI",
+                oauth2_redirect_url=OAUTH2_REDIRECT_URL,
+                swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+                swagger_css_url=f"{DOCS_ASSETS_URL}/swagger-ui.css",
+                swagger_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
+            )
         )
 
     @app.get(OAUTH2_REDIRECT_URL, include_in_schema=False)
@@ -50,10 +65,12 @@ def install_pages(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url=openapi_url,
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{DOCS_ASSETS_URL}/redoc.standalone.js",
-            redoc_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
-            with_google_fonts=False,
+        return _own_assets_only(
+            get_redoc_html(
+                openapi_url=openapi_url,
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{DOCS_ASSETS_URL}/redoc.standalone.js",
+                redoc_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
+                with_google_fonts=False,
+            )
         )

@@ -12,6 +12,7 @@ from urllib.parse import urljoin, urlparse
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -69,6 +70,27 @@ def test_docs_pages_load_every_asset_from_keel(server):
             assert "cdn" not in html.text.lower() and "googleapis" not in html.text
 
 
+def test_docs_pages_render_offline_in_a_browser(server, browser):
+    page = browser.new_page()
+    # ReDoc's bundle asks for a CDN logo: the pages' Content-Security-Policy must stop it before
+    # the network (this machine being offline would fail it anyway).
+    local = (server.url, f"blob:{server.url}", "data:")  # ReDoc runs a worker from a blob
+    elsewhere: list[str] = []
+    blocked: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(local) else elsewhere.append(r.url))
+    page.on(
+        "requestfailed",
+        lambda r: blocked.append(r.url) if r.failure == "csp" else None,
+    )
+    page.goto(server.url + "/docs")
+    page.locator(".opblock").first.wait_for(timeout=30_000)
+    assert page.locator(".opblock").count() >= 10
+    page.goto(server.url + "/redoc")
+    page.get_by_text("Creates an empty thread.").first.wait_for(timeout=30_000)
+    assert elsewhere == blocked, (elsewhere, blocked)
+    page.close()
+
+
 def test_chat_page_streams_answer_citations_and_resumes_threads(server, browser, tmp_path: Path):
     page = browser.new_page(viewport={"width": 1280, "height": 860})
     foreign: list[str] = []
@@ -117,15 +139,11 @@ def test_chat_page_streams_answer_citations_and_resumes_threads(server, browser,
     note.write_text("# Harbor\n\nThe harbor lighthouse flashes green every six seconds.\n")
     page.set_input_files("#files", str(note))
     page.click("#upload button")
-    page.wait_for_function(
-        "document.querySelector('#upload-status').textContent.includes('chunk')", timeout=60_000
-    )
+    page.locator("#upload-status").filter(has_text="chunk").wait_for(timeout=60_000)
     assert page.inner_text("#upload-status").startswith("1 document(s)")
     page.reload()
     page.locator(f"#threads li[data-thread-id='{first_thread}']").click()
-    page.wait_for_function(
-        "document.querySelectorAll('#messages .turn').length === 2", timeout=30_000
-    )
+    expect(page.locator("#messages .turn")).to_have_count(2, timeout=30_000)
     assert page.locator(".turn.user").inner_text() == QUESTION
     assert page.locator(".turn.assistant .answer").inner_text() == answer
     assert "streaming.md" in page.locator(".citations .source").all_inner_texts()
@@ -145,7 +163,7 @@ def test_chat_page_sends_the_api_key(start_server, postgres_url: str, data_dir: 
     page.locator("#error").filter(has_text="401").wait_for(timeout=30_000)
     page.fill("#api-key", key)
     page.dispatch_event("#api-key", "change")
-    page.wait_for_function("document.querySelector('#error').textContent === ''", timeout=30_000)
+    expect(page.locator("#error")).to_have_text("", timeout=30_000)
     page.fill("#question", QUESTION)
     page.click("#send")
     page.locator(".turn.assistant .citations li").first.wait_for(timeout=60_000)
