@@ -14,6 +14,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
+from cli.process import free_port
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -152,11 +154,17 @@ def test_chat_page_streams_answer_citations_and_resumes_threads(server, browser,
     page.close()
 
 
-def test_chat_page_sends_the_api_key(start_server, postgres_url: str, data_dir: Path, browser):
+def test_chat_page_sends_the_api_key_and_marks_degraded_answers(
+    start_server, postgres_url: str, data_dir: Path, browser
+):
     key = "page-test-key"
     keys = json.dumps({hashlib.sha256(key.encode()).hexdigest(): "default"})
+    # An LLM endpoint where nothing listens: the fallback answers extractively and says why.
     server = start_server(
-        KEEL_DATABASE_URL=postgres_url, KEEL_DATA_DIR=str(data_dir), KEEL_API_KEYS=keys
+        KEEL_DATABASE_URL=postgres_url,
+        KEEL_DATA_DIR=str(data_dir),
+        KEEL_API_KEYS=keys,
+        KEEL_LLM_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
     )
     page = browser.new_page()
     page.goto(server.url + "/")
@@ -168,4 +176,6 @@ def test_chat_page_sends_the_api_key(start_server, postgres_url: str, data_dir: 
     page.click("#send")
     page.locator(".turn.assistant .citations li").first.wait_for(timeout=60_000)
     assert "fifteen seconds" in page.locator(".turn.assistant .answer").inner_text()
+    degraded = page.locator(".turn.assistant .mark.degraded").all_inner_texts()
+    assert degraded and all(m.startswith("degraded: ") for m in degraded), degraded
     page.close()
