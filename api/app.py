@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import audit
 from api.auth import Authenticator
 from api.errors import PayloadTooLarge, error_body, error_responses, install_error_handlers
+from api.pages import install_pages
 from api.ratelimit import enforce_rate_limit
 from api.routes import admin, documents, health, runs, threads
 from graph.settings import Settings
@@ -106,6 +107,8 @@ def create_app(
         version="0.1.0",
         description="Retrieval-augmented chat over a checkpointed LangGraph state machine.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.authenticator = authenticator
     install_error_handlers(app)
@@ -121,6 +124,7 @@ def create_app(
         responses={**common, **error_responses(400, 404, 415)},
     )
     app.include_router(health.router)
+    install_pages(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(HeaderLimit, limit=settings.max_header_bytes)
     return app

@@ -1,5 +1,6 @@
 """Request and response bodies."""
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -110,6 +111,11 @@ class ThreadPage(BaseModel):
     next_cursor: str | None
 
 
+def iso_utc(epoch_s: float) -> str:
+    """Epoch seconds (how the run store keeps time) as ISO 8601 UTC, the API's one time format."""
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat()
+
+
 class RunInfo(BaseModel):
     """A run's status."""
 
@@ -119,8 +125,8 @@ class RunInfo(BaseModel):
     multitask_strategy: str
     attempts: int
     error: str | None
-    created_at: float
-    updated_at: float
+    created_at: str = Field(description="ISO 8601, UTC")
+    updated_at: str = Field(description="ISO 8601, UTC")
 
 
 class Message(BaseModel):

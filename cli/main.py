@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from cli.bench import add_bench_parser
+from cli.chat import add_chat_parser
 from evals.cli import add_eval_parser
 from graph.context import DEFAULT_TENANT
 from graph.errors import KeelError
@@ -27,7 +28,6 @@ def _serve(args: argparse.Namespace) -> int:
     if refusal:
         print(f"keel: {refusal}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -53,48 +53,22 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _chat(args: argparse.Namespace) -> int:
-    import httpx
-    from httpx_sse import connect_sse
-
-    with httpx.Client(base_url=args.url, timeout=httpx.Timeout(10, read=300)) as client:
-        thread_id = args.thread or client.post("/v1/threads").raise_for_status().json()["thread_id"]
-        print(
-            f"thread {thread_id} (resume with --thread {thread_id}); Ctrl-D to quit",
-            file=sys.stderr,
-        )
-        while True:
-            try:
-                message = input("you> ").strip()
-            except EOFError:
-                return 0
-            if not message:
-                continue
-            print("keel> ", end="", flush=True)
-            with connect_sse(
-                client, "POST", f"/v1/threads/{thread_id}/runs/stream", json={"message": message}
-            ) as source:
-                if source.response.status_code != 200:
-                    source.response.read()
-                    print(f"error: {source.response.text}", file=sys.stderr)
-                    continue
-                for sse in source.iter_sse():
-                    data = sse.json()
-                    if sse.event == "token":
-                        print(data["text"], end="", flush=True)
-                    elif sse.event == "run.finished":
-                        print()
-                        for c in data["citations"]:
-                            print(f"  [{c['n']}] {c['source']}: {c['snippet'][:100]}")
-                        if data["degraded"]:
-                            print(f"  (degraded: {', '.join(data['degraded'])})")
-                    elif sse.event == "run.error":
-                        print(f"\nerror: {data['message']}", file=sys.stderr)
+def _configure_logging(verbose: bool) -> None:
+    """keel's own INFO logs; other libraries' (presidio loads 19 recognizers at INFO) only when
+    verbose."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    logging.getLogger("keel").setLevel(logging.INFO)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `keel`."""
     parser = argparse.ArgumentParser(prog="keel", description=__doc__)
+    parser.add_argument(
+        "--verbose", action="store_true", help="also show INFO logs of third-party libraries"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP server (uvicorn)")
@@ -115,11 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.set_defaults(func=_ingest)
 
-    chat = sub.add_parser("chat", help="chat with a running server over SSE")
-    chat.add_argument("--url", default="http://127.0.0.1:8000")
-    chat.add_argument("--thread", help="resume this thread id")
-    chat.set_defaults(func=_chat)
-
+    add_chat_parser(sub)
     add_bench_parser(sub)
     add_eval_parser(sub)
     return parser
@@ -128,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `keel` command."""
     args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
     try:
         return int(args.func(args))
     except KeelError as exc:

@@ -9,10 +9,6 @@ import sys
 from pathlib import Path
 
 from evals.configs import NAMED, configurations
-from evals.datasets import load_dataset, subset_corpus
-from evals.report import text_table
-from evals.runner import evaluate
-from evals.tracking import langsmith_available, upload_experiments
 from graph.errors import KeelError
 from graph.settings import Settings
 
@@ -101,6 +97,12 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    # Imported here so that `keel --help` and the other commands start without the eval stack.
+    from evals.datasets import load_dataset, subset_corpus
+    from evals.report import text_table
+    from evals.runner import evaluate
+    from evals.tracking import langsmith_available, upload_experiments
+
     """Runs `keel eval`; 0 on success, 2 on a usage or configuration error."""
     try:
         settings = Settings()

@@ -152,6 +152,12 @@ class Settings(BaseSettings):
         default=0, ge=0, description="LLM tokens per tenant and minute (0: off)"
     )
 
+    # Clients of a running server (`keel chat`): where it listens and the API key to send.
+    url: str | None = Field(
+        default=None, description="the server `keel chat` talks to; default http://127.0.0.1:<port>"
+    )
+    api_key: SecretStr | None = Field(default=None, description="sent as X-API-Key by `keel chat`")
+
     @field_validator("encryption_old_keys", "llm_allowed_models", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
@@ -175,6 +181,11 @@ class Settings(BaseSettings):
     def auth_configured(self) -> bool:
         """True when API keys or JWT verification keys are configured."""
         return bool(self.api_keys or self.jwt_secret or self.jwt_public_key_file)
+
+    @property
+    def server_url(self) -> str:
+        """The URL clients use: `url`, else the loopback address on `port`."""
+        return self.url or f"http://127.0.0.1:{self.port}"
 
     @property
     def checkpoint_url(self) -> str:

@@ -10,7 +10,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from api.deps import Keel, KeelDep, TenantDep, ThreadIdPath
 from api.errors import MalformedLastEventId, RunFailed, error_responses
 from api.ratelimit import enforce_token_quota
-from api.schemas import RunInfo, RunRequest, RunResult
+from api.schemas import RunInfo, RunRequest, RunResult, iso_utc
 from api.streaming import to_sse
 from checkpoints.runs import Run
 from checkpoints.threads import get_thread
@@ -43,8 +43,8 @@ def _info(run: Run) -> RunInfo:
         multitask_strategy=run.strategy,
         attempts=run.attempts,
         error=run.error,
-        created_at=run.created_at,
-        updated_at=run.updated_at,
+        created_at=iso_utc(run.created_at),
+        updated_at=iso_utc(run.updated_at),
     )
 
 

@@ -139,3 +139,15 @@ def test_studio_run_answers_and_checkpoints_only_the_redacted_message(studio_url
         after_guard = [c for c in history if c["metadata"]["step"] >= 1]
         assert after_guard, history
         assert all(RAW_EMAIL not in json.dumps(c["values"]) for c in after_guard)
+
+
+def test_studio_gets_the_graph_input_and_output_schemas(studio_url: str) -> None:
+    # Studio builds its input form from these; typing.TypedDict state made the server log
+    # "Failed to get input schema" and send none.
+    with httpx.Client(base_url=studio_url, timeout=RUN_TIMEOUT_S) as client:
+        assistant = client.post("/assistants/search", json={"graph_id": GRAPH_ID}).json()[0]
+        schemas = client.get(f"/assistants/{assistant['assistant_id']}/schemas")
+    assert schemas.status_code == 200, schemas.text
+    body = schemas.json()
+    assert list(body["input_schema"]["properties"]) == ["messages"]
+    assert {"answer", "citations", "cached", "degraded"} <= set(body["output_schema"]["properties"])

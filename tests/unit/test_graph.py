@@ -182,3 +182,11 @@ async def test_studio_style_input_message_is_redacted_in_place(harness):
     assert messages[0].id == "m1"
     assert messages[0].content == "Reach me at <EMAIL_ADDRESS>. How are duplicate chunks avoided?"
     assert len(messages) == 2
+
+
+async def test_studio_gets_input_and_output_json_schemas(harness):
+    # Studio's input form comes from these; typing.TypedDict on Python 3.11 made them fail.
+    graph = harness().graph
+    assert list(graph.get_input_jsonschema()["properties"]) == ["messages"]
+    output = graph.get_output_jsonschema()["properties"]
+    assert {"answer", "citations", "cached", "degraded", "usage"} <= set(output)
