@@ -2,6 +2,7 @@
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,10 +16,40 @@ from api.errors import PayloadTooLarge, error_body, error_responses, install_err
 from api.pages import install_pages
 from api.ratelimit import enforce_rate_limit
 from api.routes import admin, documents, health, runs, threads
+from api.routes import metrics as metrics_route
 from graph.settings import Settings
+from integrations import metrics
 from runtime.keel import open_keel
 
 log = logging.getLogger("keel")
+
+
+class RequestMetrics:
+    """Observes each request's duration by route template (never the raw path: ids would make
+    unbounded series), method and status."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            metrics.HTTP_DURATION.labels(route, scope["method"], str(status)).observe(
+                time.perf_counter() - started
+            )
 
 
 class BodyLimit:
@@ -124,7 +155,9 @@ def create_app(
         responses={**common, **error_responses(400, 404, 415)},
     )
     app.include_router(health.router)
+    app.include_router(metrics_route.router)
     install_pages(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(HeaderLimit, limit=settings.max_header_bytes)
+    app.add_middleware(RequestMetrics)
     return app

@@ -233,6 +233,14 @@ class RunStore:
             )
         return [r["thread_id"] for r in rows]
 
+    async def count_pending(self) -> int:
+        """Runs waiting for a replica, across all replicas."""
+        async with self.transaction() as tx:
+            rows = await self._fetch(
+                tx, "SELECT count(*) AS n FROM keel_runs WHERE status = 'pending'", ()
+            )
+        return int(rows[0]["n"])
+
     async def release_expired(self, max_attempts: int) -> list[tuple[str, str]]:
         """Runs whose replica stopped heart-beating: back to pending to resume, or `interrupted`
         after `max_attempts`. Returns (run_id, new status) pairs."""

@@ -17,13 +17,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 import redis.asyncio as redis
 
 log = logging.getLogger("keel.breakers")
 
 Outcome = Literal["success", "failure", "timeout", "rate_limited"]
+Status = Literal["closed", "open", "half_open"]
+T = TypeVar("T")
 PREFIX = "keel:breaker:"
 
 
@@ -51,7 +53,7 @@ class BreakerState:
     cooldown_s: float = 0.0  # the cooldown of the current opening; 0 while closed
     probe_until: float = 0.0
 
-    def status(self, now: float) -> Literal["closed", "open", "half_open"]:
+    def status(self, now: float) -> Status:
         """`open` until the cooldown ends, then `half_open` until a probe closes it."""
         if self.open_until > now:
             return "open"
@@ -110,8 +112,8 @@ class Breakers(Protocol):
         """True when a call to `target` may go now."""
         ...
 
-    async def record(self, target: str, outcome: Outcome, retry_after_s: float | None) -> None:
-        """Reports a call's outcome."""
+    async def record(self, target: str, outcome: Outcome, retry_after_s: float | None) -> Status:
+        """Reports a call's outcome; returns the breaker's status after it."""
         ...
 
     async def snapshot(self) -> dict[str, dict[str, object]]:
@@ -141,9 +143,10 @@ class LocalBreakers:
     async def admit(self, target: str) -> bool:
         return self._states.setdefault(target, BreakerState()).admit(time.time(), self.rules)
 
-    async def record(self, target: str, outcome: Outcome, retry_after_s: float | None) -> None:
-        state = self._states.setdefault(target, BreakerState())
-        state.record(time.time(), outcome, self.rules, retry_after_s)
+    async def record(self, target: str, outcome: Outcome, retry_after_s: float | None) -> Status:
+        state, now = self._states.setdefault(target, BreakerState()), time.time()
+        state.record(now, outcome, self.rules, retry_after_s)
+        return state.status(now)
 
     async def snapshot(self) -> dict[str, dict[str, object]]:
         now = time.time()
@@ -164,7 +167,7 @@ class RedisBreakers:
         self._local = LocalBreakers(self.rules)
         self._warned = 0.0
 
-    async def _update(self, target: str, apply: Callable[[BreakerState, float], bool]) -> bool:
+    async def _update(self, target: str, apply: Callable[[BreakerState, float], T]) -> T:
         """Applies `apply` to the target's shared state atomically (retried on conflict)."""
         key = f"{PREFIX}{target}"
         ttl = int(self.rules.max_cooldown_s + self.rules.probe_ttl_s) * 2
@@ -199,16 +202,16 @@ class RedisBreakers:
             self._redis_down(exc)
             return await self._local.admit(target)
 
-    async def record(self, target: str, outcome: Outcome, retry_after_s: float | None) -> None:
-        def apply(state: BreakerState, now: float) -> bool:
+    async def record(self, target: str, outcome: Outcome, retry_after_s: float | None) -> Status:
+        def apply(state: BreakerState, now: float) -> Status:
             state.record(now, outcome, self.rules, retry_after_s)
-            return True
+            return state.status(now)
 
         try:
-            await self._update(target, apply)
+            return await self._update(target, apply)
         except redis.RedisError as exc:
             self._redis_down(exc)
-            await self._local.record(target, outcome, retry_after_s)
+            return await self._local.record(target, outcome, retry_after_s)
 
     async def snapshot(self) -> dict[str, dict[str, object]]:
         now, out = time.time(), {}

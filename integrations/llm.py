@@ -27,6 +27,7 @@ from tenacity import AsyncRetrying, RetryCallState
 
 from graph.errors import CircuitOpen, DeadlineExceeded, ProviderError, ProviderTimeout
 from graph.settings import Settings
+from integrations import metrics
 from integrations.breakers import Breakers, LocalBreakers, Outcome, RedisBreakers
 
 RETRY_BASE_S, RETRY_CAP_S = 0.25, 4.0
@@ -201,6 +202,7 @@ class LLMChain:
                 and state.attempt_number < attempts
                 and time.time() < deadline
                 and self.budget.spend()
+                and _counted(metrics.LLM_RETRIES.labels(model_name(model)))
             )
 
         def give_up(state: RetryCallState) -> bool:
@@ -212,6 +214,7 @@ class LLMChain:
             async for attempt in retrying:
                 with attempt:
                     if not await self.breakers.admit(key):
+                        metrics.BREAKER_STATE.labels(model_name(model)).set(2)
                         raise CircuitOpen(f"circuit open for {key}")
                     if hedge is not None and attempt.retry_state.attempt_number == 1:
                         return await self._race(model, hedge, prompt, send, deadline)
@@ -237,6 +240,7 @@ class LLMChain:
         sent: list[str] = []
         usage = {"input_tokens": 0, "output_tokens": 0}
         self.upstream_calls += 1
+        name = model_name(model)
         chunks = model.astream(prompt).__aiter__()
         started = time.time()
         # The first token must come within llm_first_token_timeout_s, each next one within
@@ -259,6 +263,7 @@ class LLMChain:
                 if chunk.text:
                     if not sent:
                         self._first_token_s.append(time.time() - started)
+                        metrics.LLM_FIRST_TOKEN.labels(name).observe(time.time() - started)
                     sent.append(chunk.text)
                     send(chunk.text)
                     limit = time.time() + settings.llm_idle_timeout_s
@@ -271,13 +276,22 @@ class LLMChain:
             raise
         except BaseException as exc:
             failure = classify(exc)
+            outcome = failure.outcome or "client_error"
+            metrics.LLM_REQUESTS.labels(name, outcome).inc()
+            metrics.LLM_DURATION.labels(name, outcome).observe(time.time() - started)
             if failure.outcome is not None:
-                await self.breakers.record(key, failure.outcome, failure.retry_after_s)
+                status = await self.breakers.record(key, failure.outcome, failure.retry_after_s)
+                metrics.BREAKER_STATE.labels(name).set(metrics.BREAKER_LEVEL[status])
             raise _AttemptFailed(exc, "".join(sent), failure) from exc
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(chunks.aclose(), 1.0)  # type: ignore[attr-defined]
-        await self.breakers.record(key, "success", None)
+        status = await self.breakers.record(key, "success", None)
+        metrics.BREAKER_STATE.labels(name).set(metrics.BREAKER_LEVEL[status])
+        metrics.LLM_REQUESTS.labels(name, "success").inc()
+        metrics.LLM_DURATION.labels(name, "success").observe(time.time() - started)
+        metrics.LLM_TOKENS.labels(name, "input").inc(usage["input_tokens"])
+        metrics.LLM_TOKENS.labels(name, "output").inc(usage["output_tokens"])
         return usage
 
     def hedge_after_s(self) -> float:
@@ -324,6 +338,7 @@ class LLMChain:
                     break
                 if not self.hedges.spend():
                     break
+                metrics.LLM_HEDGES.labels(model_name(candidate)).inc()
             attempt = self._attempt(candidate, key, prompt, gate(key), deadline)
             tasks[key] = (asyncio.create_task(attempt), candidate)
         failure: BaseException | None = None
@@ -345,6 +360,11 @@ class LLMChain:
         closed = {"status": "closed", "cooldown_s": 0.0, "open_for_s": 0.0}
         targets = dict.fromkeys([*(target_key(m) for m in self.models), *sorted(states)])
         return [{"target": t, **states.get(t, closed)} for t in targets]
+
+
+def _counted(counter: Any) -> bool:
+    counter.inc()
+    return True
 
 
 def _full_jitter(state: RetryCallState) -> float:

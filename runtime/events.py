@@ -9,6 +9,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from graph.builder import NODES
 from graph.context import Context
+from integrations import metrics
 
 
 def node_summary(node: str, update: dict[str, Any]) -> dict[str, Any]:
@@ -83,4 +84,9 @@ async def graph_events(
             finished["summary"] = {}
         else:
             finished["summary"] = node_summary(name, data.get("result") or {})
+        metrics.NODE_DURATION.labels(name).observe(finished["duration_ms"] / 1000)
+        if name == "cache_lookup" and "hit" in finished["summary"]:
+            hit = finished["summary"]
+            result = "hit" if hit["hit"] else "miss"
+            metrics.CACHE_LOOKUPS.labels(result, hit.get("kind") or "none").inc()
         yield "node.finished", finished

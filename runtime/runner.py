@@ -24,6 +24,7 @@ from checkpoints.threads import touch_thread
 from graph.builder import service_level
 from graph.context import Context
 from graph.errors import InvalidInput, KeelError
+from integrations import metrics
 from runtime.events import graph_events
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class RunManager:
                             "the replica running it stopped too many times",
                             True,
                         )
+                metrics.RUNS_PENDING.set(await self.store.count_pending())
                 for thread_id in await self.store.claimable_threads():
                     self._spawn(self._drain(thread_id))
                 if settings.retention_events_s and ticks % 30 == 0:
@@ -185,10 +187,15 @@ class RunManager:
         keel, store = self.keel, self.store
         seq = await store.last_seq(run.run_id)
 
+        started, outcome = time.monotonic(), None
+        metrics.RUNS_RUNNING.set(len(self._tasks))
+
         async def emit(name: str, data: dict[str, Any]) -> None:
             nonlocal seq
             seq += 1
+            appended = time.perf_counter()
             await store.append(run.run_id, seq, name, data)
+            metrics.EVENT_APPEND.observe(time.perf_counter() - appended)
             self._wake(run.run_id)
 
         config: RunnableConfig = {
@@ -258,6 +265,8 @@ class RunManager:
                 "service_level": service_level(final),  # type: ignore[arg-type]
             }
             await emit("run.finished", result)
+            metrics.ANSWERS.labels(result["service_level"]).inc()
+            outcome = "succeeded"
             await store.finish(run.run_id, "succeeded", result, None)
             # Counted here, not where a client reads the result: background runs spend too.
             await self.keel.limiter.count_usage(run.tenant, run.run_id, result["usage"])
@@ -277,11 +286,13 @@ class RunManager:
                     "message": "rolled back" if kind == "rollback" else "cancelled",
                 },
             )
+            outcome = "cancelled"
             await store.finish(run.run_id, "cancelled", None, kind)
         except KeelError as exc:
             await emit(
                 "run.error", {"code": exc.code, "message": str(exc), "retryable": exc.retryable}
             )
+            outcome = "failed"
             await store.finish(run.run_id, "failed", None, str(exc))
         except Exception as exc:
             log.exception("run %s failed", run.run_id)
@@ -289,9 +300,14 @@ class RunManager:
                 "run.error",
                 {"code": "internal_error", "message": type(exc).__name__, "retryable": False},
             )
+            outcome = "failed"
             await store.finish(run.run_id, "failed", None, type(exc).__name__)
         finally:
+            if outcome is not None:
+                metrics.RUNS.labels(outcome).inc()
+                metrics.RUN_DURATION.labels(outcome).observe(time.monotonic() - started)
             self._tasks.pop(run.run_id, None)
+            metrics.RUNS_RUNNING.set(len(self._tasks))
             self._last_active = time.monotonic()
             self._cancel_kind.pop(run.run_id, None)
             self._wakeups.pop(run.run_id, None)  # followers still holding it fall back to polling

@@ -1,6 +1,7 @@
 """Runs on a thread: start (streamed, waited for, or in the background), follow, cancel, resume."""
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from api.streaming import to_sse
 from checkpoints.runs import Run
 from checkpoints.threads import get_thread
 from graph.errors import InvalidInput
+from integrations import metrics
 
 router = APIRouter(prefix="/v1/threads/{thread_id}/runs", tags=["runs"])
 # Starting or resuming a run spends LLM tokens: refused once the tenant's daily quota is used.
@@ -49,13 +51,20 @@ def _info(run: Run) -> RunInfo:
 
 
 def _stream(keel: Keel, run: Run, after: int, cancel_on_disconnect: bool) -> EventSourceResponse:
+    requested = time.perf_counter()
+
     async def events() -> AsyncIterator[ServerSentEvent]:
-        finished = False
+        finished, first = False, True
+        metrics.SSE_ACTIVE.inc()
         try:
             async for seq, name, data in keel.runs.follow(run, after):
+                if first:
+                    metrics.FIRST_EVENT.observe(time.perf_counter() - requested)
+                    first = False
                 yield to_sse(run.run_id, seq, name, data)
             finished = True
         finally:
+            metrics.SSE_ACTIVE.dec()
             if cancel_on_disconnect and not finished:
                 # The client went away mid-run and asked for the run to go with it.
                 asyncio.get_running_loop().create_task(keel.runs.cancel(run))
@@ -189,7 +198,13 @@ async def follow(
 ) -> EventSourceResponse:
     """Replays the events after `Last-Event-ID` exactly, then the live rest, from any replica."""
     run = await _run(keel, tenant, thread_id, run_id)
-    after = parse_last_event_id(run_id, last_event_id)
+    try:
+        after = parse_last_event_id(run_id, last_event_id)
+    except MalformedLastEventId:
+        metrics.STREAM_RESUMES.labels("invalid").inc()
+        raise
+    if after:
+        metrics.STREAM_RESUMES.labels("pruned" if run.events_pruned else "resumed").inc()
     return _stream(keel, run, after, False)
 
 
