@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     max_message_chars: int = 8000
     sse_ping_s: float = 15.0
 
+    # Client side of the CLI (`keel ingest`/`keel docs` through a server): the key it sends.
+    api_key: SecretStr | None = Field(
+        default=None, description="API key the CLI sends to a keel server (X-API-Key)"
+    )
+
     @field_validator("encryption_old_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:

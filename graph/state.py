@@ -26,6 +26,8 @@ class Citation(TypedDict):
     id: str
     source: str
     snippet: str
+    # The heading path of the cited chunk ("" when none); added when the run finishes.
+    section: NotRequired[str]
 
 
 class GuardVerdict(TypedDict):
