@@ -103,8 +103,11 @@ def _upload(url: str, api_key: str | None, files: list[tuple[Path, str]]) -> dic
         batches[-1].append((path, name))
         size += path.stat().st_size
     reports = []
-    with connect(url, api_key) as client:
+    client = connect(url, api_key)
+    try:
         for batch in batches:
             upload = [("files", (name, path.read_bytes())) for path, name in batch]
             reports.append(checked(client.post("/v1/documents", files=upload)).json())
+    finally:
+        client.close()
     return _summary(reports, url)
