@@ -173,35 +173,64 @@ class _Sections:
 
 
 def parse_markdown(text: str) -> tuple[str, list[Section]]:
-    """The first level-1 heading as title, and the sections under each heading path (headings
-    inside fenced code are code, not headings)."""
+    """The first level-1 heading as title, and the sections under each heading path. ATX and
+    setext headings count, except inside fenced code (kept as its own paragraph); list items
+    are paragraphs; links and emphasis keep their text only; YAML front matter is skipped."""
     sections = _Sections()
-    title, fence = "", ""
+    title = ""
     lines: list[str] = []
+    body = text.splitlines()
+    if body and body[0].strip() == "---" and "---" in (rest := [b.strip() for b in body[1:]]):
+        body = body[rest.index("---") + 2 :]
 
-    def end_paragraph() -> None:
-        sections.paragraph(" ".join(lines) if not fence else "\n".join(lines))
+    def end_paragraph(code: bool = False) -> None:
+        sections.paragraph("\n".join(lines) if code else _inline_markdown(" ".join(lines)))
         lines.clear()
 
-    for line in text.splitlines():
+    def heading(level: int, name: str) -> None:
+        nonlocal title
+        name = _inline_markdown(name)
+        title = title or (name if level == 1 else "")
+        sections.heading(level, name)
+
+    fence = ""
+    for line in body:
         stripped = line.strip()
         marker = re.match(r"(```|~~~)", stripped)
-        if marker and (not fence or stripped.startswith(fence)):
-            fence = "" if fence else marker.group(1)
-            continue
-        heading = None if fence else re.match(r"(#{1,6})\s+(.*?)\s*#*\s*$", stripped)
-        if heading:
+        if fence:
+            if marker and stripped.startswith(fence):
+                end_paragraph(code=True)
+                fence = ""
+            else:
+                lines.append(line)
+        elif marker:
             end_paragraph()
-            level, name = len(heading.group(1)), heading.group(2)
-            title = title or (name if level == 1 else "")
-            sections.heading(level, name)
-        elif not stripped and not fence:
+            fence = marker.group(1)
+        elif atx := re.match(r"(#{1,6})\s+(.*?)(\s+#+)?\s*$", stripped):
             end_paragraph()
+            heading(len(atx.group(1)), atx.group(2))
+        elif re.fullmatch(r"=+|-+", stripped) and len(lines) == 1:
+            name = lines.pop()
+            heading(1 if stripped[0] == "=" else 2, name)
+        elif not stripped or re.fullmatch(r"(\*\s*){3,}|(-\s*){3,}|(_\s*){3,}", stripped):
+            end_paragraph()
+        elif item := re.match(r"([-*+]|\d+[.)])\s+(.*)", stripped):
+            end_paragraph()
+            lines.append(item.group(2))
         else:
-            lines.append(line if fence else stripped)
-    end_paragraph()
+            lines.append(stripped)
+    end_paragraph(code=bool(fence))
     sections.flush()
     return title, sections.out
+
+
+def _inline_markdown(text: str) -> str:
+    """Text without Markdown's inline markup: images dropped, links and emphasis unwrapped."""
+    text = re.sub(r"!\[[^\]]*\]\([^)]*\)", "", text)
+    text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", text)
+    text = re.sub(r"(\*\*|__)(.+?)\1", r"\2", text)
+    text = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"\1", text)
+    return re.sub(r"`([^`]+)`", r"\1", text)
 
 
 def parse_html(html: str) -> tuple[str, list[Section]]:

@@ -33,9 +33,12 @@ HTML = """<!doctype html>
 </body></html>
 """
 
-MARKDOWN = """# Harbor
+MARKDOWN = """---
+layout: page
+---
+# Harbor
 
-The Harbor lighthouse was built in 1874 and still guides ships at night.
+The Harbor lighthouse was built in **1874** and still guides ships at night.
 
 ## Opening hours
 
@@ -49,9 +52,11 @@ keel ingest harbor.md
 
 ### Tickets
 
-Tickets cost four euros.
+- Tickets cost *four* euros.
+- See [the price list](https://example.org/prices) for groups.
 
-## History
+History
+-------
 
 The lamp was electrified in 1921.
 """
@@ -69,12 +74,20 @@ def test_markdown_headings_are_sections_not_text(tmp_path: Path):
         "Harbor > Opening hours > Tickets",
         "Harbor > History",
     ]
-    assert sections["Harbor"].startswith("The Harbor lighthouse was built in 1874")
-    # Wrapped lines joined into one paragraph; fenced code kept, its "# comment" not a heading.
-    assert "from April to October, every day but Monday." in sections["Harbor > Opening hours"]
-    assert "# not a heading: a shell comment" in sections["Harbor > Opening hours"]
-    assert not any(line.startswith("#") for line in doc.text.splitlines() if "shell" not in line)
-    assert "# Harbor" not in doc.text and "Harbor The Harbor" not in doc.text
+    assert sections["Harbor"] == (
+        "The Harbor lighthouse was built in 1874 and still guides ships at night."
+    )
+    # Wrapped lines joined into one paragraph; fenced code is its own paragraph, its
+    # "# comment" no heading; list items are paragraphs; links and emphasis keep their text.
+    assert sections["Harbor > Opening hours"] == (
+        "Visitors may climb the tower from April to October, every day but Monday.\n\n"
+        "# not a heading: a shell comment\nkeel ingest harbor.md"
+    )
+    assert sections["Harbor > Opening hours > Tickets"] == (
+        "Tickets cost four euros.\n\nSee the price list for groups."
+    )
+    assert sections["Harbor > History"] == "The lamp was electrified in 1921."
+    assert "layout" not in doc.text and "Harbor The Harbor" not in doc.text
 
 
 def test_html_keeps_main_content_with_sections(tmp_path: Path):
