@@ -73,12 +73,13 @@ class _Target:
 
         self.where = self.args.url or server_or_lock(self.settings, "docs")
         if isinstance(self.where, str):
-            from cli.remote import connect
+            from cli.remote import GIVEN_URL_WAIT_S, STARTUP_WAIT_S, connect
 
             key = self.args.api_key or (
                 self.settings.api_key.get_secret_value() if self.settings.api_key else None
             )
-            self.client = connect(self.where, key)
+            wait_s = GIVEN_URL_WAIT_S if self.args.url else STARTUP_WAIT_S
+            self.client = connect(self.where, key, wait_s)
         else:
             from integrations.corpus import open_corpora
 

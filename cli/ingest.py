@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     """Loads every file first (unreadable files and repeated ids fail before any write), then
     ingests them locally or through a server; prints what happened as JSON."""
     from cli.datadir import DataDirLock, server_or_lock
+    from cli.remote import GIVEN_URL_WAIT_S, STARTUP_WAIT_S
     from integrations.loaders import iter_paths, load_sources
 
     settings = Settings()
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"keel: a server owns {settings.data_dir}: ingesting through {target}",
                   file=sys.stderr)  # fmt: skip
         key = args.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
-        result = _upload(target, key, [(s.path, s.name) for s in sources])
+        wait_s = GIVEN_URL_WAIT_S if args.url else STARTUP_WAIT_S
+        result = _upload(target, key, [(s.path, s.name) for s in sources], wait_s)
     else:
         try:
             result = _local(settings, args, docs)
@@ -91,7 +93,9 @@ def _local(settings: Settings, args: argparse.Namespace, docs: list[Any]) -> dic
     return _summary([vars(report)], "local")
 
 
-def _upload(url: str, api_key: str | None, files: list[tuple[Path, str]]) -> dict[str, Any]:
+def _upload(
+    url: str, api_key: str | None, files: list[tuple[Path, str]], wait_s: float
+) -> dict[str, Any]:
     from cli.remote import checked, connect
 
     batches: list[list[tuple[Path, str]]] = [[]]
@@ -103,7 +107,7 @@ def _upload(url: str, api_key: str | None, files: list[tuple[Path, str]]) -> dic
         batches[-1].append((path, name))
         size += path.stat().st_size
     reports = []
-    client = connect(url, api_key)
+    client = connect(url, api_key, wait_s)
     try:
         for batch in batches:
             upload = [("files", (name, path.read_bytes())) for path, name in batch]

@@ -8,15 +8,15 @@ import httpx
 from graph.errors import KeelError, StoreUnavailable
 
 # How long a command waits for a server that holds the data dir but does not answer yet
-# (it may be loading its models).
-STARTUP_WAIT_S = 60.0
+# (it may be loading its models); a URL given on the command line gets a short grace only.
+STARTUP_WAIT_S, GIVEN_URL_WAIT_S = 60.0, 3.0
 
 
-def connect(url: str, api_key: str | None) -> httpx.Client:
-    """A client for the server at `url`, once its `/health` answers."""
+def connect(url: str, api_key: str | None, wait_s: float = STARTUP_WAIT_S) -> httpx.Client:
+    """A client for the server at `url`, once its `/health` answers (within `wait_s`)."""
     headers = {"X-API-Key": api_key} if api_key else {}
     client = httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(10, read=600))
-    deadline = time.monotonic() + STARTUP_WAIT_S
+    deadline = time.monotonic() + wait_s
     while True:
         try:
             client.get("/health").raise_for_status()

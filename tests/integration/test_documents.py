@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from api.auth import hash_key
 from cli.datadir import LOCK_NAME
 from cli.process import ServerProcess, free_port
 from tests.conftest import ROOT
@@ -129,8 +130,8 @@ def test_ids_replacement_duplicates_listing_and_sections(start_server, data_dir:
 
 
 def test_ingest_while_serving_goes_through_the_server(start_server, data_dir: Path, tmp_path: Path):
-    env = {"KEEL_DATA_DIR": str(data_dir)}
-    server = start_server(**env)
+    env = {"KEEL_DATA_DIR": str(data_dir), "KEEL_API_KEY": "k-ingest"}
+    server = start_server(**env, KEEL_API_KEYS=json.dumps({hash_key("k-ingest"): "default"}))
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "facts.md").write_text(
@@ -146,7 +147,8 @@ def test_ingest_while_serving_goes_through_the_server(start_server, data_dir: Pa
     assert f"ingesting through {server.url}" in ingested.stderr
     report = json.loads(ingested.stdout)
     assert report["via"] == server.url and report["documents"] == 1
-    with httpx.Client(base_url=server.url, timeout=120) as client:
+    headers = {"X-API-Key": "k-ingest"}
+    with httpx.Client(base_url=server.url, timeout=120, headers=headers) as client:
         answer = ask(client, "How many quokkas live on Rottnest Island?")
         assert answer["citations"][0]["source"] == "facts.md", answer
         assert answer["citations"][0]["section"] == "Quokkas"
@@ -156,6 +158,8 @@ def test_ingest_while_serving_goes_through_the_server(start_server, data_dir: Pa
 
     listed = keel("docs", "list", env=env, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
+    refused = keel("docs", "list", "--api-key", "wrong", env=env, cwd=tmp_path)
+    assert refused.returncode == 2 and "answered 401" in refused.stderr
     assert any(line.startswith("facts.md\t1 chunks\t") for line in listed.stdout.splitlines())
 
     # A second server on the same embedded data dir refuses, naming the first.
