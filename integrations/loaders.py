@@ -32,6 +32,12 @@ _DROPPED = {
     "button", "svg", "head", "title", "iframe", "select",
 }  # fmt: skip
 _DROPPED_ROLES = {"navigation", "banner", "contentinfo", "complementary", "search"}
+# Pages built from plain <div>s name their chrome in ids and classes.
+_CHROME = re.compile(
+    r"^(nav|navbar|navigation|menu|site-?header|site-?footer|footer|sidebar|breadcrumbs?|"
+    r"cookie.*|skip-?link|social|share)$",
+    re.IGNORECASE,
+)
 _BLOCKS = {
     "p", "div", "section", "article", "main", "li", "ul", "ol", "pre", "blockquote", "table",
     "tr", "td", "th", "dl", "dt", "dd", "figure", "figcaption", "br", "hr", "body",
@@ -256,6 +262,9 @@ def parse_html(html: str) -> tuple[str, list[Section]]:
                 if child.name in _DROPPED or child.get("role") in _DROPPED_ROLES:
                     continue
                 if child.get("hidden") is not None or child.get("aria-hidden") == "true":
+                    continue
+                names = [str(child.get("id") or ""), *child.get_attribute_list("class")]
+                if any(_CHROME.match(name) for name in names if name):
                     continue
                 if child.name in _HEADINGS:
                     end_block()

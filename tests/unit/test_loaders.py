@@ -111,8 +111,10 @@ def test_html_keeps_main_content_with_sections(tmp_path: Path):
 def test_html_without_main_uses_body_minus_chrome(tmp_path: Path):
     path = tmp_path / "plain.htm"
     path.write_text(
-        "<html><body><nav>Home | About</nav><div>First block of text."
-        "<div>Nested <b>bold</b> words.</div></div><footer>Footer text</footer></body></html>"
+        "<html><body><nav>Home | About</nav><div id='menu'>Products Pricing</div>"
+        "<div class='content'>First block of text.<div>Nested <b>bold</b> words.</div></div>"
+        "<div class='breadcrumb main-crumbs'>Docs / Guide</div>"
+        "<footer>Footer text</footer><div id='footer'>Imprint</div></body></html>"
     )
     (doc,) = load_file(path)
     assert doc.title == ""
