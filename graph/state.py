@@ -17,6 +17,8 @@ class Passage(TypedDict):
     score: float
     dense_rank: int | None
     lexical_rank: int | None
+    # The chunk's heading path in its document ("" when none).
+    section: NotRequired[str]
 
 
 class Citation(TypedDict):

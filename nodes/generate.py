@@ -31,7 +31,8 @@ def build_prompt(
 ) -> list[BaseMessage]:
     """System rules, earlier turns, then the passages fenced as data and the question."""
     numbered = "\n\n".join(
-        f"[{n}] ({p['source']}{' — ' + p['title'] if p['title'] else ''})\n{p['text']}"
+        f"[{n}] ({' — '.join(x for x in (p['source'], p['title'], p.get('section')) if x)})"
+        f"\n{p['text']}"
         for n, p in enumerate(passages, start=1)
     )
     return [

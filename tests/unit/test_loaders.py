@@ -8,7 +8,9 @@ import pytest
 from fpdf import FPDF
 
 from graph.errors import DuplicateDocuments
+from graph.state import Passage
 from integrations.loaders import iter_paths, load_file, load_paths
+from nodes.generate import build_prompt
 
 HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Harbor guide | Example Port Authority</title>
@@ -204,3 +206,23 @@ def test_ids_are_relative_paths_and_duplicates_are_refused(tmp_path: Path):
     )
     with pytest.raises(DuplicateDocuments, match=r"1 \(lines 1 and 3\)"):
         list(load_file(rows))
+
+
+def test_a_section_reaches_the_llm_prompt(tmp_path: Path):
+    path = tmp_path / "harbor.md"
+    path.write_text(MARKDOWN)
+    (doc,) = load_file(path)
+    section = doc.sections[1]
+    passage = Passage(
+        id="harbor.md#1",
+        doc_id=doc.id,
+        source=doc.source,
+        title=doc.title,
+        section=section.heading,
+        text=section.text,
+        score=1.0,
+        dense_rank=1,
+        lexical_rank=None,
+    )
+    prompt = build_prompt("When can I climb the tower?", [passage], [])
+    assert "[1] (harbor.md — Harbor — Harbor > Opening hours)\nVisitors may" in prompt[-1].text
