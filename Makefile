@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/keel ingest samples/corpus
+	$(BIN)/keel ingest --root samples/corpus samples/corpus
 	$(BIN)/keel serve
 
 test: $(STAMP)

@@ -182,3 +182,23 @@ class IngestResult(BaseModel):
     documents_replaced: int
     corpus_version: int
     doc_ids: list[str]
+    outcomes: dict[str, Literal["added", "replaced", "unchanged"]] = Field(
+        default_factory=dict, description="what happened to each document, by id"
+    )
+
+
+class DocumentInfo(BaseModel):
+    """One stored document."""
+
+    id: str
+    source: str
+    title: str
+    chunks: int
+    ingested_at: str = Field(description="ISO 8601, UTC")
+
+
+class DocumentPage(BaseModel):
+    """A page of the tenant's documents, by id; `next_cursor` fetches the next one."""
+
+    documents: list[DocumentInfo]
+    next_cursor: str | None

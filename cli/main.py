@@ -1,15 +1,14 @@
 """The `keel` command line: serve, ingest, chat, eval, bench."""
 
 import argparse
-import json
 import logging
 import sys
-from pathlib import Path
 
 from cli.bench import add_bench_parser
 from cli.chat import add_chat_parser
+from cli.docs import add_docs_parser
+from cli.ingest import add_ingest_parser
 from evals.cli import add_eval_parser
-from graph.context import DEFAULT_TENANT
 from graph.errors import KeelError
 from graph.settings import Settings
 
@@ -19,6 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from api.app import create_app
     from api.auth import unauthenticated_bind_refusal
+    from cli.datadir import hold_for_serving
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if args.allow_unauthenticated:
@@ -28,28 +28,18 @@ def _serve(args: argparse.Namespace) -> int:
     if refusal:
         print(f"keel: {refusal}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        timeout_graceful_shutdown=10,
-    )
-    return 0
-
-
-def _ingest(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from integrations.corpus import open_corpora
-    from integrations.loaders import iter_paths, load_file
-
-    settings = Settings()
-    docs = [doc for path in iter_paths(args.paths) for doc in load_file(path)]
-    corpus = open_corpora(settings).get(args.tenant)
-    with tqdm(desc="chunks embedded", unit="chunk", disable=args.quiet) as bar:
-        report = corpus.ingest(docs, progress=lambda done: bar.update(done - bar.n))
-    print(json.dumps(vars(report) | {"doc_ids": len(report.doc_ids)}))
+    lock = hold_for_serving(settings)
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if lock:
+            lock.release()
     return 0
 
 
@@ -81,13 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_serve)
 
-    ingest = sub.add_parser("ingest", help="ingest .txt .md .html .pdf .jsonl files or folders")
-    ingest.add_argument("paths", nargs="+", type=Path)
-    ingest.add_argument("--quiet", action="store_true", help="no progress bar")
-    ingest.add_argument(
-        "--tenant", default=DEFAULT_TENANT, help="the tenant whose collection receives the files"
-    )
-    ingest.set_defaults(func=_ingest)
+    add_ingest_parser(sub)
+    add_docs_parser(sub)
 
     add_chat_parser(sub)
     add_bench_parser(sub)

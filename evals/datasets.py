@@ -11,7 +11,7 @@ from pathlib import Path
 
 from graph.errors import InvalidInput
 from integrations.corpus import Document
-from integrations.loaders import iter_paths, load_file
+from integrations.loaders import load_paths
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def load_questions(path: Path, corpus: list[Path] | None = None) -> EvalDataset:
         )
     documents = None
     if corpus:
-        documents = [doc for file in iter_paths(corpus) for doc in load_file(file)]
+        documents = load_paths(corpus)
     return EvalDataset(name=path.stem, queries=queries, documents=documents)
 
 

@@ -14,6 +14,19 @@ class InvalidInput(KeelError):
     code = "invalid_input"
 
 
+class DuplicateDocuments(InvalidInput):
+    """One ingestion names the same document id twice (two files of one name, a repeated JSONL
+    id): nothing is written."""
+
+    code = "duplicate_documents"
+
+
+class StoreBusy(KeelError):
+    """The embedded data directory is held by another process (a running `keel serve`)."""
+
+    code = "store_busy"
+
+
 class NotFound(KeelError):
     """A thread, run or document does not exist (or belongs to someone else)."""
 

@@ -152,11 +152,13 @@ class Settings(BaseSettings):
         default=0, ge=0, description="LLM tokens per tenant and minute (0: off)"
     )
 
-    # Clients of a running server (`keel chat`): where it listens and the API key to send.
+    # Clients of a running server (`keel chat`, `ingest`, `docs`): where it is, the key to send.
     url: str | None = Field(
         default=None, description="the server `keel chat` talks to; default http://127.0.0.1:<port>"
     )
-    api_key: SecretStr | None = Field(default=None, description="sent as X-API-Key by `keel chat`")
+    api_key: SecretStr | None = Field(
+        default=None, description="sent as X-API-Key by `keel chat`, `keel ingest`, `keel docs`"
+    )
 
     @field_validator("encryption_old_keys", "llm_allowed_models", mode="before")
     @classmethod

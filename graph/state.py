@@ -18,6 +18,8 @@ class Passage(TypedDict):
     score: float
     dense_rank: int | None
     lexical_rank: int | None
+    # The chunk's heading path in its document ("" when none).
+    section: NotRequired[str]
 
 
 class Citation(TypedDict):
@@ -27,6 +29,8 @@ class Citation(TypedDict):
     id: str
     source: str
     snippet: str
+    # The heading path of the cited chunk ("" when none); added when the run finishes.
+    section: NotRequired[str]
 
 
 class GuardVerdict(TypedDict):

@@ -13,16 +13,18 @@ import hashlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import chromadb
 import numpy as np
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from graph.context import DEFAULT_TENANT
-from graph.errors import StoreUnavailable
+from graph.errors import DuplicateDocuments, StoreUnavailable
 from graph.settings import Settings
 from integrations.embeddings import Embedder, MiniLMEmbedder
 from integrations.lexical import BM25Index
@@ -35,14 +37,23 @@ _WRITE_BATCH = 1000
 VERSION_TTL_S = 1.0
 
 
+class Section(NamedTuple):
+    """A part of a document under one heading path ("" before any heading)."""
+
+    heading: str
+    text: str
+
+
 @dataclass(frozen=True)
 class Document:
-    """A source document before chunking."""
+    """A source document before chunking; `sections`, when given, are chunked one by one so
+    that each chunk carries its heading (and `text` is their texts joined)."""
 
     id: str
     text: str
     title: str = ""
     source: str = ""
+    sections: tuple[Section, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,18 @@ class Chunk:
     text: str
     title: str
     source: str
+    section: str = ""
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    """One stored document, as listed."""
+
+    id: str
+    source: str
+    title: str
+    chunks: int
+    ingested_at: str
 
 
 @dataclass
@@ -66,10 +89,26 @@ class IngestReport:
     documents_replaced: int = 0
     corpus_version: int = 0
     doc_ids: list[str] = field(default_factory=list)
+    # What happened to each document: "added", "replaced" or "unchanged".
+    outcomes: dict[str, str] = field(default_factory=dict)
 
 
 def _content_hash(doc: Document) -> str:
-    return hashlib.sha256(f"{doc.title}\x00{doc.text}".encode()).hexdigest()[:16]
+    parts = [doc.title, doc.source, *(f"{s.heading}\x01{s.text}" for s in doc.sections), doc.text]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
+
+
+def check_unique(docs: Sequence[Document]) -> None:
+    """Raises `DuplicateDocuments` naming every id that occurs more than once (and where)."""
+    counts = Counter(doc.id for doc in docs)
+    repeated = [doc_id for doc_id, n in counts.items() if n > 1]
+    if repeated:
+        where = {
+            doc_id: sorted({doc.source or doc.id for doc in docs if doc.id == doc_id})
+            for doc_id in repeated[:20]
+        }
+        names = "; ".join(f"{d} (from {', '.join(s)})" for d, s in where.items())
+        raise DuplicateDocuments(f"the same document id occurs more than once: {names}")
 
 
 def open_chroma(settings: Settings) -> Any:
@@ -209,12 +248,21 @@ class Corpus:
                 return
             rows = self._chunks.get(include=["documents", "metadatas"])
             info = {
-                cid: Chunk(cid, str(m["doc_id"]), text, str(m.get("title", "")), str(m["source"]))
+                cid: Chunk(
+                    cid,
+                    str(m["doc_id"]),
+                    text,
+                    str(m.get("title", "")),
+                    str(m["source"]),
+                    str(m.get("section", "")),
+                )
                 for cid, text, m in zip(
                     rows["ids"], rows["documents"], rows["metadatas"], strict=True
                 )
             }
-            self._bm25 = BM25Index(list(info), [f"{c.title}\n{c.text}" for c in info.values()])
+            self._bm25 = BM25Index(
+                list(info), [f"{c.title}\n{c.section}\n{c.text}" for c in info.values()]
+            )
             self._info = info
             self._bm25_version = version
 
@@ -241,7 +289,10 @@ class Corpus:
         self, docs: Iterable[Document], progress: Callable[[int], None] | None = None
     ) -> IngestReport:
         """Chunks, embeds and indexes documents; unchanged documents are skipped, changed ones
-        replaced. `progress` is called with the number of chunks embedded so far."""
+        replaced. An id given twice raises `DuplicateDocuments` before anything is written.
+        `progress` is called with the number of chunks embedded so far."""
+        docs = list(docs)
+        check_unique(docs)
         report = IngestReport()
         existing = self._existing_hashes()
         pending: list[tuple[Document, str]] = []
@@ -251,12 +302,15 @@ class Corpus:
             digest = _content_hash(doc)
             if existing.get(doc.id) == digest:
                 report.documents_unchanged += 1
+                report.outcomes[doc.id] = "unchanged"
                 continue
             if doc.id in existing:
                 self._delete_docs([doc.id])
                 report.documents_replaced += 1
+                report.outcomes[doc.id] = "replaced"
+            else:
+                report.outcomes[doc.id] = "added"
             pending.append((doc, digest))
-            existing[doc.id] = digest
         if pending:
             report.chunks_added = self._add(pending, progress)
             report.corpus_version = self._bump_version()
@@ -270,6 +324,27 @@ class Corpus:
         if removed:
             self._bump_version()
         return removed
+
+    def documents(self, limit: int, after: str = "") -> tuple[list[DocumentInfo], str | None]:
+        """Up to `limit` documents with ids after `after`, by id, and the cursor of the next
+        page (None on the last)."""
+        rows = self._chunks.get(include=["metadatas"])
+        found: dict[str, DocumentInfo] = {}
+        for m in rows["metadatas"]:
+            doc_id = str(m["doc_id"])
+            if after and doc_id <= after:
+                continue
+            seen = found.get(doc_id)
+            found[doc_id] = DocumentInfo(
+                id=doc_id,
+                source=str(m["source"]),
+                title=str(m.get("title", "")),
+                chunks=(seen.chunks if seen else 0) + 1,
+                ingested_at=str(m.get("ingested_at", "")),
+            )
+        ordered = sorted(found)
+        page = [found[d] for d in ordered[:limit]]
+        return page, (page[-1].id if len(ordered) > limit else None)
 
     def _existing_hashes(self) -> dict[str, str]:
         rows = self._chunks.get(include=["metadatas"])
@@ -288,15 +363,23 @@ class Corpus:
         heads = {
             doc.id: f"{doc.title}. {doc.text}" if doc.title else doc.text for doc, _ in pending
         }
+        ingested_at = datetime.now(UTC).isoformat(timespec="seconds")
         rows: list[tuple[str, str, dict[str, Any]]] = []
         for doc, digest in pending:
-            for n, text in enumerate(self._splitter.split_text(doc.text) or [doc.text]):
+            pieces = [
+                (section.heading, text)
+                for section in doc.sections or (Section("", doc.text),)
+                for text in self._splitter.split_text(section.text) or [section.text]
+            ]
+            for n, (heading, text) in enumerate(pieces):
                 meta = {
                     "doc_id": doc.id,
                     "source": doc.source or doc.id,
                     "title": doc.title,
+                    "section": heading,
                     "hash": digest,
                     "chunk": n,
+                    "ingested_at": ingested_at,
                 }
                 rows.append((f"{doc.id}#{n}", text, meta))
         done = 0

@@ -39,7 +39,8 @@ def build_prompt(
     the prompt's estimated size fits: the model never sees a context it cannot hold."""
     while True:
         numbered = "\n\n".join(
-            f"[{n}] ({p['source']}{' — ' + p['title'] if p['title'] else ''})\n{p['text']}"
+            f"[{n}] ({' — '.join(x for x in (p['source'], p['title'], p.get('section')) if x)})"
+            f"\n{p['text']}"
             for n, p in enumerate(passages, start=1)
         )
         prompt: list[BaseMessage] = [

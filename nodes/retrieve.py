@@ -81,6 +81,7 @@ def make_retrieve(deps: Deps):
                     doc_id=chunk.doc_id,
                     source=chunk.source,
                     title=chunk.title,
+                    section=chunk.section,
                     text=chunk.text,
                     score=round(score, 6),
                     dense_rank=dense_ids.index(chunk_id) + 1 if chunk_id in dense_ids else None,

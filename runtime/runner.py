@@ -24,6 +24,7 @@ from checkpoints.threads import touch_thread
 from graph.builder import service_level
 from graph.context import Context
 from graph.errors import InvalidInput, KeelError
+from graph.state import Citation
 from integrations import metrics
 from runtime.events import graph_events
 
@@ -257,7 +258,7 @@ class RunManager:
                 "run_id": run.run_id,
                 "thread_id": run.thread_id,
                 "answer": final.get("answer", ""),
-                "citations": final.get("citations", []),
+                "citations": self._with_sections(run.tenant, final.get("citations", [])),
                 "cached": final.get("cached", False),
                 "degraded": final.get("degraded", []),
                 "usage": final.get("usage", {"input_tokens": 0, "output_tokens": 0}),
@@ -323,6 +324,14 @@ class RunManager:
         await self.store.finish(run.run_id, "succeeded", last[-1][2], None)
         self._tasks.pop(run.run_id, None)
         return True
+
+    def _with_sections(self, tenant: str, citations: list[Citation]) -> list[Citation]:
+        """Citations with the section (heading path) of the chunk each one cites."""
+        corpus = self.keel.deps.corpora.get(tenant)
+        return [
+            c | {"section": chunk.section if (chunk := corpus.chunk(c["id"])) else ""}
+            for c in citations
+        ]
 
     async def _after_run(self, run: Run, message_count: int) -> None:
         settings = self.keel.settings

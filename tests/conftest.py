@@ -20,7 +20,7 @@ import pytest
 from cli.process import ServerProcess, free_port
 from graph.settings import Settings
 from integrations.corpus import Document, open_corpora
-from integrations.loaders import iter_paths, load_file
+from integrations.loaders import load_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 SCIFACT = Path(os.environ.get("KEEL_SCIFACT_DIR", ROOT.parent / "shared" / "datasets" / "scifact"))
@@ -114,7 +114,7 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data_dir = tmp_path_factory.mktemp("corpus")
     settings = Settings(data_dir=data_dir, sentence_vectors="eager")
     corpus = open_corpora(settings).get()
-    docs = [d for p in iter_paths([ROOT / "samples" / "corpus"]) for d in load_file(p)]
+    docs = load_paths([ROOT / "samples" / "corpus"], root=ROOT / "samples" / "corpus")
     corpus.ingest(docs + scifact_docs(SAMPLE_DOCS))
     return data_dir
 

@@ -11,7 +11,7 @@ from httpx_sse import connect_sse
 
 from graph.settings import Settings
 from integrations.corpus import open_corpora
-from integrations.loaders import iter_paths, load_file
+from integrations.loaders import load_paths
 from tests.conftest import ROOT, scifact_docs
 
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
@@ -234,7 +234,7 @@ def test_server_embeds_sentence_vectors_in_the_background(start_server, tmp_path
     without waiting for queries, then answers from them."""
     settings = Settings(data_dir=tmp_path / "data")  # sentence_vectors="lazy", the default
     corpus = open_corpora(settings).get()
-    docs = [d for p in iter_paths([ROOT / "samples" / "corpus"]) for d in load_file(p)]
+    docs = load_paths([ROOT / "samples" / "corpus"], root=ROOT / "samples" / "corpus")
     chunks = corpus.ingest(docs + scifact_docs(20)).chunks_added
     assert corpus._sentences.count() == 0
     del corpus  # the server owns the embedded store from here on

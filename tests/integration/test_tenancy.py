@@ -283,6 +283,11 @@ def test_documents_belong_to_their_tenant(ctx: Ctx):
         (doc_id,) = upload.json()["doc_ids"]
         assert doc_id in cited_docs(client, a)
         assert doc_id not in cited_docs(client, b)
+        listed = {
+            who: [d["id"] for d in client.get("/v1/documents", headers=h).json()["documents"]]
+            for who, h in (("a", a), ("b", b))
+        }
+        assert listed == {"a": [doc_id], "b": []}
         gone = client.delete(f"/v1/documents/{doc_id}", headers=b)
         assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
         assert doc_id in cited_docs(client, a)  # B's attempt removed nothing

@@ -15,7 +15,7 @@ from integrations.cache_stores import RedisCacheStore, SqliteCacheStore
 from integrations.corpus import Corpora, Document, open_chroma
 from integrations.embeddings import MiniLMEmbedder
 from integrations.lexical import BM25Index, tokenize
-from integrations.loaders import doc_id_for, iter_paths, load_file
+from integrations.loaders import doc_id_for, iter_paths, load_file, load_paths
 from integrations.pii import PatternRedactor
 from integrations.text import split_sentences
 from nodes.cache import normalize_question
@@ -147,7 +147,7 @@ def test_loaders_read_every_supported_type(tmp_path: Path):
         + "\n"
     )
     (tmp_path / "ignored.bin").write_bytes(b"\x00")
-    docs = [d for p in iter_paths([tmp_path]) for d in load_file(p)]
+    docs = load_paths([tmp_path], root=tmp_path)
     by_id = {d.id: d for d in docs}
     assert set(by_id) == {"a.txt", "b.md", "c.html", "d.pdf", "x1", "x2"}
     assert "HTML body." in by_id["c.html"].text and by_id["c.html"].title == "T"
@@ -164,7 +164,7 @@ def test_loaders_reject_bad_input(tmp_path: Path):
         list(load_file(tmp_path / "x.docx"))
     with pytest.raises(InvalidInput, match="no such file"):
         list(iter_paths([tmp_path / "missing"]))
-    assert doc_id_for("/some/dir/My Notes (v2).md") == "My-Notes-v2-.md"
+    assert doc_id_for("a/My Notes (v2).md") == "a/My-Notes-v2-.md"
 
 
 async def test_sqlite_cache_store_honours_ttl(tmp_path: Path):
