@@ -337,10 +337,18 @@ class RunStore:
         return await self.get(run.run_id)
 
     async def finish(
-        self, run_id: str, status: Status, result: dict[str, Any] | None, error: str | None
+        self,
+        run_id: str,
+        status: Status,
+        result: dict[str, Any] | None,
+        error: str | None,
+        event: tuple[int, str, dict[str, Any]] | None = None,
     ) -> None:
-        """Records a run's outcome and drops its lease."""
+        """Records a run's outcome and drops its lease; with `event` (seq, name, data), logs the
+        outcome event in the same transaction, so no one sees one without the other."""
         async with self.transaction() as tx:
+            if event is not None:
+                await self._insert_event(tx, run_id, *event)
             await self._exec(
                 tx,
                 "UPDATE keel_runs SET status = %s, result = %s, error = %s, lease_owner = NULL, "
@@ -358,11 +366,16 @@ class RunStore:
     async def append(self, run_id: str, seq: int, event: str, data: dict[str, Any]) -> None:
         """Appends one event; (run_id, seq) is unique, so a replayed write cannot duplicate."""
         async with self.transaction() as tx:
-            await self._exec(
-                tx,
-                "INSERT INTO keel_run_events (run_id, seq, event, data, created_at) VALUES (%s, %s, %s, %s, %s)",
-                (run_id, seq, event, json.dumps(data), time.time()),
-            )
+            await self._insert_event(tx, run_id, seq, event, data)
+
+    async def _insert_event(
+        self, tx: Any, run_id: str, seq: int, event: str, data: dict[str, Any]
+    ) -> None:
+        await self._exec(
+            tx,
+            "INSERT INTO keel_run_events (run_id, seq, event, data, created_at) VALUES (%s, %s, %s, %s, %s)",
+            (run_id, seq, event, json.dumps(data), time.time()),
+        )
 
     async def last_seq(self, run_id: str) -> int:
         """The highest event sequence number of a run (0 when none)."""

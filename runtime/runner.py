@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.runnables import RunnableConfig
 
 from checkpoints.retention import discard_after, keep_latest
-from checkpoints.runs import TERMINAL_EVENTS, Run
+from checkpoints.runs import TERMINAL_EVENTS, Run, Status
 from checkpoints.threads import touch_thread
 from graph.builder import service_level
 from graph.context import Context
@@ -188,7 +188,7 @@ class RunManager:
         keel, store = self.keel, self.store
         seq = await store.last_seq(run.run_id)
 
-        started, outcome = time.monotonic(), None
+        started, outcome = time.monotonic(), None  # outcome: the run's terminal status
         metrics.RUNS_RUNNING.set(len(self._tasks))
 
         async def emit(name: str, data: dict[str, Any]) -> None:
@@ -197,6 +197,16 @@ class RunManager:
             appended = time.perf_counter()
             await store.append(run.run_id, seq, name, data)
             metrics.EVENT_APPEND.observe(time.perf_counter() - appended)
+            self._wake(run.run_id)
+
+        async def conclude(status: Status, name: str, data: dict[str, Any], error: str | None):
+            # The outcome event and the terminal row in one transaction: whoever sees the event
+            # (and starts the thread's next run) finds the thread free.
+            nonlocal seq, outcome
+            seq += 1
+            result = data if name == "run.finished" else None
+            await store.finish(run.run_id, status, result, error, (seq, name, data))
+            outcome = status
             self._wake(run.run_id)
 
         config: RunnableConfig = {
@@ -265,10 +275,8 @@ class RunManager:
                 "model": final.get("model"),
                 "service_level": service_level(final),  # type: ignore[arg-type]
             }
-            await emit("run.finished", result)
+            await conclude("succeeded", "run.finished", result, None)
             metrics.ANSWERS.labels(result["service_level"]).inc()
-            outcome = "succeeded"
-            await store.finish(run.run_id, "succeeded", result, None)
             # Counted here, not where a client reads the result: background runs spend too.
             await self.keel.limiter.count_usage(run.tenant, run.run_id, result["usage"])
             await self._after_run(run, len(final.get("messages", [])))
@@ -279,30 +287,16 @@ class RunManager:
                 raise
             if kind == "rollback":
                 await discard_after(keel.persistence, run.thread_id, start_checkpoint)
-            await emit(
-                "run.error",
-                {
-                    "code": "cancelled",
-                    "retryable": False,
-                    "message": "rolled back" if kind == "rollback" else "cancelled",
-                },
-            )
-            outcome = "cancelled"
-            await store.finish(run.run_id, "cancelled", None, kind)
+            message = "rolled back" if kind == "rollback" else "cancelled"
+            error = {"code": "cancelled", "retryable": False, "message": message}
+            await conclude("cancelled", "run.error", error, kind)
         except KeelError as exc:
-            await emit(
-                "run.error", {"code": exc.code, "message": str(exc), "retryable": exc.retryable}
-            )
-            outcome = "failed"
-            await store.finish(run.run_id, "failed", None, str(exc))
+            error = {"code": exc.code, "message": str(exc), "retryable": exc.retryable}
+            await conclude("failed", "run.error", error, str(exc))
         except Exception as exc:
             log.exception("run %s failed", run.run_id)
-            await emit(
-                "run.error",
-                {"code": "internal_error", "message": type(exc).__name__, "retryable": False},
-            )
-            outcome = "failed"
-            await store.finish(run.run_id, "failed", None, type(exc).__name__)
+            error = {"code": "internal_error", "message": type(exc).__name__, "retryable": False}
+            await conclude("failed", "run.error", error, type(exc).__name__)
         finally:
             if outcome is not None:
                 metrics.RUNS.labels(outcome).inc()

@@ -347,3 +347,18 @@ def test_retention_bounds_storage_and_delete_removes_everything(
             "SELECT count(*) FROM keel_run_events WHERE run_id = ANY(%s)", (run_ids,)
         ).fetchone()
         assert left[0] == 0
+
+
+def test_next_turn_right_after_run_finished_is_not_busy(replicas):
+    """The outcome event and the run's terminal row land together: a client that starts its
+    next turn the moment it reads `run.finished` never gets 409 thread_busy."""
+    a, _ = replicas
+    with httpx.Client(timeout=60) as client:
+        tid = new_thread(client, a.url)
+        for turn in range(5):
+            body = {"message": f"{QUESTION} ({turn})", "context": {"use_cache": False}}
+            with connect_sse(
+                client, "POST", f"{a.url}/v1/threads/{tid}/runs/stream", json=body
+            ) as source:
+                assert source.response.status_code == 200, source.response.read()
+                assert events_of(source)[-1][1] == "run.finished"
