@@ -162,6 +162,7 @@ class RunResult(BaseModel):
     degraded: list[str]
     usage: dict[str, int]
     model: str | None = None
+    cache: dict[str, Any] | None = None  # on a cache hit: kind (exact/semantic), similarity
 
 
 class IngestResult(BaseModel):

@@ -1,7 +1,7 @@
 """Per-run knobs, passed as LangGraph's `context_schema` and read through `Runtime`."""
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 DEFAULT_TENANT = "default"
 
@@ -24,6 +24,9 @@ class Context:
     rerank: bool = True
     model: str | None = None
     history_turns: int = 4
+    # Per-run values nodes share without checkpointing them (the question's vector): lost on a
+    # resume after a crash, so a reader recomputes what it does not find.
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def run_context(context: Context | dict | None) -> Context:
