@@ -21,12 +21,12 @@ ANTONYM_PREFIXES = ("un", "in", "im", "ir", "il", "dis", "non-", "non", "anti-",
 # (axis, direction) for word prefixes: synonyms share a direction, antonyms differ.
 DIRECTION_STEMS = {
     "up": "increas rais elevat boost enhanc promot upregulat up-regulat augment accelerat "
-    "amplif stimulat activat exacerbat heighten rise rises rising rose greater larger bigger "
+    "amplif stimulat activat exacerbat heighten caus induc trigger rise rises rising rose greater larger bigger "
     "higher highest more most maxim gain longer faster stronger extend prolong",
     "down": "decreas reduc lower lowest diminish declin drop suppress inhibit downregulat "
     "down-regulat impair attenuat less least fewer smaller minim fall falls falling fell loss "
     "lose loses weaken slow block blunt deplet shrink lessen mitigat alleviat shorter weaker "
-    "shorten curb",
+    "shorten curb prevent avert",
 }
 VALENCE_STEMS = {
     "good": "benefi protect safe helpful help improv better best good positive favo advantag",
@@ -55,6 +55,7 @@ NUMBER_WORDS = {
     "thousand": "1000",
     "million": "1000000",
     "half": "0.5",
+    "quarter": "0.25",
     "twice": "2x",
     "double": "2x",
     "triple": "3x",
@@ -71,7 +72,6 @@ UNITS = {
     "l": "l litre liter litres liters",
     "mmol": "mmol millimole millimoles",
     "iu": "iu",
-    "%": "% percent percentage",
     "mm": "mm millimetre millimeter millimetres millimeters",
     "cm": "cm centimetre centimeter centimetres centimeters",
     "m": "metre meter metres meters",
@@ -105,16 +105,31 @@ DATE_WORDS = frozenset(
 # Who a question is about: a swap ("in men" / "in women") is an entity swap too.
 POPULATIONS = {
     "men": "men man male males boys boy",
-    "women": "women woman female females girls girl pregnant",
+    "women": "women woman female females girls girl pregnant pregnancy",
     "children": "children child infants infant newborns newborn neonates pediatric paediatric "
     "adolescents adolescent kids",
     "elderly": "elderly older aged seniors",
     "mice": "mice mouse murine",
     "rats": "rats rat",
-    "humans": "humans human patients",
+    "adults": "adults adult",
+    "humans": "humans human patients patient",
 }
 POPULATION_OF = {w: group for group, words in POPULATIONS.items() for w in words.split()}
+NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
 UNIT_SPLIT = re.compile(r"^(\d+(?:[.,]\d+)*)([a-zµ]+)$")
+
+
+# Opposite words that embeddings place close together; a swap is a polarity mismatch.
+OPPOSITES = [
+    tuple(pair.split("/"))
+    for pair in "client/server input/output upload/download read/write start/stop open/close "
+    "enable/disable allow/deny accept/reject success/failure true/false inside/outside "
+    "internal/external upper/lower left/right acute/chronic benign/malignant "
+    "systolic/diastolic agonist/antagonist import/export synthesis/degradation vivo/vitro "
+    "dominant/recessive oral/intravenous sync/async encrypt/decrypt public/private "
+    "send/receive request/response ingestion/deletion ingest/delete insert/delete "
+    "add/remove create/delete import/export first/last".split()
+]
 
 
 @dataclass(frozen=True)
@@ -138,8 +153,8 @@ def parse(text: str) -> Question:
             cased.extend([glued.group(1), glued.group(2)])
         else:
             cased.append(token.strip(APOSTROPHES + "-"))
-    if "%" in text:
-        cased.extend("%" for _ in range(text.count("%")))
+    for _ in range(text.count("%")):
+        cased.append("%")
     cased = [c for c in cased if c]
     return Question(text, tuple(c.lower() for c in cased), tuple(cased))
 
@@ -172,14 +187,16 @@ def comparatives(q: Question) -> object:
 
 
 def numbers(q: Question) -> object:
-    """Numbers in digits or words, normalised ("1,000" = "1000", "five" = "5")."""
+    """Numbers in digits or words, normalised ("1,000" = "1000", "five" = "5", "50%" = "half")."""
     out = set()
+    percent = "%" in q.words or "percent" in q.words
     for w in q.words:
-        if w[0].isdigit():
-            value = w.replace(",", "")
-            out.add(value.rstrip("0").rstrip(".") if "." in value else value)
-        elif w in NUMBER_WORDS:
-            out.add(NUMBER_WORDS[w])
+        for part in w.split("-"):
+            if NUMBER.fullmatch(part):
+                value = float(part.replace(",", ""))
+                out.add(f"{value / 100 if percent else value:g}")
+            elif part in NUMBER_WORDS:
+                out.add(NUMBER_WORDS[part])
     return frozenset(out)
 
 
@@ -194,8 +211,15 @@ def _modal_may(q: Question, word: str) -> bool:
 
 
 def units(q: Question) -> object:
-    """Units of measure, by canonical name ("milligrams" = "mg")."""
-    return frozenset(UNIT_OF[w] for w in q.words if w in UNIT_OF)
+    """Units of measure after a number ("5 mg", "40 mg/day"), by canonical name."""
+    out, measured = set(), False
+    for w in q.words:
+        if w in UNIT_OF:
+            if measured:  # stays measured: "40 mg/day" is one measure
+                out.add(UNIT_OF[w])
+            continue
+        measured = w[:1].isdigit() or w in NUMBER_WORDS
+    return frozenset(out)
 
 
 def entities(q: Question) -> frozenset[str]:
@@ -227,9 +251,13 @@ RULES: dict[str, Callable[[Question], object]] = {
 
 
 def _antonym_prefixed(a: Question, b: Question) -> str | None:
-    """A word of one question that is another word of the other with an opposite prefix."""
+    """A word of one question that is another word of the other with an opposite prefix, or
+    its opposite (client/server)."""
     for x, y in ((a, b), (b, a)):
         xs, ys = set(x.words), set(y.words)
+        for first, second in OPPOSITES:
+            if first in xs - ys and second in ys - xs:
+                return first
         for w in xs - ys:
             for prefix in ANTONYM_PREFIXES:
                 if w.startswith(prefix) and w[len(prefix) :] in ys - xs:
@@ -259,3 +287,13 @@ def disagreement(a: str, b: str, rules: Iterable[str] = RULES) -> str | None:
         if RULES[rule](qa) != RULES[rule](qb):
             return rule
     return None
+
+
+def refusal(
+    a: str, b: str, similarity: float, threshold: float, rules: Iterable[str] = RULES
+) -> str | None:
+    """Why `b`'s cached answer may not serve `a`: "similarity" (below `threshold`), the first
+    guard rule they disagree on, or None when it may."""
+    if similarity < threshold:
+        return "similarity"
+    return disagreement(a, b, rules)

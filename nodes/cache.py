@@ -18,7 +18,7 @@ from graph.context import Context, run_context
 from graph.deps import Deps
 from graph.errors import StoreUnavailable
 from graph.state import CacheVerdict, State
-from integrations.hit_guard import disagreement
+from integrations.hit_guard import refusal
 
 
 def normalize_question(text: str) -> str:
@@ -83,9 +83,15 @@ async def semantic_hit(
     )
     verdict: CacheVerdict = {"hit": False, "kind": None, "similarity": None}
     for candidate in candidates:
-        if candidate.similarity < settings.cache_similarity:
+        reason = refusal(
+            question,
+            candidate.question,
+            candidate.similarity,
+            settings.cache_similarity,
+            settings.cache_guard_rules,
+        )
+        if reason == "similarity":  # candidates come best first
             break
-        reason = disagreement(question, candidate.question, settings.cache_guard_rules)
         if reason is not None:
             if "rejected" not in verdict:
                 verdict["rejected"] = reason
