@@ -41,22 +41,12 @@ def _digest(material: list[Any]) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-async def cache_scope(deps: Deps, context: Context) -> str:
-    """tenant + corpus version + answer settings, hashed: questions that may share answers."""
+async def cache_keys(deps: Deps, context: Context, question: str) -> tuple[str, str]:
+    """The exact key (tenant + normalised question + corpus version + answer settings) and the
+    semantic scope (the same without the question), hashed, from one corpus-version read."""
     version = await asyncio.to_thread(deps.corpora.get(context.tenant).version)
-    return _digest([context.tenant, version, answer_settings(deps, context)])
-
-
-async def cache_key(deps: Deps, context: Context, question: str) -> str:
-    """tenant + normalised question + corpus version + answer settings, hashed."""
-    version = await asyncio.to_thread(deps.corpora.get(context.tenant).version)
-    material = [
-        context.tenant,
-        normalize_question(question),
-        version,
-        answer_settings(deps, context),
-    ]
-    return _digest(material)
+    scope = [context.tenant, version, answer_settings(deps, context)]
+    return _digest([context.tenant, normalize_question(question), *scope[1:]]), _digest(scope)
 
 
 async def question_vector(deps: Deps, context: Context, question: str) -> np.ndarray:
@@ -72,15 +62,13 @@ async def question_vector(deps: Deps, context: Context, question: str) -> np.nda
 
 
 async def semantic_hit(
-    deps: Deps, context: Context, question: str
+    deps: Deps, context: Context, question: str, scope: str
 ) -> tuple[dict[str, Any] | None, CacheVerdict]:
     """The nearest earlier question that is similar enough and passes the false-hit guard, and
     its answer; a verdict saying which candidate the guard turned down otherwise."""
     settings = deps.settings
     vector = await question_vector(deps, context, question)
-    candidates = await deps.cache.similar(
-        await cache_scope(deps, context), vector, settings.cache_candidates
-    )
+    candidates = await deps.cache.similar(scope, vector, settings.cache_candidates)
     verdict: CacheVerdict = {"hit": False, "kind": None, "similarity": None}
     for candidate in candidates:
         reason = refusal(
@@ -114,9 +102,10 @@ def make_cache_lookup(deps: Deps):
         question = state["question"]
         verdict: CacheVerdict = {"hit": True, "kind": "exact", "similarity": 1.0}
         try:
-            hit = await deps.cache.get(await cache_key(deps, context, question))
+            key, scope = await cache_keys(deps, context, question)
+            hit = await deps.cache.get(key)
             if hit is None and deps.settings.cache_semantic:
-                hit, verdict = await semantic_hit(deps, context, question)
+                hit, verdict = await semantic_hit(deps, context, question, scope)
         except StoreUnavailable as exc:
             return {
                 "cache": {"hit": False, "kind": None, "similarity": None},
@@ -144,11 +133,10 @@ async def store_answer(deps: Deps, context: Context, state: State, answer: dict[
         return
     question, ttl = state["question"], deps.settings.cache_ttl_s
     try:
-        key = await cache_key(deps, context, question)
+        key, scope = await cache_keys(deps, context, question)
         await deps.cache.put(key, answer, ttl)
         if deps.settings.cache_semantic:
             vector = await question_vector(deps, context, question)
-            scope = await cache_scope(deps, context)
             await deps.cache.add_question(scope, key, question, vector, ttl)
     except StoreUnavailable:
         pass
