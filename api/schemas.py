@@ -171,6 +171,7 @@ class RunResult(BaseModel):
     service_level: Literal["full", "no_rerank", "cached", "documents_only"] = Field(
         default="full", description="the degradation ladder's rung that answered"
     )
+    cache: dict[str, Any] | None = None  # on a cache hit: kind (exact/semantic), similarity
 
 
 class IngestResult(BaseModel):

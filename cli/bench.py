@@ -239,4 +239,21 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="event-log cost, reconnect overhead, storage per turn (turns: --turns)",
     )
-    bench.set_defaults(func=lambda args: (run_durability if args.durability else run)(args))
+    bench.add_argument(
+        "--cache",
+        action="store_true",
+        help="semantic cache: hit-turn latency (embedded stores) and lookup time at "
+        "--cache-questions cached questions (SQLite, and Redis with --redis-url)",
+    )
+    bench.add_argument("--pairs", type=Path, default=Path("evals/data/cache_pairs_heldout.jsonl"))
+    bench.add_argument("--cache-questions", type=int, default=100_000)
+    bench.add_argument("--redis-url", default=os.environ.get("KEEL_REDIS_URL"))
+    bench.set_defaults(func=_dispatch)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.cache:
+        from cli.cache_bench import run_cache_bench  # it builds on this module's helpers
+
+        return run_cache_bench(args)
+    return (run_durability if args.durability else run)(args)

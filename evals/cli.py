@@ -5,12 +5,15 @@
 
 import argparse
 import asyncio
+import json
 import sys
 from pathlib import Path
 
+from evals.cache_pairs import load_pairs, pairs_report, score_pairs
 from evals.configs import NAMED, configurations
 from graph.errors import KeelError
 from graph.settings import Settings
+from integrations.embeddings import MiniLMEmbedder
 
 
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -25,9 +28,16 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         ),
     )
     parser.add_argument(
+        "--pairs",
+        type=Path,
+        default=None,
+        help="instead of a dataset: a JSONL of question pairs {a, b, hit} scored by the semantic "
+        "cache's decision (paraphrase hit rate, false-hit rate); writes <out>/cache_pairs.json",
+    )
+    parser.add_argument(
         "--dataset",
         type=Path,
-        required=True,
+        default=None,
         help="a BEIR directory (corpus.jsonl, queries.jsonl, qrels/) or a JSONL of "
         "{question, answer?, relevant_ids?}",
     )
@@ -104,6 +114,11 @@ def run_eval(args: argparse.Namespace) -> int:
     from evals.tracking import langsmith_available, upload_experiments
 
     """Runs `keel eval`; 0 on success, 2 on a usage or configuration error."""
+    if args.pairs is not None:
+        return run_pairs(args)
+    if args.dataset is None:
+        print("keel eval: give --dataset (or --pairs)", file=sys.stderr)
+        return 2
     try:
         settings = Settings()
         if args.langsmith and not langsmith_available():
@@ -157,6 +172,20 @@ def run_eval(args: argparse.Namespace) -> int:
             print(f"keel eval: LangSmith upload failed: {exc}", file=sys.stderr)
             return 1
         print(f"uploaded LangSmith experiments: {', '.join(names)}")
+    return 0
+
+
+def run_pairs(args: argparse.Namespace) -> int:
+    """`keel eval --pairs FILE`: scores the semantic cache's decision on question pairs."""
+    try:
+        summary = score_pairs(load_pairs(args.pairs), MiniLMEmbedder(), Settings())
+    except KeelError as exc:
+        print(f"keel eval: {exc}", file=sys.stderr)
+        return 2
+    print(pairs_report(summary))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cache_pairs.json").write_text(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}/cache_pairs.json")
     return 0
 
 

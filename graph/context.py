@@ -1,8 +1,8 @@
 """Per-run knobs, passed as LangGraph's `context_schema` and read through `Runtime`."""
 
 import time
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 DEFAULT_TENANT = "default"
 
@@ -27,6 +27,9 @@ class Context:
     model: str | None = None
     history_turns: int = 4
     deadline_at: float | None = None  # epoch seconds; the runner sets it when the run starts
+    # Per-run values nodes share without checkpointing them (the question's vector): lost on a
+    # resume after a crash, so a reader recomputes what it does not find.
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def time_left(context: Context, budget_s: float) -> float:

@@ -10,6 +10,7 @@ from integrations.corpus import Corpora, open_corpora
 from integrations.llm import LLMChain, build_chat_models
 from integrations.pii import PatternRedactor
 from integrations.rerank import Reranker, SentenceMaxSimReranker
+from integrations.semantic_index import SemanticIndexes
 
 
 @dataclass
@@ -29,10 +30,17 @@ class Deps:
     ) -> "Deps":
         """Builds every client from settings; `chat_models` overrides the configured chain."""
         models = build_chat_models(settings) if chat_models is None else chat_models
+        scopes, batch = settings.cache_index_scopes, settings.cache_sync_batch
         cache: CacheStore = (
-            RedisCacheStore(settings.redis_url)
+            RedisCacheStore(
+                settings.redis_url,
+                indexes=SemanticIndexes("0-0", scopes, batch),
+                max_questions=settings.cache_max_questions,
+            )
             if settings.redis_url
-            else SqliteCacheStore(settings.data_dir / "cache.sqlite")
+            else SqliteCacheStore(
+                settings.data_dir / "cache.sqlite", SemanticIndexes("0", scopes, batch)
+            )
         )
         return cls(
             settings=settings,

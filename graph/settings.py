@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from integrations.hit_guard import RULES
+
 # Tenants name store namespaces (no dots allowed there) and cache/rate-limit keys.
 TENANT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -160,11 +162,50 @@ class Settings(BaseSettings):
         default=None, description="sent as X-API-Key by `keel chat`, `keel ingest`, `keel docs`"
     )
 
-    @field_validator("encryption_old_keys", "llm_allowed_models", mode="before")
+    # Semantic cache (issue 10): a paraphrase of an earlier question (same tenant, corpus version
+    # and answer settings) reuses its answer when similar enough and the false-hit guard agrees.
+    cache_semantic: bool = Field(default=True, description="look up paraphrases, not only exact")
+    cache_similarity: float = Field(
+        default=0.85, ge=0, le=1, description="cosine similarity a paraphrase candidate needs"
+    )
+    cache_candidates: int = Field(default=4, ge=1, description="nearest questions checked")
+    cache_guard_rules: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "negation",
+            "polarity",
+            "comparatives",
+            "numbers",
+            "dates",
+            "units",
+            "entities",
+        ],
+        description="false-hit guard rules a candidate must pass, comma-separated",
+    )
+    cache_index_scopes: int = Field(
+        default=16, ge=1, description="scopes (tenant x corpus version) kept indexed per replica"
+    )
+    cache_sync_batch: int = Field(
+        default=5000, ge=1, description="cached questions a lookup indexes at most from the store"
+    )
+    cache_max_questions: int = Field(
+        default=100_000, ge=1, description="questions kept per scope in Redis (oldest trimmed)"
+    )
+
+    @field_validator(
+        "encryption_old_keys", "llm_allowed_models", "cache_guard_rules", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("cache_guard_rules")
+    @classmethod
+    def _check_rules(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(RULES))
+        if unknown:
+            raise ValueError(f"unknown cache guard rules {unknown}; known: {sorted(RULES)}")
         return value
 
     @field_validator("api_keys")

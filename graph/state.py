@@ -46,8 +46,10 @@ class CacheVerdict(TypedDict):
     """Whether the answer came from the cache."""
 
     hit: bool
-    kind: str | None
+    kind: str | None  # exact | semantic | disabled | None (a miss)
     similarity: float | None
+    # On a miss: the false-hit guard rule that turned down the nearest similar-enough question.
+    rejected: NotRequired[str]
 
 
 class Usage(TypedDict):

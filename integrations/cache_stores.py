@@ -1,4 +1,7 @@
-"""Answer cache stores: a SQLite file for the embedded default, Redis for replicas."""
+"""Answer cache stores: a SQLite file for the embedded default, Redis for replicas.
+
+Besides answers by exact key, each store keeps the cached questions' vectors per scope (tenant,
+corpus version, answer settings) and searches them in process (`SemanticIndexes`)."""
 
 import json
 import time
@@ -6,9 +9,24 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiosqlite
+import numpy as np
 import redis.asyncio as redis
 
 from graph.errors import StoreUnavailable
+from integrations.semantic_index import Candidate, Entry, SemanticIndexes
+
+# Vectors rest as float16: half the bytes, cosine changes by ~1e-3.
+VECTOR_DTYPE = np.float16
+
+
+def pack_vector(vector: np.ndarray) -> bytes:
+    """A vector as stored."""
+    return vector.astype(VECTOR_DTYPE).tobytes()
+
+
+def unpack_vector(raw: bytes) -> np.ndarray:
+    """A stored vector, back as float32."""
+    return np.frombuffer(raw, dtype=VECTOR_DTYPE).astype(np.float32)
 
 
 class CacheStore(Protocol):
@@ -18,6 +36,16 @@ class CacheStore(Protocol):
 
     async def put(self, key: str, value: dict[str, Any], ttl_s: int) -> None: ...
 
+    async def add_question(
+        self, scope: str, key: str, question: str, vector: np.ndarray, ttl_s: int
+    ) -> None:
+        """Records a cached answer's question (redacted) and vector under its scope."""
+        ...
+
+    async def similar(self, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
+        """The scope's `k` live questions nearest to `vector`, best first."""
+        ...
+
     async def ping(self) -> None: ...
 
     async def aclose(self) -> None: ...
@@ -26,10 +54,11 @@ class CacheStore(Protocol):
 class SqliteCacheStore:
     """A cache table in a SQLite file; expired rows are ignored on read and purged on write."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, indexes: SemanticIndexes | None = None):
         self._path = path
         path.parent.mkdir(parents=True, exist_ok=True)  # at start-up, not in the event loop
         self._db: aiosqlite.Connection | None = None
+        self._indexes = indexes or SemanticIndexes(start_cursor="0")
 
     async def _conn(self) -> aiosqlite.Connection:
         if self._db is None:
@@ -38,6 +67,17 @@ class SqliteCacheStore:
             await self._db.execute(
                 "CREATE TABLE IF NOT EXISTS answer_cache "
                 "(key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL)"
+            )
+            await self._db.execute(
+                "CREATE TABLE IF NOT EXISTS cache_questions (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " scope TEXT NOT NULL, key TEXT NOT NULL, question TEXT NOT NULL,"
+                " vector BLOB NOT NULL, expires_at REAL NOT NULL)"
+            )
+            await self._db.execute(
+                "CREATE INDEX IF NOT EXISTS cache_questions_scope ON cache_questions (scope, id)"
+            )
+            await self._db.execute(
+                "CREATE INDEX IF NOT EXISTS cache_questions_expiry ON cache_questions (expires_at)"
             )
             await self._db.commit()
         return self._db
@@ -60,6 +100,33 @@ class SqliteCacheStore:
         )
         await db.commit()
 
+    async def add_question(
+        self, scope: str, key: str, question: str, vector: np.ndarray, ttl_s: int
+    ) -> None:
+        db = await self._conn()
+        now = time.time()
+        await db.execute("DELETE FROM cache_questions WHERE expires_at <= ?", (now,))
+        await db.execute(
+            "INSERT INTO cache_questions (scope, key, question, vector, expires_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (scope, key, question, pack_vector(vector), now + ttl_s),
+        )
+        await db.commit()
+
+    async def similar(self, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
+        return await self._indexes.search(scope, vector, k, self._read)
+
+    async def _read(self, scope: str, cursor: str, limit: int) -> tuple[list[Entry], str]:
+        db = await self._conn()
+        async with db.execute(
+            "SELECT id, key, question, vector, expires_at FROM cache_questions "
+            "WHERE scope = ? AND id > ? ORDER BY id LIMIT ?",
+            (scope, int(cursor), limit),
+        ) as rows:
+            found = list(await rows.fetchall())
+        entries = [Entry(r[1], r[2], unpack_vector(r[3]), r[4]) for r in found]
+        return entries, str(found[-1][0]) if found else cursor
+
     async def ping(self) -> None:
         db = await self._conn()
         await db.execute("SELECT 1")
@@ -71,11 +138,22 @@ class SqliteCacheStore:
 
 
 class RedisCacheStore:
-    """Cache entries as Redis strings with `EX` expiry, under a key prefix."""
+    """Cache entries as Redis strings with `EX` expiry, under a key prefix.
 
-    def __init__(self, url: str, prefix: str = "keel:cache:"):
+    A scope's questions are a Redis stream (capped near `max_questions`, expiring `ttl_s` after
+    its last write) that every replica reads from its own cursor into its in-process index."""
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "keel:cache:",
+        indexes: SemanticIndexes | None = None,
+        max_questions: int = 100_000,
+    ):
         self._redis = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self._prefix = prefix
+        self._indexes = indexes or SemanticIndexes(start_cursor="0-0")
+        self._max_questions = max_questions
 
     async def get(self, key: str) -> dict[str, Any] | None:
         try:
@@ -89,6 +167,41 @@ class RedisCacheStore:
             await self._redis.set(self._prefix + key, json.dumps(value), ex=ttl_s)
         except redis.RedisError as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
+
+    async def add_question(
+        self, scope: str, key: str, question: str, vector: np.ndarray, ttl_s: int
+    ) -> None:
+        stream = f"{self._prefix}q:{scope}"
+        fields: dict[Any, Any] = {
+            "k": key,
+            "q": question,
+            "v": pack_vector(vector),
+            "e": repr(time.time() + ttl_s),
+        }
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(stream, fields, maxlen=self._max_questions, approximate=True)
+                pipe.expire(stream, ttl_s)
+                await pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
+    async def similar(self, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
+        return await self._indexes.search(scope, vector, k, self._read)
+
+    async def _read(self, scope: str, cursor: str, limit: int) -> tuple[list[Entry], str]:
+        try:
+            found: Any = await self._redis.xread({f"{self._prefix}q:{scope}": cursor}, count=limit)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        if not found:
+            return [], cursor
+        rows = found[0][1]
+        entries = [
+            Entry(f[b"k"].decode(), f[b"q"].decode(), unpack_vector(f[b"v"]), float(f[b"e"]))
+            for _, f in rows
+        ]
+        return entries, rows[-1][0].decode()
 
     async def ping(self) -> None:
         try:

@@ -4,6 +4,7 @@
 import asyncio
 from typing import Any
 
+import numpy as np
 from langgraph.runtime import Runtime
 
 from graph.context import Context, run_context, time_left
@@ -11,6 +12,7 @@ from graph.deps import Deps
 from graph.errors import StoreUnavailable
 from graph.state import Passage, State
 from integrations.corpus import Corpus
+from nodes.cache import question_vector
 
 RRF_K = 60
 # Score-based fusion beat rank fusion on SciFact train (see `convex_fusion`); the dense share:
@@ -53,12 +55,14 @@ def convex_fusion(
 def make_retrieve(deps: Deps):
     """The retrieve node. A vector-store failure raises `StoreUnavailable` (handled by fallback)."""
 
-    def search(corpus: Corpus, question: str, candidates: int, mode: str) -> list[Passage]:
+    def search(
+        corpus: Corpus, question: str, vector: np.ndarray | None, candidates: int, mode: str
+    ) -> list[Passage]:
         dense: list[tuple[str, float]] = []
         try:
             corpus.refresh()
-            if mode != "lexical":
-                dense = corpus.dense_search(corpus.embed_query(question), candidates)
+            if vector is not None:
+                dense = corpus.dense_search(vector, candidates)
         except Exception as exc:
             raise StoreUnavailable(f"vector store: {exc}") from exc
         lexical = corpus.lexical_search(question, candidates) if mode != "dense" else []
@@ -94,11 +98,19 @@ def make_retrieve(deps: Deps):
 
     async def retrieve(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         context = run_context(runtime.context)
+        question = state["question"]
+        # The vector cache_lookup computed for this run, if any: no second model call.
+        vector = (
+            await question_vector(deps, context, question)
+            if context.retrieval != "lexical"
+            else None
+        )
         passages = await asyncio.wait_for(
             asyncio.to_thread(
                 search,
                 deps.corpora.get(context.tenant),
-                state["question"],
+                question,
+                vector,
                 context.candidates,
                 context.retrieval,
             ),

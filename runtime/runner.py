@@ -270,6 +270,8 @@ class RunManager:
                 "answer": final.get("answer", ""),
                 "citations": self._with_sections(run.tenant, final.get("citations", [])),
                 "cached": final.get("cached", False),
+                # which kind of hit (exact / semantic) and its similarity; None on a miss
+                "cache": final.get("cache") if final.get("cached") else None,
                 "degraded": final.get("degraded", []),
                 "usage": final.get("usage", {"input_tokens": 0, "output_tokens": 0}),
                 "model": final.get("model"),

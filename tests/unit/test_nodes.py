@@ -13,7 +13,7 @@ from graph.errors import ProviderError
 from graph.prompts import NOT_FOUND, REFUSAL
 from graph.settings import Settings
 from integrations.cache_stores import SqliteCacheStore
-from nodes.cache import cache_key, make_cache_lookup, store_answer
+from nodes.cache import cache_keys, make_cache_lookup, store_answer
 from nodes.fallback import make_fallback
 from nodes.generate import make_generate
 from nodes.guard import make_guard
@@ -85,8 +85,9 @@ async def test_cache_lookup_misses_then_hits_per_tenant_and_version(deps):
     )
     other, _ = runtime(tenant="t2")
     assert (await lookup(state, other))["cache"]["hit"] is False
-    key = await cache_key(deps, rt.context, QUESTION)
-    assert key != await cache_key(deps, Context(tenant="t1", top_k=3), QUESTION)
+    key, scope = await cache_keys(deps, rt.context, QUESTION)
+    assert key != scope
+    assert (key, scope) != await cache_keys(deps, Context(tenant="t1", top_k=3), QUESTION)
     disabled, _ = runtime(tenant="t1", use_cache=False)
     assert (await lookup(state, disabled))["cache"] == {
         "hit": False,

@@ -1,0 +1,299 @@
+"""The semantic cache's false-hit guard: two similar questions share an answer only if they
+agree on what embeddings blur (negation, polarity, numbers, dates, units, names, comparatives).
+
+Each rule extracts a signature from both questions; any rule whose signatures differ makes the
+candidate a miss. Missing a paraphrase costs one graph run; a false hit serves a wrong answer.
+"""
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+GREEK = "\u03b1-\u03c9\u0391-\u03a9"
+APOSTROPHES = "'\u2019"
+WORD = re.compile(rf"[A-Za-z{GREEK}][\w{APOSTROPHES}{GREEK}-]*|\d+(?:[.,]\d+)*")
+NEGATORS = frozenset(
+    "not no never none nor neither without cannot nothing nobody nowhere lack lacks lacking "
+    "absent absence fail fails failed unable".split()
+)
+# Opposite prefixes: "safe" vs "unsafe", "effective" vs "ineffective", "toxic" vs "non-toxic".
+ANTONYM_PREFIXES = ("un", "in", "im", "ir", "il", "dis", "non-", "non", "anti-", "anti")
+# (axis, direction) for word prefixes: synonyms share a direction, antonyms differ.
+DIRECTION_STEMS = {
+    "up": "increas rais elevat boost enhanc promot upregulat up-regulat augment accelerat "
+    "amplif stimulat activat exacerbat heighten caus induc trigger rise rises rising rose greater larger bigger "
+    "higher highest more most maxim gain longer faster stronger extend prolong",
+    "down": "decreas reduc lower lowest diminish declin drop suppress inhibit downregulat "
+    "down-regulat impair attenuat less least fewer smaller minim fall falls falling fell loss "
+    "lose loses weaken slow block blunt deplet shrink lessen mitigat alleviat shorter weaker "
+    "shorten curb prevent avert",
+}
+VALENCE_STEMS = {
+    "good": "benefi protect safe helpful help improv better best good positive favo advantag",
+    "bad": "harm risk damag detriment worse worst bad negative advers toxic danger hazard "
+    "disadvantag",
+}
+ORDER_STEMS = {
+    "before": "before prior earlier preced pre-",
+    "after": "after later following subsequent post-",
+}
+QUANTITY_WORDS = {
+    "all": "all every always each entire universal",
+    "some": "some sometimes occasional partial rarely seldom few several",
+}
+NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+} | {
+    "thirty": "30",
+    "forty": "40",
+    "fifty": "50",
+    "hundred": "100",
+    "thousand": "1000",
+    "million": "1000000",
+    "half": "0.5",
+    "quarter": "0.25",
+    "twice": "2x",
+    "double": "2x",
+    "triple": "3x",
+    "first": "1st",
+    "second": "2nd",
+    "third": "3rd",
+}
+UNITS = {
+    "mg": "mg milligram milligrams",
+    "g": "g gram grams",
+    "kg": "kg kilogram kilograms kilo kilos",
+    "ug": "ug µg mcg microgram micrograms",
+    "ml": "ml millilitre milliliter millilitres milliliters",
+    "l": "l litre liter litres liters",
+    "mmol": "mmol millimole millimoles",
+    "iu": "iu",
+    "mm": "mm millimetre millimeter millimetres millimeters",
+    "cm": "cm centimetre centimeter centimetres centimeters",
+    "m": "metre meter metres meters",
+    "km": "km kilometre kilometer kilometres kilometers",
+    "mmhg": "mmhg",
+    "kcal": "kcal calorie calories",
+    "c": "celsius",
+    "f": "fahrenheit",
+    "s": "seconds sec secs",
+    "min": "min minute minutes",
+    "h": "h hr hrs hour hours hourly",
+    "day": "day days daily",
+    "week": "week weeks weekly",
+    "month": "month months monthly",
+    "year": "year years yearly annual annually",
+    "bpm": "bpm",
+    "ms": "ms millisecond milliseconds",
+    "mb": "mb megabyte megabytes",
+    "gb": "gb gigabyte gigabytes",
+    "kb": "kb kilobyte kilobytes",
+}
+UNIT_OF = {word: unit for unit, words in UNITS.items() for word in words.split()}
+MONTHS = (
+    "january february march april may june july august september october november december".split()
+)
+DATE_WORDS = frozenset(
+    MONTHS
+    + "monday tuesday wednesday thursday friday saturday sunday yesterday today tomorrow "
+    "tonight spring summer autumn winter".split()
+)
+# Who a question is about: a swap ("in men" / "in women") is an entity swap too.
+POPULATIONS = {
+    "men": "men man male males boys boy",
+    "women": "women woman female females girls girl pregnant pregnancy",
+    "children": "children child infants infant newborns newborn neonates pediatric paediatric "
+    "adolescents adolescent kids",
+    "elderly": "elderly older aged seniors",
+    "mice": "mice mouse murine",
+    "rats": "rats rat",
+    "adults": "adults adult",
+    "humans": "humans human patients patient",
+}
+POPULATION_OF = {w: group for group, words in POPULATIONS.items() for w in words.split()}
+NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
+UNIT_SPLIT = re.compile(r"^(\d+(?:[.,]\d+)*)([a-zµ]+)$")
+
+
+# Opposite words that embeddings place close together; a swap is a polarity mismatch.
+OPPOSITES = [
+    tuple(pair.split("/"))
+    for pair in "client/server input/output upload/download read/write start/stop open/close "
+    "enable/disable allow/deny accept/reject success/failure true/false inside/outside "
+    "internal/external upper/lower left/right acute/chronic benign/malignant "
+    "systolic/diastolic agonist/antagonist import/export synthesis/degradation vivo/vitro "
+    "dominant/recessive oral/intravenous sync/async encrypt/decrypt public/private "
+    "send/receive request/response ingestion/deletion ingest/delete insert/delete "
+    "add/remove create/delete import/export first/last".split()
+]
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question cut into the pieces the rules compare."""
+
+    text: str
+    words: tuple[str, ...]  # lower-cased tokens, numbers split from glued units
+    cased: tuple[str, ...]  # the same tokens as written
+
+
+def parse(text: str) -> Question:
+    """Tokenises a question; "5mg" becomes "5", "mg"."""
+    cased: list[str] = []
+    spelled = re.sub(
+        r"°\s*([CcFf])\b", lambda m: " celsius " if m.group(1) in "Cc" else " fahrenheit ", text
+    )
+    for token in WORD.findall(spelled):
+        glued = UNIT_SPLIT.match(token.lower())
+        if glued and token[0].isdigit():
+            cased.extend([glued.group(1), glued.group(2)])
+        else:
+            cased.append(token.strip(APOSTROPHES + "-"))
+    for _ in range(text.count("%")):
+        cased.append("%")
+    cased = [c for c in cased if c]
+    return Question(text, tuple(c.lower() for c in cased), tuple(cased))
+
+
+def _stem_axis(words: Iterable[str], stems: dict[str, str]) -> frozenset[str]:
+    table = {name: tuple(s.split()) for name, s in stems.items()}
+    return frozenset(
+        name for w in words for name, prefixes in table.items() if w.startswith(prefixes)
+    )
+
+
+def negation(q: Question) -> object:
+    """Whether the question is negated ("not", "no", "-n't", "without", ...)."""
+    return any(w in NEGATORS or w.endswith(("n't", "n\u2019t")) for w in q.words)
+
+
+def polarity(q: Question) -> object:
+    """Good/bad valence words and prefixed antonyms (safe/unsafe is compared pairwise)."""
+    return _stem_axis(q.words, VALENCE_STEMS)
+
+
+def comparatives(q: Question) -> object:
+    """Direction (increase/decrease, more/less), order (before/after), quantity (all/some)."""
+    words = q.words
+    return (
+        _stem_axis(words, DIRECTION_STEMS),
+        _stem_axis(words, ORDER_STEMS),
+        frozenset(n for n, ws in QUANTITY_WORDS.items() if set(ws.split()) & set(words)),
+    )
+
+
+def numbers(q: Question) -> object:
+    """Numbers in digits or words, normalised ("1,000" = "1000", "five" = "5", "50%" = "half")."""
+    out = set()
+    percent = "%" in q.words or "percent" in q.words
+    for w in q.words:
+        for part in w.split("-"):
+            if NUMBER.fullmatch(part):
+                value = float(part.replace(",", ""))
+                out.add(f"{value / 100 if percent else value:g}")
+            elif part in NUMBER_WORDS:
+                out.add(NUMBER_WORDS[part])
+    return frozenset(out)
+
+
+def dates(q: Question) -> object:
+    """Months, weekdays, seasons and relative days; years are compared as numbers."""
+    return frozenset(w for w in q.words if w in DATE_WORDS and not _modal_may(q, w))
+
+
+def _modal_may(q: Question, word: str) -> bool:
+    """ "may" is a month only when written "May"."""
+    return word == "may" and "May" not in q.cased
+
+
+def units(q: Question) -> object:
+    """Units of measure after a number ("5 mg", "40 mg/day"), by canonical name."""
+    out, measured = set(), False
+    for w in q.words:
+        if w in UNIT_OF:
+            if measured:  # stays measured: "40 mg/day" is one measure
+                out.add(UNIT_OF[w])
+            continue
+        measured = w[:1].isdigit() or w in NUMBER_WORDS
+    return frozenset(out)
+
+
+def entities(q: Question) -> frozenset[str]:
+    """Names: capitalised words after the first, acronyms, letter-digit codes (IL-6, BRCA1),
+    populations (men/women, mice/humans)."""
+    out = set()
+    for i, token in enumerate(q.cased):
+        lower = token.lower()
+        if lower in POPULATION_OF:
+            out.add(POPULATION_OF[lower])
+        elif lower in UNIT_OF or lower in DATE_WORDS or lower in NUMBER_WORDS:
+            continue
+        elif any(c.isdigit() for c in token) and any(c.isalpha() for c in token):
+            out.add(lower)
+        elif sum(c.isupper() for c in token) >= 2 or (i > 0 and token[0].isupper()):
+            out.add(lower)
+    return frozenset(out)
+
+
+RULES: dict[str, Callable[[Question], object]] = {
+    "negation": negation,
+    "polarity": polarity,
+    "comparatives": comparatives,
+    "numbers": numbers,
+    "dates": dates,
+    "units": units,
+    "entities": entities,
+}
+
+
+def _antonym_prefixed(a: Question, b: Question) -> str | None:
+    """A word of one question that is another word of the other with an opposite prefix, or
+    its opposite (client/server)."""
+    for x, y in ((a, b), (b, a)):
+        xs, ys = set(x.words), set(y.words)
+        for first, second in OPPOSITES:
+            if first in xs - ys and second in ys - xs:
+                return first
+        for w in xs - ys:
+            for prefix in ANTONYM_PREFIXES:
+                if w.startswith(prefix) and w[len(prefix) :] in ys - xs:
+                    return w
+    return None
+
+
+def _entities_disagree(a: Question, b: Question) -> bool:
+    # A name written in lower case in the other question ("Aspirin" / "aspirin") still agrees.
+    ea, eb = entities(a), entities(b)
+    wa, wb = set(a.words) | ea, set(b.words) | eb
+    return not (ea <= wb and eb <= wa) or {e for e in ea if e in POPULATIONS} != {
+        e for e in eb if e in POPULATIONS
+    }
+
+
+def disagreement(a: str, b: str, rules: Iterable[str] = RULES) -> str | None:
+    """The first rule on which the two questions disagree, or None when they agree on all."""
+    qa, qb = parse(a), parse(b)
+    for rule in rules:
+        if rule == "entities":
+            if _entities_disagree(qa, qb):
+                return "entities"
+            continue
+        if rule == "polarity" and _antonym_prefixed(qa, qb):
+            return "polarity"
+        if RULES[rule](qa) != RULES[rule](qb):
+            return rule
+    return None
+
+
+def refusal(
+    a: str, b: str, similarity: float, threshold: float, rules: Iterable[str] = RULES
+) -> str | None:
+    """Why `b`'s cached answer may not serve `a`: "similarity" (below `threshold`), the first
+    guard rule they disagree on, or None when it may."""
+    if similarity < threshold:
+        return "similarity"
+    return disagreement(a, b, rules)

@@ -1,0 +1,201 @@
+"""The semantic cache: the false-hit guard's rules, both stores' question indexes (SQLite file,
+real Redis) and the cache_lookup node over the real corpus and embedder."""
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from langgraph.runtime import Runtime
+
+from graph.context import Context
+from graph.deps import Deps
+from graph.settings import Settings
+from integrations.cache_stores import CacheStore, RedisCacheStore, SqliteCacheStore
+from integrations.corpus import Document
+from integrations.hit_guard import disagreement, refusal
+from nodes.cache import make_cache_lookup, question_vector, store_answer
+
+CONTRASTS = [
+    (
+        "Does aspirin reduce the risk of stroke?",
+        "Does aspirin not reduce the risk of stroke?",
+        "negation",
+    ),
+    ("Is metformin safe in kidney disease?", "Is metformin unsafe in kidney disease?", "polarity"),
+    ("Is ibuprofen beneficial after surgery?", "Is ibuprofen harmful after surgery?", "polarity"),
+    (
+        "How does keel stream tokens to the client?",
+        "How does keel stream tokens to the server?",
+        "polarity",
+    ),
+    (
+        "Does obesity increase insulin resistance?",
+        "Does obesity decrease insulin resistance?",
+        "comparatives",
+    ),
+    ("Is depression more common in women?", "Is depression less common in women?", "comparatives"),
+    ("Take the drug before meals?", "Take the drug after meals?", "comparatives"),
+    ("Do all patients need antibiotics?", "Do some patients need antibiotics?", "comparatives"),
+    ("Is 5 mg of X safe?", "Is 10 mg of X safe?", "numbers"),
+    (
+        "Did the trial enroll two hundred people?",
+        "Did the trial enroll three hundred people?",
+        "numbers",
+    ),
+    ("Did measles rise in 2019?", "Did measles rise in 2009?", "numbers"),
+    ("Did deaths peak in January?", "Did deaths peak in March?", "dates"),
+    ("Is 5 mg of X safe?", "Is 5 g of X safe?", "units"),
+    ("Does it last 6 months?", "Does it last 6 weeks?", "units"),
+    ("Is a fever of 38 °C dangerous?", "Is a fever of 38 °F dangerous?", "units"),
+    (
+        "Does BRCA1 mutation raise cancer risk?",
+        "Does BRCA2 mutation raise cancer risk?",
+        "entities",
+    ),
+    (
+        "Does Notch signaling drive T cell growth?",
+        "Does Wnt signaling drive T cell growth?",
+        "entities",
+    ),
+    ("Does X help men sleep?", "Does X help women sleep?", "entities"),
+]
+PARAPHRASES = [
+    ("Does aspirin reduce the risk of stroke?", "Does taking aspirin lower stroke risk?"),
+    ("Is 5mg of X safe?", "Is 5 milligrams of X safe?"),
+    ("Do 50% of patients relapse?", "Do half of the patients relapse?"),
+    ("Do zero-dimensional materials conduct?", "Do 0-dimensional materials conduct?"),
+    ("Does Aspirin help?", "Aspirin: does it help?"),
+    ("Did the outbreak start in December 2019?", "Did the outbreak begin in December 2019?"),
+    ("Was January the peak month for deaths?", "Did deaths peak in January?"),
+]
+
+
+@pytest.mark.parametrize(("a", "b", "rule"), CONTRASTS)
+def test_guard_rejects_each_contrast_kind(a: str, b: str, rule: str):
+    assert disagreement(a, b) == rule
+    assert disagreement(b, a) == rule
+
+
+@pytest.mark.parametrize(("a", "b"), PARAPHRASES)
+def test_guard_accepts_paraphrases(a: str, b: str):
+    assert disagreement(a, b) is None
+
+
+def test_refusal_checks_similarity_first():
+    a, b = "Does aspirin reduce the risk of stroke?", "Does aspirin raise the risk of stroke?"
+    assert refusal(a, b, 0.5, 0.85) == "similarity"
+    assert refusal(a, b, 0.99, 0.85) == "comparatives"
+    assert refusal(a, b, 0.99, 0.85, rules=[]) is None
+
+
+def test_guard_rules_are_validated_settings():
+    assert Settings(cache_guard_rules="numbers, units").cache_guard_rules == ["numbers", "units"]
+    with pytest.raises(ValueError, match="unknown cache guard rules"):
+        Settings(cache_guard_rules="numbers,vibes")
+
+
+def unit(seed: int, dim: int = 384) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+async def check_store(store: CacheStore, scope: str) -> None:
+    """TTL, scope partition and incremental sync, the same for both stores."""
+    a, b = unit(1), unit(2)
+    await store.put("ka", {"answer": "A"}, ttl_s=60)
+    await store.add_question(scope, "ka", "question a", a, ttl_s=60)
+    await store.add_question(scope, "short", "question short", b, ttl_s=1)
+    found = await store.similar(scope, a, 2)
+    assert found[0].key == "ka" and found[0].question == "question a"
+    assert found[0].similarity == pytest.approx(1.0, abs=2e-3)
+    assert {c.key for c in found} == {"ka", "short"}
+    assert await store.similar(scope + "-other-tenant-or-version", a, 2) == []
+    near_b = b + 0.05 * unit(3)
+    await store.add_question(scope, "kb", "question b", near_b / np.linalg.norm(near_b), 60)
+    await asyncio.sleep(1.2)
+    keys = [c.key for c in await store.similar(scope, b, 3)]  # synced the new one, not the expired
+    assert keys[0] == "kb" and "short" not in keys
+
+
+async def test_sqlite_store_questions(tmp_path: Path):
+    store = SqliteCacheStore(tmp_path / "cache.sqlite")
+    try:
+        await check_store(store, "scope-1")
+    finally:
+        await store.aclose()
+    reopened = SqliteCacheStore(tmp_path / "cache.sqlite")  # a fresh replica reads the file
+    try:
+        assert [c.key for c in await reopened.similar("scope-1", unit(1), 1)] == ["ka"]
+    finally:
+        await reopened.aclose()
+
+
+async def test_redis_store_questions_shared_by_replicas(redis_url: str):
+    prefix = f"keel-test:{time.time_ns()}:"
+    store, replica = (
+        RedisCacheStore(redis_url, prefix=prefix),
+        RedisCacheStore(redis_url, prefix=prefix),
+    )
+    try:
+        await check_store(store, "scope-1")
+        assert [c.key for c in await replica.similar("scope-1", unit(1), 1)] == ["ka"]
+        assert await replica.get("ka") == {"answer": "A"}
+    finally:
+        await store.aclose()
+        await replica.aclose()
+
+
+@pytest.fixture
+async def deps(data_dir: Path):
+    built = Deps.from_settings(Settings(data_dir=data_dir), [])
+    yield built
+    await built.aclose()
+
+
+def rt(**knobs: Any) -> Runtime:
+    return Runtime(context=Context(**knobs))
+
+
+QUESTION = "Does keel avoid duplicate chunks when the same file is ingested twice?"
+PARAPHRASE = "When the same file is ingested twice, does keel avoid duplicate chunks?"
+CONTRAST = "Does keel not avoid duplicate chunks when the same file is ingested twice?"
+
+
+async def test_lookup_semantic_hit_guard_tenant_and_memo(deps: Deps):
+    lookup = make_cache_lookup(deps)
+    first = rt(tenant="t1")
+    state: dict[str, Any] = {"question": QUESTION, "messages": []}
+    await store_answer(deps, first.context, state, {"answer": "A [1]", "citations": []})
+    assert f"vector:{QUESTION}" in first.context.memo  # embedded once, kept for retrieve
+
+    hit = await lookup({"question": PARAPHRASE, "messages": []}, rt(tenant="t1"))
+    assert hit["cached"] is True and hit["answer"] == "A [1]"
+    assert hit["cache"]["kind"] == "semantic" and 0.85 <= hit["cache"]["similarity"] < 1
+
+    miss = await lookup({"question": CONTRAST, "messages": []}, rt(tenant="t1"))
+    assert miss["cache"] == {
+        "hit": False,
+        "kind": None,
+        "similarity": miss["cache"]["similarity"],
+        "rejected": "negation",
+    }
+    other = await lookup({"question": QUESTION, "messages": []}, rt(tenant="t2"))
+    assert other["cache"]["hit"] is False and "answer" not in other
+    other_settings = await lookup(
+        {"question": PARAPHRASE, "messages": []}, rt(tenant="t1", top_k=2)
+    )
+    assert other_settings["cache"]["hit"] is False
+    deps.corpora.get("t1").ingest([Document("new", "A new document.", "New", "test")])
+    after_ingest = await lookup({"question": PARAPHRASE, "messages": []}, rt(tenant="t1"))
+    assert after_ingest["cache"]["hit"] is False  # the corpus version moved
+
+
+async def test_question_vector_is_memoised_per_run_and_recomputed_after_resume(deps: Deps):
+    context = Context(tenant="t1")
+    first = await question_vector(deps, context, QUESTION)
+    assert await question_vector(deps, context, QUESTION) is first
+    resumed = await question_vector(deps, Context(tenant="t1"), QUESTION)  # empty memo
+    assert resumed is not first and np.allclose(resumed, first)
