@@ -14,11 +14,10 @@ from graph.settings import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from api.app import create_app
     from api.auth import unauthenticated_bind_refusal
     from cli.datadir import hold_for_serving
+    from cli.serving import serve
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if args.allow_unauthenticated:
@@ -30,13 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     lock = hold_for_serving(settings)
     try:
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level="info",
-            timeout_graceful_shutdown=10,
-        )
+        serve(create_app(settings), settings.host, settings.port, settings.drain_timeout)
     finally:
         if lock:
             lock.release()

@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     run_deadline_s: float = Field(
         default=45.0, description="a run's total time: retrieve, rerank and generate share it"
     )
+    drain_timeout: float = Field(
+        default=20.0, description="seconds a SIGTERM'd replica lets running runs finish"
+    )
     tokens_per_minute: int = Field(
         default=0, ge=0, description="LLM tokens per tenant and minute (0: off)"
     )

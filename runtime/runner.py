@@ -48,6 +48,8 @@ class RunManager:
         self._wakeups: dict[str, asyncio.Event] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self.draining = False  # SIGTERM: claim nothing more, let running runs finish
+        self.closed = False  # drained: streams end (clients reconnect to another replica)
         self._last_active = time.monotonic()
 
     def idle_s(self) -> float:
@@ -62,6 +64,19 @@ class RunManager:
     async def start(self) -> None:
         """Starts the maintenance loop (heartbeats, cancellations, resumes, retention)."""
         self._spawn(self._maintain())
+
+    async def drain(self, timeout_s: float) -> int:
+        """Stops claiming runs and waits up to `timeout_s` for this replica's running runs;
+        then open streams end. Returns how many runs were still running (`stop` hands them
+        back to another replica, from their last checkpoint)."""
+        self.draining = True
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+        self.closed = True
+        for wakeup in self._wakeups.values():
+            wakeup.set()
+        return len(self._tasks)
 
     async def stop(self) -> None:
         """Hands this replica's running runs back (pending) so another replica resumes them."""
@@ -96,7 +111,7 @@ class RunManager:
                             True,
                         )
                 metrics.RUNS_PENDING.set(await self.store.count_pending())
-                for thread_id in await self.store.claimable_threads():
+                for thread_id in [] if self.draining else await self.store.claimable_threads():
                     self._spawn(self._drain(thread_id))
                 if settings.retention_events_s and ticks % 30 == 0:
                     await self.store.prune_events(settings.retention_events_s)
@@ -167,6 +182,8 @@ class RunManager:
 
     # -- executing ------------------------------------------------------------------------
     async def _drain(self, thread_id: str) -> None:
+        if self.draining:
+            return
         run = await self.store.claim_next(thread_id, self.owner, self.keel.settings.run_lease_s)
         if run is not None:
             task = asyncio.create_task(self._execute(run))
@@ -351,7 +368,7 @@ class RunManager:
             return
         wakeup = self._wakeups.setdefault(run.run_id, asyncio.Event())
         last = after
-        while True:
+        while not self.closed:
             wakeup.clear()
             batch = await self.store.events_after(run.run_id, last)
             for seq, name, data in batch:

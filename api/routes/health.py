@@ -1,6 +1,8 @@
-"""Liveness and readiness."""
+"""Probes: liveness, readiness (dependencies reachable, not draining), start-up."""
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -9,6 +11,14 @@ from api.deps import KeelDep
 from api.schemas import Readiness
 
 router = APIRouter(tags=["health"])
+
+
+async def _check(checks: dict[str, str], name: str, probe: Callable[[], Awaitable[Any]]) -> None:
+    try:
+        await asyncio.wait_for(probe(), timeout=5)
+        checks[name] = "ok"
+    except Exception as exc:
+        checks[name] = f"error: {type(exc).__name__}"
 
 
 @router.get("/health")
@@ -25,22 +35,52 @@ async def health() -> dict[str, str]:
 async def ready(keel: KeelDep) -> JSONResponse:
     """Checks the checkpoint database, the vector store and the cache; 503 when one is down."""
     checks: dict[str, str] = {}
-
-    async def check(name: str, probe) -> None:  # type: ignore[no-untyped-def]
-        try:
-            await asyncio.wait_for(probe(), timeout=5)
-            checks[name] = "ok"
-        except Exception as exc:
-            checks[name] = f"error: {type(exc).__name__}"
-
-    await check(
+    await _check(
+        checks,
         "checkpoints",
         lambda: keel.persistence.saver.aget_tuple(
             {"configurable": {"thread_id": "__ready__", "checkpoint_ns": ""}}
         ),
     )
-    await check("vector_store", lambda: asyncio.to_thread(keel.deps.corpora.heartbeat))
-    await check("cache", keel.deps.cache.ping)
+    await _check(checks, "vector_store", lambda: asyncio.to_thread(keel.deps.corpora.heartbeat))
+    await _check(checks, "cache", keel.deps.cache.ping)
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ok else "unavailable", "checks": checks},
+        status_code=200 if ok else 503,
+    )
+
+
+@router.get("/livez")
+async def livez() -> dict[str, str]:
+    """The process serves HTTP (no dependency checked: a dead database must not restart pods)."""
+    return {"status": "ok"}
+
+
+@router.get("/startupz")
+async def startupz(keel: KeelDep) -> dict[str, str]:
+    """Start-up finished: stores opened, schema set up, graph compiled (the lifespan ran)."""
+    return {"status": "started", "checkpoints": keel.persistence.kind}
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "draining, or a dependency is down"}},
+)
+async def readyz(keel: KeelDep) -> JSONResponse:
+    """Takes traffic: the database and Redis answer and the replica is not draining."""
+    checks: dict[str, str] = {"draining": "yes" if keel.runs.draining else "ok"}
+    if not keel.runs.draining:
+        await _check(
+            checks,
+            "database",
+            lambda: keel.persistence.saver.aget_tuple(
+                {"configurable": {"thread_id": "__ready__", "checkpoint_ns": ""}}
+            ),
+        )
+        if keel.settings.redis_url:
+            await _check(checks, "redis", keel.deps.cache.ping)
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ready" if ok else "unavailable", "checks": checks},

@@ -13,7 +13,7 @@ from api.errors import MalformedLastEventId, RunFailed, error_responses
 from api.ratelimit import enforce_token_quota
 from api.schemas import RunInfo, RunRequest, RunResult, iso_utc
 from api.streaming import to_sse
-from checkpoints.runs import Run
+from checkpoints.runs import TERMINAL_EVENTS, Run
 from checkpoints.threads import get_thread
 from graph.errors import InvalidInput
 from integrations import metrics
@@ -29,6 +29,8 @@ START_ERRORS = error_responses(400, 404, 409)
 # Waiting for a result: the run was cancelled (409) or failed retryably (503).
 RESULT_ERRORS = error_responses(409, 503)
 NOT_FOUND = error_responses(404)
+# When a draining replica ends a stream early: reconnect (with Last-Event-ID) after this long.
+RETRY_MS = 1000
 # Set on results not answered at full service: no_rerank, cached or documents_only.
 DEGRADED_HEADER = "X-Keel-Degraded"
 
@@ -54,15 +56,18 @@ def _stream(keel: Keel, run: Run, after: int, cancel_on_disconnect: bool) -> Eve
     requested = time.perf_counter()
 
     async def events() -> AsyncIterator[ServerSentEvent]:
-        finished, first = False, True
+        finished, first, last = False, True, ""
         metrics.SSE_ACTIVE.inc()
         try:
             async for seq, name, data in keel.runs.follow(run, after):
                 if first:
                     metrics.FIRST_EVENT.observe(time.perf_counter() - requested)
                     first = False
+                last = name
                 yield to_sse(run.run_id, seq, name, data)
             finished = True
+            if last not in TERMINAL_EVENTS:  # this replica drained: resume elsewhere
+                yield ServerSentEvent(comment="replica draining; reconnect", retry=RETRY_MS)
         finally:
             metrics.SSE_ACTIVE.dec()
             if cancel_on_disconnect and not finished:
