@@ -23,6 +23,7 @@ from checkpoints.runs import TERMINAL_EVENTS, Run
 from checkpoints.threads import touch_thread
 from graph.context import Context
 from graph.errors import InvalidInput, KeelError
+from runtime.eventlog import EventWriter
 from runtime.events import graph_events
 
 if TYPE_CHECKING:
@@ -181,12 +182,8 @@ class RunManager:
     async def _execute(self, run: Run) -> None:
         keel, store = self.keel, self.store
         seq = await store.last_seq(run.run_id)
-
-        async def emit(name: str, data: dict[str, Any]) -> None:
-            nonlocal seq
-            seq += 1
-            await store.append(run.run_id, seq, name, data)
-            self._wake(run.run_id)
+        writer = EventWriter(store, run.run_id, seq, lambda: self._wake(run.run_id))
+        emit = writer.emit
 
         config: RunnableConfig = {
             "configurable": {"thread_id": run.thread_id},
@@ -215,7 +212,7 @@ class RunManager:
                 start_checkpoint = checkpoint_id
                 await store.set_start_checkpoint(run.run_id, checkpoint_id)
             if seq == 0:
-                await emit(
+                emit(
                     "run.started",
                     {
                         "run_id": run.run_id,
@@ -224,7 +221,7 @@ class RunManager:
                     },
                 )
             else:
-                await emit(
+                emit(
                     "run.resumed",
                     {
                         "run_id": run.run_id,
@@ -240,7 +237,7 @@ class RunManager:
                 context,
                 request["durability"],
             ):
-                await emit(name, data)
+                emit(name, data)
             final = (await keel.graph.aget_state(config)).values
             result = {
                 "run_id": run.run_id,
@@ -252,7 +249,8 @@ class RunManager:
                 "usage": final.get("usage", {"input_tokens": 0, "output_tokens": 0}),
                 "model": final.get("model"),
             }
-            await emit("run.finished", result)
+            emit("run.finished", result)
+            await writer.flush()  # a row turns terminal only after its outcome is logged
             await store.finish(run.run_id, "succeeded", result, None)
             # Counted here, not where a client reads the result: background runs spend too.
             await self.keel.limiter.count_usage(run.tenant, run.run_id, result["usage"])
@@ -260,11 +258,13 @@ class RunManager:
         except asyncio.CancelledError:
             kind = self._cancel_kind.pop(run.run_id, None)
             if kind is None or self._stopping:  # shutdown: hand the run to another replica
+                with contextlib.suppress(Exception):  # its resumer numbers events after these
+                    await writer.flush()
                 await store.release(run.run_id)
                 raise
             if kind == "rollback":
                 await discard_after(keel.persistence, run.thread_id, start_checkpoint)
-            await emit(
+            emit(
                 "run.error",
                 {
                     "code": "cancelled",
@@ -272,18 +272,19 @@ class RunManager:
                     "message": "rolled back" if kind == "rollback" else "cancelled",
                 },
             )
+            await writer.flush()
             await store.finish(run.run_id, "cancelled", None, kind)
         except KeelError as exc:
-            await emit(
-                "run.error", {"code": exc.code, "message": str(exc), "retryable": exc.retryable}
-            )
+            emit("run.error", {"code": exc.code, "message": str(exc), "retryable": exc.retryable})
+            await writer.flush()
             await store.finish(run.run_id, "failed", None, str(exc))
         except Exception as exc:
             log.exception("run %s failed", run.run_id)
-            await emit(
+            emit(
                 "run.error",
                 {"code": "internal_error", "message": type(exc).__name__, "retryable": False},
             )
+            await writer.flush()
             await store.finish(run.run_id, "failed", None, type(exc).__name__)
         finally:
             self._tasks.pop(run.run_id, None)
