@@ -334,14 +334,17 @@ class RunManager:
                 last = seq
             if batch and batch[-1][1] in TERMINAL_EVENTS and len(batch) < EVENT_BATCH:
                 return
+            if len(batch) == EVENT_BATCH:
+                continue
             if not batch:
                 latest = await self.store.last_event(run.run_id)
                 if latest and latest[0] > last:
                     continue  # logged after our read: fetch it now
                 if latest and latest[1] in TERMINAL_EVENTS:  # we are past the outcome
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), POLL_S)
+            # Cleared before the read: a commit after it has set the wakeup, so nothing is missed.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), POLL_S)
 
     async def outcome(self, run: Run) -> tuple[str, dict[str, Any]]:
         """Waits until the run ends: (`run.finished` or `run.error`, its data).
