@@ -153,10 +153,11 @@ class RunStore:
                 )
             else:
                 stopped = []
-            await self._exec(
+            rows = await self._fetch(
                 tx,
                 "INSERT INTO keel_runs (run_id, thread_id, tenant, status, strategy, request, "
-                "start_checkpoint_id, created_at, updated_at) VALUES (%s, %s, %s, 'pending', %s, %s, %s, %s, %s)",
+                "start_checkpoint_id, created_at, updated_at) VALUES (%s, %s, %s, 'pending', %s, %s, %s, %s, %s) "
+                "RETURNING *",
                 (
                     run_id,
                     thread_id,
@@ -168,7 +169,7 @@ class RunStore:
                     now,
                 ),
             )
-        return await self.get(run_id), stopped
+        return Run.from_row(rows[0]), stopped
 
     async def get(
         self, run_id: str, tenant: str | None = None, thread_id: str | None = None
@@ -199,28 +200,16 @@ class RunStore:
         """Takes the thread's oldest pending run when none is running, under the thread lock."""
         now = time.time()
         async with self.transaction(lock_key=thread_id) as tx:
-            running = await self._fetch(
-                tx,
-                "SELECT run_id FROM keel_runs WHERE thread_id = %s AND status = 'running'",
-                (thread_id,),
-            )
-            if running:
-                return None
-            pending = await self._fetch(
-                tx,
-                "SELECT run_id FROM keel_runs WHERE thread_id = %s AND status = 'pending' "
-                "ORDER BY created_at LIMIT 1",
-                (thread_id,),
-            )
-            if not pending:
-                return None
-            await self._exec(
+            rows = await self._fetch(  # one statement: a claim is one round trip under the lock
                 tx,
                 "UPDATE keel_runs SET status = 'running', lease_owner = %s, lease_expires_at = %s, "
-                "attempts = attempts + 1, updated_at = %s WHERE run_id = %s",
-                (owner, now + lease_s, now, pending[0]["run_id"]),
+                "attempts = attempts + 1, updated_at = %s WHERE run_id = ("
+                "SELECT run_id FROM keel_runs WHERE thread_id = %s AND status = 'pending' "
+                "AND NOT EXISTS (SELECT 1 FROM keel_runs WHERE thread_id = %s AND status = 'running') "
+                "ORDER BY created_at LIMIT 1) RETURNING *",
+                (owner, now + lease_s, now, thread_id, thread_id),
             )
-        return await self.get(pending[0]["run_id"])
+        return Run.from_row(rows[0]) if rows else None
 
     async def claimable_threads(self, limit: int = 50) -> list[str]:
         """Threads with a pending run and none running: work any replica may pick up."""
@@ -348,7 +337,7 @@ class RunStore:
         outcome event in the same transaction, so no one sees one without the other."""
         async with self.transaction() as tx:
             if event is not None:
-                await self._insert_event(tx, run_id, *event)
+                await self._insert_events(tx, run_id, [event])
             await self._exec(
                 tx,
                 "UPDATE keel_runs SET status = %s, result = %s, error = %s, lease_owner = NULL, "
@@ -365,17 +354,28 @@ class RunStore:
     # -- events ---------------------------------------------------------------------------
     async def append(self, run_id: str, seq: int, event: str, data: dict[str, Any]) -> None:
         """Appends one event; (run_id, seq) is unique, so a replayed write cannot duplicate."""
-        async with self.transaction() as tx:
-            await self._insert_event(tx, run_id, seq, event, data)
+        await self.append_many(run_id, [(seq, event, data)])
 
-    async def _insert_event(
-        self, tx: Any, run_id: str, seq: int, event: str, data: dict[str, Any]
+    async def append_many(self, run_id: str, events: list[tuple[int, str, dict[str, Any]]]) -> None:
+        """Appends (seq, event, data) rows in one transaction and one multi-row INSERT."""
+        async with self.transaction() as tx:
+            await self._insert_events(tx, run_id, events)
+
+    async def _insert_events(
+        self, tx: Any, run_id: str, events: list[tuple[int, str, dict[str, Any]]]
     ) -> None:
-        await self._exec(
-            tx,
-            "INSERT INTO keel_run_events (run_id, seq, event, data, created_at) VALUES (%s, %s, %s, %s, %s)",
-            (run_id, seq, event, json.dumps(data), time.time()),
-        )
+        now = time.time()
+        for start in range(0, len(events), 1000):  # under SQLite's bound-parameter limit
+            chunk = events[start : start + 1000]
+            params: list[Any] = []
+            for seq, event, data in chunk:
+                params += (run_id, seq, event, json.dumps(data), now)
+            rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
+            await self._exec(
+                tx,
+                f"INSERT INTO keel_run_events (run_id, seq, event, data, created_at) VALUES {rows}",
+                tuple(params),
+            )
 
     async def last_seq(self, run_id: str) -> int:
         """The highest event sequence number of a run (0 when none)."""

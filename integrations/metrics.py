@@ -45,7 +45,7 @@ NODE_DURATION = Histogram(
 )
 EVENT_APPEND = Histogram(
     "keel_event_log_append_duration_seconds",
-    "Time to append one event to the durable run log",
+    "Time to commit one batch of events to the durable run log",
     buckets=FAST_SECONDS,
 )
 CACHE_LOOKUPS = Counter(

@@ -2,6 +2,7 @@
 
 import base64
 import binascii
+import functools
 import re
 import uuid
 from typing import Any
@@ -149,6 +150,7 @@ def _normalised(text: str) -> str:
     return out
 
 
+@functools.lru_cache(maxsize=4096)  # the same corpus passages are screened turn after turn
 def detect_injection(text: str) -> str | None:
     """The name of the first injection rule the text (or its de-obfuscated form) matches."""
     variants = (text, _normalised(text))

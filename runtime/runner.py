@@ -26,6 +26,7 @@ from graph.context import Context
 from graph.errors import InvalidInput, KeelError
 from graph.state import Citation
 from integrations import metrics
+from runtime.eventlog import EventWriter
 from runtime.events import graph_events
 
 if TYPE_CHECKING:
@@ -207,22 +208,17 @@ class RunManager:
 
         started, outcome = time.monotonic(), None  # outcome: the run's terminal status
         metrics.RUNS_RUNNING.set(len(self._tasks))
-
-        async def emit(name: str, data: dict[str, Any]) -> None:
-            nonlocal seq
-            seq += 1
-            appended = time.perf_counter()
-            await store.append(run.run_id, seq, name, data)
-            metrics.EVENT_APPEND.observe(time.perf_counter() - appended)
-            self._wake(run.run_id)
+        writer = EventWriter(store, run.run_id, seq, lambda: self._wake(run.run_id))
+        emit = writer.emit
 
         async def conclude(status: Status, name: str, data: dict[str, Any], error: str | None):
-            # The outcome event and the terminal row in one transaction: whoever sees the event
-            # (and starts the thread's next run) finds the thread free.
-            nonlocal seq, outcome
-            seq += 1
+            # Everything before it committed, then the outcome event and the terminal row in one
+            # transaction: whoever sees the event (and starts the next turn) finds the thread free.
+            nonlocal outcome
+            await writer.flush()
+            writer.seq += 1
             result = data if name == "run.finished" else None
-            await store.finish(run.run_id, status, result, error, (seq, name, data))
+            await store.finish(run.run_id, status, result, error, (writer.seq, name, data))
             outcome = status
             self._wake(run.run_id)
 
@@ -254,7 +250,7 @@ class RunManager:
                 start_checkpoint = checkpoint_id
                 await store.set_start_checkpoint(run.run_id, checkpoint_id)
             if seq == 0:
-                await emit(
+                emit(
                     "run.started",
                     {
                         "run_id": run.run_id,
@@ -263,7 +259,7 @@ class RunManager:
                     },
                 )
             else:
-                await emit(
+                emit(
                     "run.resumed",
                     {
                         "run_id": run.run_id,
@@ -279,7 +275,7 @@ class RunManager:
                 context,
                 request["durability"],
             ):
-                await emit(name, data)
+                emit(name, data)
             final = (await keel.graph.aget_state(config)).values
             result = {
                 "run_id": run.run_id,
@@ -302,6 +298,8 @@ class RunManager:
         except asyncio.CancelledError:
             kind = self._cancel_kind.pop(run.run_id, None)
             if kind is None or self._stopping:  # shutdown: hand the run to another replica
+                with contextlib.suppress(Exception):  # its resumer numbers events after these
+                    await writer.flush()
                 await store.release(run.run_id)
                 raise
             if kind == "rollback":
@@ -376,14 +374,17 @@ class RunManager:
                 last = seq
             if batch and batch[-1][1] in TERMINAL_EVENTS and len(batch) < EVENT_BATCH:
                 return
+            if len(batch) == EVENT_BATCH:
+                continue
             if not batch:
                 latest = await self.store.last_event(run.run_id)
                 if latest and latest[0] > last:
                     continue  # logged after our read: fetch it now
                 if latest and latest[1] in TERMINAL_EVENTS:  # we are past the outcome
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), POLL_S)
+            # Cleared before the read: a commit after it has set the wakeup, so nothing is missed.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), POLL_S)
 
     async def outcome(self, run: Run) -> tuple[str, dict[str, Any]]:
         """Waits until the run ends: (`run.finished` or `run.error`, its data).

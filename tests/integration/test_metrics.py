@@ -97,7 +97,7 @@ def test_scrape_after_real_runs_passes_promtool(
     route = "/v1/threads/{thread_id}/runs/stream"
     assert sample(text, "keel_http_request_duration_seconds_count", route=route) == 3
     assert sample(text, "keel_db_pool_connections", state="open") >= 1
-    assert sample(text, "keel_event_log_append_duration_seconds_count") > 20
+    assert sample(text, "keel_event_log_append_duration_seconds_count") >= 3
 
 
 def test_series_stay_bounded_over_10000_requests_from_100_tenants(start_server, data_dir):
