@@ -11,8 +11,9 @@ from graph.deps import Deps
 from graph.errors import ProviderError
 from graph.prompts import NOT_FOUND
 from graph.state import State
+from nodes.citations import check_citations
 from nodes.extractive import extractive_answer
-from nodes.generate import blocked_by_passages, build_prompt, cited, model_name, stream_chat
+from nodes.generate import blocked_by_passages, build_prompt, model_name, stream_chat
 from nodes.output_guard import StreamRedactor, merge_counts, redact_citations, screen_passages
 
 
@@ -48,17 +49,18 @@ def make_fallback(deps: Deps):
                 except ProviderError as exc:
                     degraded.append(f"fallback {model_name(model)}: {exc}")
                     continue
-                citations, snippet_counts = redact_citations(deps.redactor, cited(answer, passages))
+                checked = check_citations(answer, passages)
+                citations, snippet_counts = redact_citations(deps.redactor, checked.citations)
                 return {
                     **screened,
-                    "answer": answer,
+                    "answer": checked.answer,
                     "citations": citations,
                     "usage": usage,
                     "model": model_name(model),
-                    "degraded": degraded,
+                    "degraded": [*degraded, *checked.degraded],
                     "fallback": {"reason": reason, "mode": "provider"},
                     "output_redactions": merge_counts(guard.counts, snippet_counts),
-                    "messages": [AIMessage(answer)],
+                    "messages": [AIMessage(checked.answer)],
                 }
         extract = await extractive_answer(
             deps, deps.corpora.get(context.tenant), question, passages
