@@ -170,16 +170,8 @@ def subset_corpus(dataset: EvalDataset, distractors: int, seed: int = 0) -> Eval
 
 
 def abstract_sentences(text: str) -> list[str]:
-    """An abstract's sentences for mapping answers to annotated evidence indexes.
-
-    BEIR joins SciFact's sentences with spaces, sometimes with none ("disabilities.A line"), so
-    a period directly followed by a capitalised word also ends a sentence here.
-    """
-    import re
-
+    """An abstract's sentences for mapping answers to annotated evidence indexes (BEIR joins
+    SciFact's sentences with spaces, sometimes with none: `split_sentences` splits both)."""
     from integrations.text import split_sentences
 
-    out: list[str] = []
-    for sentence in split_sentences(text, max_chars=100_000):
-        out.extend(s for s in re.split(r"(?<=[a-z0-9)][.!?])(?=[A-Z][a-z])", sentence) if s.strip())
-    return out
+    return split_sentences(text, max_chars=100_000)

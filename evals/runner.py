@@ -157,16 +157,15 @@ async def run_query(
 
 
 def _answer_evidence(
-    answer: str, passages: list[dict[str, Any]], sentences_of: Callable[[str], list[str]]
+    answer: str, cited_docs: dict[int, str], sentences_of: Callable[[str], list[str]]
 ) -> set[tuple[str, int]]:
     """The (doc id, sentence index) pairs an extractive answer quotes, by matching its sentences
-    to the cited documents' sentences."""
+    to the sentences of the documents their [n] citations (`cited_docs`: n -> doc id) point at."""
     chosen: set[tuple[str, int]] = set()
     for match in _ANSWER_SENTENCE.finditer(answer):
-        text, n = " ".join(match.group(1).split()), int(match.group(2))
-        if not 1 <= n <= len(passages):
+        text, doc_id = " ".join(match.group(1).split()), cited_docs.get(int(match.group(2)))
+        if doc_id is None:
             continue
-        doc_id = passages[n - 1]["doc_id"]
         sentences = [" ".join(s.split()) for s in sentences_of(doc_id)]
         hits = [i for i, s in enumerate(sentences) if s and (s in text or text in s)]
         if not hits:
@@ -207,7 +206,9 @@ def score_row(
     faith = metrics.citation_faithfulness(row["answer"], given) if not row["cached"] else {}
     scores.update({f"citation_{k}": v for k, v in faith.items()})
     if query.evidence and sentences_of is not None and row["model"] == "extractive":
-        selected = _answer_evidence(row["answer"], row["_passages"][:given], sentences_of)
+        doc_of = {p["id"]: p["doc_id"] for p in row["_passages"][:given]}
+        cited_docs = {c["n"]: doc_of[c["id"]] for c in row["citations"] if c["id"] in doc_of}
+        selected = _answer_evidence(row["answer"], cited_docs, sentences_of)
         precision, recall = metrics.evidence_precision_recall(selected, query.evidence)
         scores["evidence_precision"], scores["evidence_recall"] = precision, recall
         row["evidence_selected"] = sorted(selected)

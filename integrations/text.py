@@ -5,12 +5,25 @@ import re
 # A sentence ends at . ! or ? followed by space and an upper-case letter, digit or bracket;
 # abbreviations such as "e.g. the" stay joined because a lower-case word follows.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[\"])")
+# Text joined without a space ("drugs.Ninety-four", common in scraped abstracts) ends one too.
+_GLUED_END = re.compile(r"(?<=[a-z0-9)][.!?])(?=[A-Z][a-z])")
+
+
+# Blank lines and Markdown heading lines end a sentence; heading lines are not sentences.
+_BLOCK_BREAK = re.compile(r"\n[ \t]*\n|^[ \t]{0,3}#{1,6}[ \t][^\n]*$", re.MULTILINE)
 
 
 def split_sentences(text: str, max_chars: int = 400) -> list[str]:
     """Splits text into sentences; very long ones are cut at `max_chars` on a word boundary."""
     out: list[str] = []
-    for raw in _SENTENCE_END.split(" ".join(text.split())):
+    for block in _BLOCK_BREAK.split(text):
+        out.extend(_split_block(" ".join(block.split()), max_chars))
+    return out
+
+
+def _split_block(text: str, max_chars: int) -> list[str]:
+    out: list[str] = []
+    for raw in (part for piece in _SENTENCE_END.split(text) for part in _GLUED_END.split(piece)):
         sentence = raw.strip()
         while len(sentence) > max_chars:
             cut = sentence.rfind(" ", 0, max_chars)

@@ -13,14 +13,9 @@ from graph.errors import ProviderError, StoreUnavailable
 from graph.prompts import NOT_FOUND
 from graph.state import State
 from integrations.llm import model_name
+from nodes.citations import check_citations
 from nodes.extractive import extractive_answer
-from nodes.generate import (
-    blocked_by_passages,
-    build_prompt,
-    cited,
-    prompt_budget,
-    stream_chat,
-)
+from nodes.generate import blocked_by_passages, build_prompt, prompt_budget, stream_chat
 from nodes.output_guard import StreamRedactor, merge_counts, redact_citations, screen_passages
 
 
@@ -60,18 +55,18 @@ def make_fallback(deps: Deps):
                 except ProviderError as exc:
                     degraded.append(f"fallback {model_name(model)}: {exc}")
                     continue
-                answer = (partial + text).strip()
-                citations, snippet_counts = redact_citations(deps.redactor, cited(answer, passages))
+                checked = check_citations((partial + text).strip(), passages)
+                citations, snippet_counts = redact_citations(deps.redactor, checked.citations)
                 return {
                     **screened,
-                    "answer": answer,
+                    "answer": checked.answer,
                     "citations": citations,
                     "usage": usage,
                     "model": model_name(model),
-                    "degraded": degraded,
+                    "degraded": [*degraded, *checked.degraded],
                     "fallback": {"reason": reason, "mode": "continued" if partial else "provider"},
                     "output_redactions": merge_counts(guard.counts, snippet_counts),
-                    "messages": [AIMessage(answer)],
+                    "messages": [AIMessage(checked.answer)],
                 }
         extract = await extractive_answer(
             deps, deps.corpora.get(context.tenant), question, passages

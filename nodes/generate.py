@@ -1,7 +1,6 @@
 """generate: an OpenAI-compatible chat model that streams tokens and cites passages as [n];
 with no model configured, the extractive answerer."""
 
-import re
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -12,9 +11,10 @@ from graph.context import Context, run_context
 from graph.deps import Deps
 from graph.errors import ProviderError
 from graph.prompts import PASSAGE_REFUSAL, PASSAGES_TEMPLATE, SYSTEM_PROMPT
-from graph.state import Citation, Passage, State
+from graph.state import Passage, State
 from integrations.llm import model_name
 from nodes.cache import store_answer
+from nodes.citations import check_citations
 from nodes.extractive import extractive_answer
 from nodes.output_guard import (
     PassageScreen,
@@ -23,8 +23,6 @@ from nodes.output_guard import (
     redact_citations,
     screen_passages,
 )
-
-_CITATION = re.compile(r"\[(\d+)\]")
 
 
 def build_prompt(
@@ -71,17 +69,6 @@ def estimate_tokens(messages: list[BaseMessage]) -> int:
 def prompt_budget(deps: Deps) -> int:
     """Tokens a prompt may take: the model's window minus the reserved answer."""
     return deps.settings.llm_context_window - deps.settings.llm_max_tokens
-
-
-def cited(answer: str, passages: list[Passage]) -> list[Citation]:
-    """The passages an answer cites, in order of first citation; out-of-range numbers dropped."""
-    out: dict[int, Citation] = {}
-    for match in _CITATION.finditer(answer):
-        n = int(match.group(1))
-        if 1 <= n <= len(passages) and n not in out:
-            p = passages[n - 1]
-            out[n] = Citation(n=n, id=p["id"], source=p["source"], snippet=p["text"][:300])
-    return list(out.values())
 
 
 async def stream_chat(
@@ -151,6 +138,7 @@ def make_generate(deps: Deps):
         screened = {"passages": screen.passages, "injected_passages": screen.injected}
         passages = screen.passages[: context.top_k]
         question = state["question"]
+        flags: list[str] = []
         if deps.llm.models:
             chain = deps.llm.chain_for(context.model)
             hedge = chain[1] if deps.settings.llm_hedge and len(chain) > 1 else None
@@ -160,8 +148,9 @@ def make_generate(deps: Deps):
             text, usage, model = await stream_chat(
                 deps, chain[0], prompt, runtime, "generate", guard, hedge=hedge
             )
-            answer = text.strip()
-            citations, snippet_counts = redact_citations(deps.redactor, cited(answer, passages))
+            checked = check_citations(text.strip(), passages)
+            answer, flags = checked.answer, checked.degraded
+            citations, snippet_counts = redact_citations(deps.redactor, checked.citations)
             redactions = merge_counts(guard.counts, snippet_counts)
             name = model_name(model)
         else:
@@ -188,6 +177,7 @@ def make_generate(deps: Deps):
             "model": name,
             "output_redactions": redactions,
             "messages": [AIMessage(answer)],
+            "degraded": [*state.get("degraded", []), *flags],
         }
 
     return generate

@@ -122,10 +122,13 @@ async def test_rerank_reorders_by_sentence_evidence(deps):
 
 async def test_generate_with_fake_model_streams_and_cites(deps):
     state = await ranked(deps)
-    deps.llm.models = [recording("Unchanged files are skipped [1]; see also [7].")]
+    reply = "Unchanged files are skipped [1]; see also [7]."
+    deps.llm.models = [recording(reply)]
     rt, written = runtime()
     update = await make_generate(deps)(state, rt)
-    assert "".join(w["token"] for w in written) == update["answer"]
+    assert "".join(w["token"] for w in written) == reply
+    assert update["answer"] == "Unchanged files are skipped [1]; see also."
+    assert update["degraded"] == ["citations_dropped: [7]"]
     assert {w["node"] for w in written} == {"generate"}
     assert [c["n"] for c in update["citations"]] == [1]
     assert update["citations"][0]["id"] == state["passages"][0]["id"]

@@ -1,0 +1,136 @@
+"""The query-focused extractive answerer and the citation check of generated answers."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from graph.deps import Deps
+from graph.settings import Settings
+from integrations.cache_stores import SqliteCacheStore
+from integrations.text import split_sentences
+from nodes.citations import check_citations
+from nodes.extractive import MAX_SENTENCES, MIN_RELEVANCE, extractive_answer, select_sentences
+
+SSE_QUESTION = "How often do idle SSE connections get a keep-alive comment?"
+KEEPALIVE = "Idle connections receive a comment line every fifteen seconds"
+
+
+def unit(*components: float) -> np.ndarray:
+    v = np.array(components, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+QUERY = unit(1, 0, 0, 0)
+
+
+def test_sentences_come_in_relevance_order_across_passages():
+    first = (["weak match here", "unrelated"], np.stack([unit(0.85, 0.53, 0, 0), unit(0, 0, 1, 0)]))
+    second = (["strong match here"], np.stack([unit(0.99, -0.14, 0, 0)]))
+    picked = select_sentences("question words", QUERY, [first, second], [0, 0])
+    assert [s.text for s in picked] == ["strong match here", "weak match here"]
+    assert [(s.passage, s.position) for s in picked] == [(1, 0), (0, 0)]
+    assert picked[0].relevance > picked[1].relevance
+
+
+def test_a_later_document_needs_a_better_sentence():
+    same = np.stack([unit(1, 0.1, 0, 0)])
+    picked = select_sentences("q", QUERY, [(["in doc 2"], same), (["in doc 1"], same)], [1, 0])
+    assert picked[0].text == "in doc 1"
+
+
+def test_nothing_over_the_threshold_selects_nothing():
+    far = (["off topic", "also off topic"], np.stack([unit(0.2, 1, 0, 0), unit(0, 0, 1, 0.1)]))
+    assert float(far[1][0] @ QUERY) < MIN_RELEVANCE
+    assert select_sentences("question", QUERY, [far]) == []
+    assert select_sentences("question", QUERY, [([], np.zeros((0, 4)))]) == []
+
+
+def test_sentences_far_below_the_best_are_left_out():
+    one = (["best", "much weaker"], np.stack([unit(1, 0, 0, 0), unit(1, 1, 0, 0)]))
+    assert float(one[1][1] @ QUERY) > MIN_RELEVANCE
+    assert [s.text for s in select_sentences("q", QUERY, [one])] == ["best"]
+
+
+def test_near_duplicates_are_removed_and_the_cap_holds():
+    dup = (["a fact", "the same fact"], np.stack([unit(1, 0.05, 0, 0), unit(1, 0.05, 0.01, 0)]))
+    assert [s.text for s in select_sentences("q", QUERY, [dup])] == ["a fact"]
+    # Six equally relevant sentences that each say something else (pairwise cosine 0.64).
+    basis = np.eye(8, dtype=np.float32)
+    distinct = np.stack([0.8 * basis[0] + 0.6 * basis[i] for i in range(1, 7)])
+    texts = [f"s{i}" for i in range(6)]
+    picked = select_sentences("q", basis[0], [(texts, distinct)])
+    assert [s.text for s in picked] == texts[:MAX_SENTENCES]
+
+
+def test_lexical_overlap_breaks_ties_towards_the_question_words():
+    tie = (
+        ["reindeer graze tundra", "lighthouse keeper rotates lamp"],
+        np.stack([unit(1, 0.3, 0, 0), unit(1, 0, 0.3, 0)]),
+    )
+    picked = select_sentences("Who rotates the lighthouse lamp?", QUERY, [tie])
+    assert picked[0].text == "lighthouse keeper rotates lamp"
+
+
+def test_markdown_headings_and_blank_lines_end_sentences():
+    text = "# Harbor\nThe Harbor lighthouse is old.\nIt is red.\n\n## Keeper\nA list item\n\nNext."
+    assert split_sentences(text) == [
+        "The Harbor lighthouse is old.",
+        "It is red.",
+        "A list item",
+        "Next.",
+    ]
+
+
+@pytest.fixture
+async def deps(corpus_dir: Path, tmp_path: Path):
+    built = Deps.from_settings(Settings(data_dir=corpus_dir), [])
+    built.cache = SqliteCacheStore(tmp_path / "cache.sqlite")
+    yield built
+    await built.aclose()
+
+
+async def passages_for(deps: Deps, question: str) -> list:
+    from tests.unit.test_nodes import ranked
+
+    return (await ranked(deps, question))["passages"][:5]
+
+
+async def test_answers_the_sse_question_with_the_keepalive_sentence_only(deps):
+    passages = await passages_for(deps, SSE_QUESTION)
+    answer = await extractive_answer(deps, deps.corpora.get(), SSE_QUESTION, passages)
+    assert answer is not None
+    assert answer.sentences[0][0].startswith(KEEPALIVE)
+    assert [n for _, n in answer.sentences] == list(range(1, len(answer.sentences) + 1))
+    assert [c["n"] for c in answer.citations] == [n for _, n in answer.sentences]
+    assert [c["snippet"] for c in answer.citations] == [s for s, _ in answer.sentences]
+    assert answer.citations[0]["source"] == "streaming.md"
+    assert answer.text.startswith(f"{answer.sentences[0][0]} [1]")
+    assert not any("#" in s for s, _ in answer.sentences)
+
+
+async def test_an_unanswerable_question_gets_no_sentences(deps):
+    question = "What is the boiling point of tungsten on Mars?"
+    passages = await passages_for(deps, question)
+    assert passages  # retrieval always returns something; none of it answers
+    assert await extractive_answer(deps, deps.corpora.get(), question, passages) is None
+
+
+def passage(n: int) -> dict:
+    return {
+        "id": f"c{n}",
+        "doc_id": f"d{n}",
+        "source": f"s{n}.md",
+        "title": "",
+        "text": f"text {n}",
+    }
+
+
+def test_generated_citations_are_renumbered_and_out_of_range_ones_dropped():
+    given = [passage(n) for n in range(1, 6)]
+    checked = check_citations("Skipped [3] and replaced [3][5], never [9].", given)
+    assert checked.answer == "Skipped [1] and replaced [1][2], never."
+    assert [(c["n"], c["id"]) for c in checked.citations] == [(1, "c3"), (2, "c5")]
+    assert checked.dropped == [9] and checked.degraded == ["citations_dropped: [9]"]
+    clean = check_citations("Fine [1].", given)
+    assert clean.answer == "Fine [1]." and clean.degraded == []
