@@ -10,6 +10,7 @@ from langchain_core.language_models import BaseChatModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import audit
+from api.agent import build_router as agent_router
 from api.auth import Authenticator
 from api.errors import PayloadTooLarge, error_body, error_responses, install_error_handlers
 from api.ratelimit import enforce_rate_limit
@@ -121,6 +122,8 @@ def create_app(
         responses={**common, **error_responses(400, 404, 415)},
     )
     app.include_router(health.router)
+    # The LangGraph Agent Server API at the root paths (the official SDKs and Studio).
+    app.include_router(agent_router())
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(HeaderLimit, limit=settings.max_header_bytes)
     return app

@@ -1,0 +1,159 @@
+"""The LangGraph Agent Server API at the root paths, driven by the official Python client
+(`langgraph-sdk`, async and sync) against a real `keel serve` on Postgres."""
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from langgraph_sdk import get_client, get_sync_client
+from langgraph_sdk.errors import ConflictError, NotFoundError
+
+from tests.conftest import Server
+
+ASSISTANT_UUID = str(uuid.uuid5(uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8"), "keel"))
+QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path, postgres_url: str
+) -> Iterator[Server]:
+    """One `keel serve` on Postgres with the extractive answerer."""
+    tmp = tmp_path_factory.mktemp("agent")
+    shutil.copytree(corpus_dir, tmp / "data")
+    env = {"KEEL_DATABASE_URL": postgres_url, "KEEL_DATA_DIR": str(tmp / "data")}
+    with Server(env, tmp / "server.log") as started:
+        yield started
+
+
+def _turn(server: Server, thread_id: str, message: str = QUESTION) -> dict:
+    """A turn through keel's own /v1 dialect: the same thread serves both."""
+    url = f"{server.url}/v1/threads/{thread_id}/runs/wait"
+    return httpx.post(url, json={"message": message}, timeout=120).raise_for_status().json()
+
+
+async def test_ok_info_and_the_keel_assistant(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        assert (await http.get("/ok")).json() == {"ok": True}
+        info = (await http.get("/info")).json()
+    assert info["flags"]["assistants"] is True and info["langgraph_py_version"]
+    client = get_client(url=server.url)
+    found = await client.assistants.search(graph_id="keel")
+    assert [a["assistant_id"] for a in found] == [ASSISTANT_UUID]
+    assert await client.assistants.count() == 1
+    assert await client.assistants.search(graph_id="other") == []
+    assert (await client.assistants.get("keel")) == (await client.assistants.get(ASSISTANT_UUID))
+    with pytest.raises(NotFoundError):
+        await client.assistants.get(str(uuid.uuid4()))
+
+    drawn = await client.assistants.get_graph("keel", xray=True)
+    nodes = {n["id"] for n in drawn["nodes"]}
+    assert {"guard", "cache_lookup", "retrieve", "rerank", "generate", "fallback"} <= nodes
+    assert {(e["source"], e["target"]) for e in drawn["edges"]} >= {("__start__", "guard")}
+
+    schemas = await client.assistants.get_schemas(ASSISTANT_UUID)
+    assert "messages" in schemas["input_schema"]["properties"]
+    assert {"answer", "citations", "cached"} <= set(schemas["output_schema"]["properties"])
+    assert {"messages", "answer", "passages"} <= set(schemas["state_schema"]["properties"])
+    knobs = schemas["context_schema"]["properties"]
+    # Knobs a client may set, never the ones the server fills in (tenant, the raw message).
+    assert {"top_k", "rerank", "use_cache"} <= set(knobs)
+    assert not {"tenant", "user_message"} & set(knobs)
+    assert knobs["top_k"] == {"default": 5, "title": "Top K", "type": "integer"}
+
+
+async def test_threads_create_search_count_patch(server: Server) -> None:
+    client = get_client(url=server.url)
+    tag = uuid.uuid4().hex
+    made = [
+        await client.threads.create(metadata={"suite": tag, "user": user})
+        for user in ("ann", "bob", "ann")
+    ]
+    assert all(t["status"] == "idle" and t["metadata"]["suite"] == tag for t in made)
+
+    ann = await client.threads.search(metadata={"suite": tag, "user": "ann"})
+    assert {t["thread_id"] for t in ann} == {made[0]["thread_id"], made[2]["thread_id"]}
+    assert await client.threads.count(metadata={"suite": tag}) == 3
+    assert await client.threads.count(metadata={"suite": tag}, status="busy") == 0
+    newest_first = await client.threads.search(metadata={"suite": tag}, limit=2)
+    rest = await client.threads.search(metadata={"suite": tag}, limit=2, offset=2)
+    assert [t["thread_id"] for t in newest_first + rest] == [t["thread_id"] for t in reversed(made)]
+    oldest = await client.threads.search(metadata={"suite": tag}, sort_order="asc", limit=1)
+    assert oldest[0]["thread_id"] == made[0]["thread_id"]
+
+    patched = await client.threads.update(made[1]["thread_id"], metadata={"user": "carl"})
+    assert patched["metadata"] == {"suite": tag, "user": "carl"}
+    assert (await client.threads.get(made[1]["thread_id"]))["metadata"]["user"] == "carl"
+
+    chosen = str(uuid.uuid4())
+    created = await client.threads.create(thread_id=chosen, metadata={"suite": tag})
+    assert created["thread_id"] == chosen
+    again = await client.threads.create(thread_id=chosen, if_exists="do_nothing")
+    assert again["thread_id"] == chosen and again["metadata"] == {"suite": tag}
+    with pytest.raises(ConflictError):
+        await client.threads.create(thread_id=chosen)
+
+
+def test_state_history_update_and_delete_with_the_sync_client(
+    server: Server, postgres_url: str
+) -> None:
+    client = get_sync_client(url=server.url)
+    thread_id = client.threads.create()["thread_id"]
+    result = _turn(server, thread_id)
+
+    state = client.threads.get_state(thread_id)
+    assert state["values"]["answer"] == result["answer"]
+    assert [m["type"] for m in state["values"]["messages"]] == ["human", "ai"]
+    assert state["next"] == [] and state["checkpoint"]["thread_id"] == thread_id
+    assert client.threads.get(thread_id)["values"]["answer"] == result["answer"]
+
+    history = client.threads.get_history(thread_id, limit=100)
+    assert history[0]["checkpoint"] == state["checkpoint"]
+    assert [h["metadata"]["step"] for h in history] == sorted(
+        (h["metadata"]["step"] for h in history), reverse=True
+    )
+    # Each checkpoint names the node that wrote it; the first ones come from the input.
+    writers = [next(iter(h["metadata"]["writes"] or {None: 0})) for h in reversed(history)]
+    assert writers[:3] == [None, "__start__", "guard"]
+    assert "cache_lookup" in writers
+    page = client.threads.get_history(thread_id, limit=2, before=history[1]["checkpoint"])
+    assert [h["checkpoint"] for h in page] == [h["checkpoint"] for h in history[2:4]]
+    inputs = client.threads.get_history(thread_id, limit=10, metadata={"source": "input"})
+    assert [h["metadata"]["source"] for h in inputs] == ["input"]
+
+    past = client.threads.get_state(thread_id, checkpoint_id=history[2]["checkpoint_id"])
+    assert past["checkpoint"] == history[2]["checkpoint"] and past["next"] == history[2]["next"]
+    with pytest.raises(NotFoundError):
+        client.threads.get_state(thread_id, checkpoint_id=str(uuid.uuid4()))
+
+    written = client.threads.update_state(thread_id, {"answer": "edited"}, as_node="generate")
+    assert written["checkpoint"]["checkpoint_id"] != state["checkpoint"]["checkpoint_id"]
+    now = client.threads.get_state(thread_id)
+    assert now["values"]["answer"] == "edited"
+    assert now["metadata"]["source"] == "update"
+    assert now["parent_checkpoint"] == state["checkpoint"]
+
+    client.threads.delete(thread_id)
+    with pytest.raises(NotFoundError):
+        client.threads.get(thread_id)
+    with psycopg.connect(postgres_url) as conn:
+        for table in ("checkpoints", "checkpoint_writes", "keel_runs"):
+            count = conn.execute(
+                f"SELECT count(*) FROM {table} WHERE thread_id = %s", (thread_id,)
+            ).fetchone()
+            assert count == (0,), table
+
+
+def test_state_update_redacts_messages(server: Server) -> None:
+    client = get_sync_client(url=server.url)
+    thread_id = client.threads.create()["thread_id"]
+    _turn(server, thread_id)
+    message = {"type": "ai", "content": "mail me at jane.doe@example.com"}
+    client.threads.update_state(thread_id, {"messages": [message]}, as_node="generate")
+    stored = client.threads.get_state(thread_id)["values"]["messages"]
+    assert len(stored) == 3 and stored[-1]["content"].startswith("mail me at ")
+    assert "jane.doe@example.com" not in stored[-1]["content"]
