@@ -3,7 +3,7 @@
 
 from fastapi import APIRouter, Depends
 
-from api.agent import assistants, system, threads
+from api.agent import assistants, runs, system, threads
 from api.errors import error_responses
 from api.ratelimit import enforce_rate_limit
 
@@ -12,7 +12,7 @@ def build_router() -> APIRouter:
     """The dialect's routes: authenticated and rate limited like /v1, except `/ok` and `/info`."""
     router = APIRouter()
     common = error_responses(401, 404, 413, 422, 429)
-    for module in (assistants, threads):
+    for module in (assistants, threads, runs):
         router.include_router(
             module.router, dependencies=[Depends(enforce_rate_limit)], responses=common
         )

@@ -88,3 +88,41 @@ class StateUpdate(BaseModel):
     as_node: str | None = None
     checkpoint: CheckpointRef | None = None
     checkpoint_id: str | None = None
+
+
+class RunKnobs(BaseModel):
+    """The run knobs of `graph.context.Context` a client may set (the assistant's context
+    schema); other context fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    top_k: int = Field(default=5, ge=1, le=20)
+    candidates: int = Field(default=40, ge=1, le=200)
+    use_cache: bool = True
+    rerank: bool = True
+    model: str | None = Field(default=None, max_length=200)
+
+
+class RunCreate(BaseModel):
+    """`POST /threads/{thread_id}/runs[/stream|/wait]` and the stateless `/runs/...`."""
+
+    model_config = _LENIENT
+
+    assistant_id: str = "keel"
+    input: dict[str, Any] | None = None
+    stream_mode: str | list[str] = "values"
+    context: RunKnobs = Field(default_factory=RunKnobs)
+    metadata: dict[str, Any] | None = None
+    multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] | None = None
+    on_disconnect: Literal["continue", "cancel"] = "continue"
+    if_not_exists: Literal["create", "reject"] = "reject"
+    durability: Literal["sync", "async", "exit"] | None = None
+    stream_resumable: bool = False
+    # Accepted by the SDKs, not served by keel: a request that sets one is refused (422).
+    command: dict[str, Any] | None = None
+    checkpoint: dict[str, Any] | None = None
+    checkpoint_id: str | None = None
+    interrupt_before: str | list[str] | None = None
+    interrupt_after: str | list[str] | None = None
+    webhook: str | None = None
+    subgraphs: bool = False
