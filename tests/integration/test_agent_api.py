@@ -16,16 +16,26 @@ from tests.conftest import Server
 
 ASSISTANT_UUID = str(uuid.uuid5(uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8"), "keel"))
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
+INPUT = {"messages": [{"role": "user", "content": QUESTION}]}
+MODES = ["values", "updates", "messages-tuple", "custom", "debug"]
+FRESH = {"use_cache": False}  # the same question again: generate, not a cache hit
 
 
 @pytest.fixture(scope="module")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path, postgres_url: str
+    tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path, postgres_url: str, fake_llm_url: str
 ) -> Iterator[Server]:
-    """One `keel serve` on Postgres with the extractive answerer."""
+    """One `keel serve` on Postgres, answering through the fake LLM (25 words, 40 ms apart)."""
     tmp = tmp_path_factory.mktemp("agent")
     shutil.copytree(corpus_dir, tmp / "data")
-    env = {"KEEL_DATABASE_URL": postgres_url, "KEEL_DATA_DIR": str(tmp / "data")}
+    env = {
+        "KEEL_DATABASE_URL": postgres_url,
+        "KEEL_DATA_DIR": str(tmp / "data"),
+        "KEEL_LLM_BASE_URL": fake_llm_url,
+        "KEEL_LLM_API_KEY": "test",
+        "KEEL_LLM_MODEL": "slow-40-25",
+        "KEEL_RUN_HEARTBEAT_S": "0.2",
+    }
     with Server(env, tmp / "server.log") as started:
         yield started
 
@@ -157,3 +167,118 @@ def test_state_update_redacts_messages(server: Server) -> None:
     stored = client.threads.get_state(thread_id)["values"]["messages"]
     assert len(stored) == 3 and stored[-1]["content"].startswith("mail me at ")
     assert "jane.doe@example.com" not in stored[-1]["content"]
+
+
+def _seq(part_id: str) -> int:
+    return int(part_id.rsplit(":", 1)[1])
+
+
+async def test_stream_modes_through_the_async_client(server: Server, postgres_url: str) -> None:
+    client = get_client(url=server.url)
+    thread_id = (await client.threads.create())["thread_id"]
+    parts = [
+        p
+        async for p in client.runs.stream(
+            thread_id, "keel", input=INPUT, stream_mode=MODES, metadata={"k": "v"}, context=FRESH
+        )
+    ]
+    assert parts[0].event == "metadata"
+    run_id = parts[0].data["run_id"]
+    seqs = [_seq(p.id) for p in parts]
+    assert seqs == sorted(set(seqs)) and all(p.id.startswith(run_id + ":") for p in parts)
+    assert {p.event for p in parts} == {"metadata", *MODES} - {"messages-tuple"} | {"messages"}
+
+    updates = [next(iter(p.data)) for p in parts if p.event == "updates"]
+    assert updates == ["guard", "cache_lookup", "retrieve", "rerank", "generate"]
+    tokens = [p.data for p in parts if p.event == "messages"]
+    assert all(meta["langgraph_node"] == "generate" for _, meta in tokens)
+    assert len(tokens) == 25 and all(chunk["type"] == "AIMessageChunk" for chunk, _ in tokens)
+    answer = "".join(chunk["content"] for chunk, _ in tokens)
+    assert [p.data["token"] for p in parts if p.event == "custom"] == [
+        chunk["content"] for chunk, _ in tokens
+    ]
+    final = [p.data for p in parts if p.event == "values"][-1]
+    assert final["answer"] == answer and final["messages"][-1]["content"] == answer
+    debug_kinds = {p.data["type"] for p in parts if p.event == "debug"}
+    assert debug_kinds == {"checkpoint", "task", "task_result"}
+
+    run = await client.runs.get(thread_id, run_id)
+    assert run["status"] == "success" and run["metadata"] == {"k": "v"}
+    assert [r["run_id"] for r in await client.runs.list(thread_id)] == [run_id]
+    with psycopg.connect(postgres_url) as conn:
+        row = conn.execute(
+            "SELECT request::json->'stream_modes', status FROM keel_runs WHERE run_id = %s",
+            (run_id,),
+        ).fetchone()
+    assert row == (MODES, "succeeded")
+
+
+async def test_join_stream_resumes_exactly_after_a_last_event_id(server: Server) -> None:
+    client = get_client(url=server.url)
+    thread_id = (await client.threads.create())["thread_id"]
+    modes = ["updates", "messages-tuple"]
+    run = await client.runs.create(thread_id, "keel", input=INPUT, stream_mode=modes, context=FRESH)
+    assert run["status"] in ("pending", "running")
+    whole = [p async for p in client.runs.join_stream(thread_id, run["run_id"])]
+    assert [p.event for p in whole][:2] == ["metadata", "updates"]
+    assert len(whole) == 1 + 5 + 25
+    for k in (1, 3, 17, len(whole) - 2):
+        rest = [
+            (p.id, p.event, p.data)
+            async for p in client.runs.join_stream(
+                thread_id, run["run_id"], last_event_id=whole[k].id
+            )
+        ]
+        assert rest == [(p.id, p.event, p.data) for p in whole[k + 1 :]]
+    joined = await client.runs.join(thread_id, run["run_id"])
+    assert joined["answer"] and joined["messages"][-1]["content"] == joined["answer"]
+
+
+async def test_cancel_with_rollback_restores_the_thread(server: Server) -> None:
+    client = get_client(url=server.url)
+    thread_id = (await client.threads.create())["thread_id"]
+    await client.runs.wait(thread_id, "keel", input=INPUT)
+    before = await client.threads.get_state(thread_id)
+    run = await client.runs.create(
+        thread_id, "keel", input=INPUT, stream_mode="messages-tuple", context=FRESH
+    )
+    async for part in client.runs.join_stream(thread_id, run["run_id"]):
+        if part.event == "messages":
+            break  # the run is generating: its first checkpoints are written
+    await client.runs.cancel(thread_id, run["run_id"], wait=True, action="rollback")
+    assert (await client.runs.get(thread_id, run["run_id"]))["status"] == "interrupted"
+    after = await client.threads.get_state(thread_id)
+    assert after["checkpoint"] == before["checkpoint"]
+    assert len(after["values"]["messages"]) == 2
+    frames = [p async for p in client.runs.join_stream(thread_id, run["run_id"])]
+    assert frames[-1].event == "error" and frames[-1].data["error"] == "cancelled"
+
+
+def test_stateless_runs_and_refusals_through_the_sync_client(server: Server) -> None:
+    client = get_sync_client(url=server.url)
+    values = client.runs.wait(None, "keel", input=INPUT)
+    assert values["answer"] and values["messages"][0]["content"] == QUESTION
+    parts = list(client.runs.stream(None, "keel", input=INPUT, stream_mode="updates"))
+    assert parts[0].event == "metadata" and next(iter(parts[-1].data)) == "cache_lookup"
+    assert client.threads.count(metadata={"stateless": True}) == 0
+
+    thread_id = client.threads.create()["thread_id"]
+    refusals = [
+        (lambda: client.runs.wait(thread_id, "keel", command={"resume": "yes"}), "command"),
+        (lambda: client.runs.create(thread_id, "keel", input=INPUT, stream_mode="events"), "mode"),
+        (lambda: client.runs.wait(thread_id, "keel", input={"messages": []}), "user message"),
+    ]
+    for call, reason in refusals:
+        # runs.wait raises httpx's error, runs.create the SDK's subclass of it.
+        with pytest.raises(httpx.HTTPStatusError, match=reason) as refused:
+            call()
+        assert refused.value.response.status_code == 422
+    for call in (
+        lambda: client.runs.wait(thread_id, "other-graph", input=INPUT),
+        lambda: client.runs.wait(str(uuid.uuid4()), "keel", input=INPUT),
+    ):
+        with pytest.raises(httpx.HTTPStatusError) as missing:
+            call()
+        assert missing.value.response.status_code == 404
+    created = client.runs.wait(str(uuid.uuid4()), "keel", input=INPUT, if_not_exists="create")
+    assert created["answer"]
