@@ -1,6 +1,7 @@
 """The LangGraph Agent Server API at the root paths, driven by the official Python client
 (`langgraph-sdk`, async and sync) against a real `keel serve` on Postgres."""
 
+import json
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.errors import ConflictError, NotFoundError
 
+from api.auth import hash_key
 from tests.conftest import Server
 
 ASSISTANT_UUID = str(uuid.uuid5(uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8"), "keel"))
@@ -282,3 +284,61 @@ def test_stateless_runs_and_refusals_through_the_sync_client(server: Server) -> 
         assert missing.value.response.status_code == 404
     created = client.runs.wait(str(uuid.uuid4()), "keel", input=INPUT, if_not_exists="create")
     assert created["answer"]
+
+
+def test_tenants_see_only_their_own_threads_and_runs(
+    tmp_path: Path, corpus_dir: Path, postgres_url: str
+) -> None:
+    keys = {n: (f"key-{n}-{uuid.uuid4().hex}", f"{n}{uuid.uuid4().hex[:8]}") for n in "ab"}
+    env = {
+        "KEEL_DATABASE_URL": postgres_url,
+        "KEEL_DATA_DIR": str(tmp_path / "data"),
+        "KEEL_API_KEYS": json.dumps({hash_key(k): t for k, t in keys.values()}),
+    }
+    shutil.copytree(corpus_dir, tmp_path / "data")
+    with Server(env, tmp_path / "server.log") as auth_server:
+        base = auth_server.url
+        # The SDK's api_key and its plain headers both carry the key.
+        a = get_sync_client(url=base, api_key=keys["a"][0])
+        b = get_sync_client(url=base, headers={"X-API-Key": keys["b"][0]})
+        with pytest.raises(httpx.HTTPStatusError) as anonymous:
+            get_sync_client(url=base, api_key=None, headers={}).threads.search()
+        assert anonymous.value.response.status_code == 401
+        tag = uuid.uuid4().hex
+        tid = a.threads.create(metadata={"tag": tag})["thread_id"]
+        run = a.runs.create(tid, "keel", input=INPUT)
+        a.runs.join(tid, run["run_id"])
+        checkpoint = a.threads.get_state(tid)["checkpoint_id"]
+        assert b.threads.search(metadata={"tag": tag}) == [] and b.threads.count() == 0
+        with pytest.raises(ConflictError):  # A's id is taken, even for B
+            b.threads.create(thread_id=tid)
+
+        rid = run["run_id"]
+        body = {"assistant_id": "keel", "input": INPUT}
+        foreign = [
+            ("GET", f"/threads/{tid}", None, {}),
+            ("PATCH", f"/threads/{tid}", {"metadata": {"x": 1}}, {}),
+            ("GET", f"/threads/{tid}/state", None, {}),
+            ("GET", f"/threads/{tid}/state/{checkpoint}", None, {}),
+            ("POST", f"/threads/{tid}/state/checkpoint", {"checkpoint": {}}, {}),
+            ("POST", f"/threads/{tid}/state", {"values": {"answer": "x"}}, {}),
+            ("GET", f"/threads/{tid}/history", None, {}),
+            ("POST", f"/threads/{tid}/history", {}, {}),
+            ("GET", f"/threads/{tid}/runs", None, {}),
+            ("GET", f"/threads/{tid}/runs/{rid}", None, {}),
+            ("GET", f"/threads/{tid}/runs/{rid}/join", None, {}),
+            ("GET", f"/threads/{tid}/runs/{rid}/stream", None, {}),
+            ("GET", f"/threads/{tid}/runs/{rid}/stream", None, {"Last-Event-ID": f"{rid}:2"}),
+            ("POST", f"/threads/{tid}/runs/{rid}/cancel", None, {}),
+            ("POST", f"/threads/{tid}/runs/stream", body, {}),
+            ("POST", f"/threads/{tid}/runs/wait", body, {}),
+            ("POST", f"/threads/{tid}/runs", body, {}),
+            ("DELETE", f"/threads/{tid}", None, {}),
+        ]
+        with httpx.Client(base_url=base, timeout=30) as http:
+            for method, path, json_body, extra in foreign:
+                headers = {"X-API-Key": keys["b"][0], **extra}
+                response = http.request(method, path, json=json_body, headers=headers)
+                assert response.status_code == 404, (method, path, response.text)
+        assert a.threads.get(tid)["metadata"] == {"tag": tag}
+        assert a.runs.get(tid, rid)["status"] == "success"
