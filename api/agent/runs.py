@@ -236,7 +236,9 @@ async def join_stream(
 ) -> EventSourceResponse:
     """The run's frames after `Last-Event-ID` exactly, then the live rest, from any replica."""
     run = await _run(keel, tenant, thread_id, run_id)
-    return _stream(keel, run, parse_last_event_id(run_id, last_event_id), False)
+    # "-1" is the JS SDK's "replay the whole run".
+    after = 0 if last_event_id == "-1" else parse_last_event_id(run_id, last_event_id)
+    return _stream(keel, run, after, False)
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}/cancel")
