@@ -203,11 +203,17 @@ async def list_runs(
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    status: Annotated[
+        Literal["pending", "running", "success", "error", "interrupted"] | None, Query()
+    ] = None,
+    select: Annotated[list[str] | None, Query(max_length=20)] = None,
 ) -> list[dict[str, Any]]:
-    """The thread's runs, newest first."""
+    """The thread's runs, newest first, with `status` when given (`select`: all fields)."""
     await get_thread(keel.persistence, tenant, thread_id)
-    runs = await keel.persistence.runs.list_for_thread(thread_id, limit + offset)
-    return [run_body(r) for r in runs[offset:]]
+    runs = await keel.persistence.runs.list_for_thread(thread_id, 100_000)
+    bodies = [run_body(r) for r in runs]
+    matching = [b for b in bodies if status is None or b["status"] == status]
+    return matching[offset : offset + limit]
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}")
@@ -233,12 +239,18 @@ async def join_stream(
     keel: KeelDep,
     tenant: TenantDep,
     last_event_id: Annotated[str | None, Header(max_length=200)] = None,
+    cancel_on_disconnect: Annotated[bool, Query()] = False,
+    stream_mode: Annotated[list[str] | None, Query(max_length=10)] = None,
+    namespace: Annotated[list[str] | None, Query(max_length=10)] = None,
+    checkpoint_id: Annotated[str | None, Query(max_length=200)] = None,
 ) -> EventSourceResponse:
-    """The run's frames after `Last-Event-ID` exactly, then the live rest, from any replica."""
+    """The run's frames after `Last-Event-ID` exactly, then the live rest, from any replica.
+    The frames are the modes the run was started with: `stream_mode`, `namespace` and
+    `checkpoint_id` (sent by the SDKs) do not narrow them."""
     run = await _run(keel, tenant, thread_id, run_id)
     # "-1" is the JS SDK's "replay the whole run".
     after = 0 if last_event_id == "-1" else parse_last_event_id(run_id, last_event_id)
-    return _stream(keel, run, after, False)
+    return _stream(keel, run, after, cancel_on_disconnect)
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}/cancel")

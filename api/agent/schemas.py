@@ -4,8 +4,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# The SDKs add fields over time; unknown ones are ignored as the reference server does.
-_LENIENT = ConfigDict(extra="ignore")
+# The SDKs add fields over time: unknown ones are ignored, as the reference server does; known
+# ones are typed strictly (`false` is no offset, `"5"` no top_k).
+_LENIENT = ConfigDict(extra="ignore", strict=True)
 
 
 class AssistantSearch(BaseModel):

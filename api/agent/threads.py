@@ -23,6 +23,7 @@ from checkpoints.threads import create_thread, delete_thread, get_thread, patch_
 from graph.errors import InvalidInput, NotFound
 
 router = APIRouter(prefix="/threads", tags=["agent: threads"])
+SubgraphsQuery = Annotated[bool, Query(description="accepted; keel's graph has no subgraphs")]
 
 
 def thread_body(record: dict[str, Any], thread_status: ThreadStatus) -> dict[str, Any]:
@@ -136,8 +137,13 @@ async def count(keel: KeelDep, tenant: TenantDep, body: ThreadSearch | None = No
 
 
 @router.get("/{thread_id}")
-async def read(thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep) -> Any:
-    """The thread, with its current values."""
+async def read(
+    thread_id: ThreadIdPath,
+    keel: KeelDep,
+    tenant: TenantDep,
+    include: Annotated[str | None, Query(max_length=200)] = None,
+) -> Any:
+    """The thread, with its current values (`include`, e.g. ttl: keel's threads have none)."""
     record = await get_thread(keel.persistence, tenant, thread_id)
     body = thread_body(record, await thread_status(keel.persistence, thread_id))
     body["values"] = (await keel.graph.aget_state(_config(thread_id))).values
@@ -164,8 +170,10 @@ async def delete(
 
 
 @router.get("/{thread_id}/state")
-async def state(thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep) -> Any:
-    """The thread's latest checkpoint."""
+async def state(
+    thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep, subgraphs: SubgraphsQuery = False
+) -> Any:
+    """The thread's latest checkpoint (keel's graph has no subgraphs to include)."""
     await get_thread(keel.persistence, tenant, thread_id)
     return await _state(keel, thread_id, None)
 
@@ -181,7 +189,11 @@ async def state_at_checkpoint_post(
 
 @router.get("/{thread_id}/state/{checkpoint_id}")
 async def state_at_checkpoint(
-    thread_id: ThreadIdPath, checkpoint_id: str, keel: KeelDep, tenant: TenantDep
+    thread_id: ThreadIdPath,
+    checkpoint_id: str,
+    keel: KeelDep,
+    tenant: TenantDep,
+    subgraphs: SubgraphsQuery = False,
 ) -> Any:
     """The thread at a given checkpoint."""
     await get_thread(keel.persistence, tenant, thread_id)
