@@ -239,7 +239,8 @@ async def join_stream(
     keel: KeelDep,
     tenant: TenantDep,
     last_event_id: Annotated[str | None, Header(max_length=200)] = None,
-    cancel_on_disconnect: Annotated[bool, Query()] = False,
+    # The Python SDK sends true/false, the JS SDK 1/0.
+    cancel_on_disconnect: Annotated[Literal["true", "false", "1", "0"], Query()] = "false",
     stream_mode: Annotated[list[str] | None, Query(max_length=10)] = None,
     namespace: Annotated[list[str] | None, Query(max_length=10)] = None,
     checkpoint_id: Annotated[str | None, Query(max_length=200)] = None,
@@ -250,7 +251,7 @@ async def join_stream(
     run = await _run(keel, tenant, thread_id, run_id)
     # "-1" is the JS SDK's "replay the whole run".
     after = 0 if last_event_id == "-1" else parse_last_event_id(run_id, last_event_id)
-    return _stream(keel, run, after, cancel_on_disconnect)
+    return _stream(keel, run, after, cancel_on_disconnect in ("true", "1"))
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}/cancel")
@@ -259,14 +260,14 @@ async def cancel(
     run_id: ThreadIdPath,
     keel: KeelDep,
     tenant: TenantDep,
-    wait: Annotated[bool, Query()] = False,
+    wait: Annotated[Literal["true", "false", "1", "0"], Query()] = "false",
     action: Annotated[Literal["interrupt", "rollback"], Query()] = "interrupt",
 ) -> Response:
     """Stops a run on whichever replica runs it (`rollback` also drops its checkpoints);
     with `wait`, answers once it has stopped."""
     run = await _run(keel, tenant, thread_id, run_id)
     run = await keel.runs.cancel(run, "rollback" if action == "rollback" else "cancel")
-    if wait:
+    if wait in ("true", "1"):
         await keel.runs.outcome(run)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return Response(status_code=status.HTTP_202_ACCEPTED)

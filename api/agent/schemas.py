@@ -1,11 +1,23 @@
 """Request bodies of the Agent Server API (the fields the official SDKs send)."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from api.schemas import _check_storable
 
 # The SDKs add fields over time: unknown ones are ignored, as the reference server does; known
 # ones are typed strictly (`false` is no offset, `"5"` no top_k).
+
+
+def _storable(value: Any) -> Any:
+    _check_storable(value)
+    return value
+
+
+# JSON that Postgres' jsonb can hold (no NUL, valid UTF-8): else 422, not a database error.
+Storable = Annotated[dict[str, Any], AfterValidator(_storable)]
+Offset = Annotated[int, Field(ge=0, le=100_000)]
 _LENIENT = ConfigDict(extra="ignore", strict=True)
 
 
@@ -14,11 +26,11 @@ class AssistantSearch(BaseModel):
 
     model_config = _LENIENT
 
-    metadata: dict[str, Any] | None = None
+    metadata: Storable | None = None
     graph_id: str | None = None
     name: str | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: Offset = 0
 
 
 class ThreadCreate(BaseModel):
@@ -27,7 +39,7 @@ class ThreadCreate(BaseModel):
     model_config = _LENIENT
 
     thread_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    metadata: dict[str, Any] | None = None
+    metadata: Storable | None = None
     if_exists: Literal["raise", "do_nothing"] = "raise"
 
 
@@ -36,7 +48,7 @@ class ThreadPatch(BaseModel):
 
     model_config = _LENIENT
 
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Storable = Field(default_factory=dict)
 
 
 class ThreadSearch(BaseModel):
@@ -44,10 +56,10 @@ class ThreadSearch(BaseModel):
 
     model_config = _LENIENT
 
-    metadata: dict[str, Any] | None = None
+    metadata: Storable | None = None
     status: Literal["idle", "busy", "interrupted", "error"] | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: Offset = 0
     sort_order: Literal["asc", "desc"] = "desc"
 
 
@@ -67,7 +79,7 @@ class HistoryRequest(BaseModel):
 
     limit: int = Field(default=10, ge=1, le=1000)
     before: CheckpointRef | str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Storable | None = None
     checkpoint: CheckpointRef | None = None
 
 
@@ -85,7 +97,7 @@ class StateUpdate(BaseModel):
 
     model_config = _LENIENT
 
-    values: dict[str, Any] | list[dict[str, Any]] | None = None
+    values: Storable | list[Storable] | None = None
     as_node: str | None = None
     checkpoint: CheckpointRef | None = None
     checkpoint_id: str | None = None
@@ -110,10 +122,10 @@ class RunCreate(BaseModel):
     model_config = _LENIENT
 
     assistant_id: str = "keel"
-    input: dict[str, Any] | None = None
+    input: Storable | None = None
     stream_mode: str | list[str] = "values"
     context: RunKnobs = Field(default_factory=RunKnobs)
-    metadata: dict[str, Any] | None = None
+    metadata: Storable | None = None
     multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] | None = None
     on_disconnect: Literal["continue", "cancel"] = "continue"
     if_not_exists: Literal["create", "reject"] = "reject"

@@ -1,10 +1,11 @@
 """Threads: create, read, search, count, patch, delete, state (get, at a checkpoint, update)
 and history, over keel's thread records and checkpointer."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 from langchain_core.runnables import RunnableConfig
+from langgraph.errors import InvalidUpdateError
 from langgraph.types import StateSnapshot
 
 from api import audit
@@ -23,7 +24,10 @@ from checkpoints.threads import create_thread, delete_thread, get_thread, patch_
 from graph.errors import InvalidInput, NotFound
 
 router = APIRouter(prefix="/threads", tags=["agent: threads"])
-SubgraphsQuery = Annotated[bool, Query(description="accepted; keel's graph has no subgraphs")]
+SubgraphsQuery = Annotated[
+    Literal["true", "false", "True", "False"],
+    Query(description="accepted; keel's graph has no subgraphs"),
+]
 
 
 def thread_body(record: dict[str, Any], thread_status: ThreadStatus) -> dict[str, Any]:
@@ -171,7 +175,7 @@ async def delete(
 
 @router.get("/{thread_id}/state")
 async def state(
-    thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep, subgraphs: SubgraphsQuery = False
+    thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep, subgraphs: SubgraphsQuery = "false"
 ) -> Any:
     """The thread's latest checkpoint (keel's graph has no subgraphs to include)."""
     await get_thread(keel.persistence, tenant, thread_id)
@@ -193,7 +197,7 @@ async def state_at_checkpoint(
     checkpoint_id: str,
     keel: KeelDep,
     tenant: TenantDep,
-    subgraphs: SubgraphsQuery = False,
+    subgraphs: SubgraphsQuery = "false",
 ) -> Any:
     """The thread at a given checkpoint."""
     await get_thread(keel.persistence, tenant, thread_id)
@@ -231,7 +235,7 @@ async def update_state(
             _redacted(keel, body.values) if body.values is not None else None,
             as_node=body.as_node,
         )
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, TypeError, InvalidUpdateError) as exc:
         # langgraph rejects an unknown node or an ambiguous update this way.
         raise InvalidInput(f"state update rejected: {exc}") from None
     return {"checkpoint": _checkpoint(config)}
