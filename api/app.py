@@ -11,6 +11,7 @@ from langchain_core.language_models import BaseChatModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import audit
+from api.agent import build_router as agent_router
 from api.auth import Authenticator
 from api.errors import PayloadTooLarge, error_body, error_responses, install_error_handlers
 from api.pages import install_pages
@@ -157,6 +158,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(metrics_route.router)
     install_pages(app)
+    # The LangGraph Agent Server API at the root paths (the official SDKs and Studio).
+    app.include_router(agent_router())
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(HeaderLimit, limit=settings.max_header_bytes)
     app.add_middleware(RequestMetrics)

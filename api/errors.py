@@ -87,7 +87,7 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "malformed request: body not JSON, or a bad Last-Event-ID",
     401: "missing or invalid credentials",
     404: "no such resource for this tenant",
-    409: "the thread has a run in progress (multitask strategy reject), or the run was cancelled",
+    409: "the thread has a run in progress (multitask strategy reject), the run was cancelled, or a new thread id is taken",
     413: "request body too large",
     415: "unsupported file type",
     422: "invalid request: parameters or body do not match the schema, or a bad input",

@@ -84,3 +84,10 @@ class ConfigError(KeelError):
     """The deployment's settings are inconsistent."""
 
     code = "config_error"
+
+
+class ThreadExists(Conflict):
+    """A client-chosen thread id is already taken (by this tenant or another)."""
+
+    code = "thread_exists"
+    retryable = False

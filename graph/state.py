@@ -4,7 +4,7 @@ from typing import Annotated, Any, NotRequired
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
-from typing_extensions import TypedDict
+from typing_extensions import TypedDict  # pydantic derives JSON schemas from it on 3.11
 
 
 class Passage(TypedDict):

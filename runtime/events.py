@@ -1,7 +1,7 @@
 """Turning a graph run into the events of DESIGN.md's streaming contract."""
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
@@ -10,6 +10,7 @@ from langgraph.graph.state import CompiledStateGraph
 from graph.builder import NODES
 from graph.context import Context
 from integrations import metrics
+from runtime.agent_events import graph_modes, part_events, token_events
 
 
 def node_summary(node: str, update: dict[str, Any]) -> dict[str, Any]:
@@ -49,21 +50,30 @@ async def graph_events(
     config: RunnableConfig,
     context: Context,
     durability: Literal["sync", "async", "exit"],
+    stream_modes: Sequence[str] = (),
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """`node.started`, `node.finished` and `token` events of one graph run, as (name, data)."""
+    """`node.started`, `node.finished` and `token` events of one graph run, as (name, data),
+    and the Agent Server stream-mode events of `stream_modes` (see `runtime.agent_events`)."""
+    run_id = str((config.get("metadata") or {}).get("run_id"))
     started: dict[str, tuple[int, float]] = {}
     step = 0
     async for part in graph.astream(
         graph_input,
         config,
         context=context,
-        stream_mode=["tasks", "custom"],
+        stream_mode=["tasks", "custom", *graph_modes(stream_modes)],
         version="v2",
         durability=durability,
     ):
+        for event in part_events(part, stream_modes):  # type: ignore[arg-type]
+            yield event
         data: dict[str, Any] = part["data"]  # type: ignore[assignment]
         if part["type"] == "custom":
             yield "token", {"text": data["token"], "node": data["node"]}
+            for event in token_events(run_id, data["node"], data["token"], stream_modes):
+                yield event
+            continue
+        if part["type"] != "tasks":
             continue
         name = data["name"]
         if name not in NODES:  # error-handler tasks are reported on the failed node

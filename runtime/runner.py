@@ -133,10 +133,13 @@ class RunManager:
         *,
         multitask_strategy: str | None = None,
         durability: str | None = None,
+        stream_modes: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> Run:
         """Records a pending run (applying the multitask strategy) and starts it when it may.
 
-        `context` holds the run's knobs (`graph.context.Context` fields a client may set)."""
+        `context` holds the run's knobs (`graph.context.Context` fields a client may set);
+        `stream_modes` the Agent Server stream modes its log records (`runtime.agent_events`)."""
         settings = self.keel.settings
         if len(message) > settings.max_message_chars:
             raise InvalidInput(f"message longer than {settings.max_message_chars} characters")
@@ -151,6 +154,8 @@ class RunManager:
             "context": context,
             "durability": durability or settings.durability,
         }
+        if stream_modes is not None:
+            stored |= {"stream_modes": stream_modes, "metadata": metadata or {}}
         run, stopped = await self.store.create(tenant, thread_id, strategy, stored, None)
         self._raw[run.run_id] = message
         for run_id in stopped:
@@ -158,11 +163,12 @@ class RunManager:
         self._spawn(self._drain(thread_id))
         return run
 
-    async def cancel(self, run: Run) -> Run:
-        """Stops a run wherever it runs (the owner sees the flag within one heartbeat)."""
+    async def cancel(self, run: Run, kind: str = "cancel") -> Run:
+        """Stops a run wherever it runs (the owner sees the flag within one heartbeat);
+        `kind="rollback"` also discards the checkpoints it wrote."""
         was_pending = run.status == "pending"
-        run = await self.store.request_cancel(run)
-        self._stop_local(run.run_id, "cancel")
+        run = await self.store.request_cancel(run, kind)
+        self._stop_local(run.run_id, kind)
         if was_pending and run.status == "cancelled":
             await self._append_terminal(
                 run.run_id, "cancelled", "cancelled before it started", False
@@ -274,6 +280,7 @@ class RunManager:
                 config,
                 context,
                 request["durability"],
+                request.get("stream_modes", ()),
             ):
                 emit(name, data)
             final = (await keel.graph.aget_state(config)).values

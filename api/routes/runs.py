@@ -12,7 +12,7 @@ from api.deps import Keel, KeelDep, TenantDep, ThreadIdPath
 from api.errors import MalformedLastEventId, RunFailed, error_responses
 from api.ratelimit import enforce_token_quota
 from api.schemas import RunInfo, RunRequest, RunResult, iso_utc
-from api.streaming import to_sse
+from api.streaming import parse_last_event_id, to_sse
 from checkpoints.runs import TERMINAL_EVENTS, Run
 from checkpoints.threads import get_thread
 from graph.errors import InvalidInput
@@ -96,18 +96,6 @@ async def _submit(keel: Keel, tenant: str, thread_id: str, body: RunRequest) -> 
         multitask_strategy=body.multitask_strategy,
         durability=body.durability,
     )
-
-
-def parse_last_event_id(run_id: str, value: str | None) -> int:
-    """The sequence number in `Last-Event-ID: <run_id>:<seq>` (0 when absent)."""
-    if value is None or value == "":
-        return 0
-    prefix, _, seq = value.partition(":")
-    if prefix != run_id or not seq.isdigit() or len(seq) > 9:
-        raise MalformedLastEventId(
-            f"malformed Last-Event-ID {value[:80]!r}: expected '{run_id}:<seq>'"
-        )
-    return int(seq)
 
 
 async def _run(keel: Keel, tenant: str, thread_id: str, run_id: str) -> Run:

@@ -116,8 +116,10 @@ def real_ids_schema(api: Api, request: pytest.FixtureRequest) -> schemathesis.Ba
 generated_ids = schemathesis.pytest.from_fixture("generated_ids_schema")
 # Deleting the shared thread would leave every later case a 404; DELETE is fuzzed with
 # generated ids above, and test_server.py checks a real deletion's 204.
-real_ids = schemathesis.pytest.from_fixture("real_ids_schema").exclude(
-    method="DELETE", path="/v1/threads/{thread_id}"
+real_ids = (
+    schemathesis.pytest.from_fixture("real_ids_schema")
+    .exclude(method="DELETE", path="/v1/threads/{thread_id}")
+    .exclude(method="DELETE", path="/threads/{thread_id}")
 )
 
 

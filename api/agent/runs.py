@@ -1,0 +1,293 @@
+"""Runs in the Agent Server's shape, on keel's run manager: rows in `keel_runs`, events from the
+durable log (so `join_stream` with `Last-Event-ID` resumes exactly, on any replica)."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Response, status
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api.agent.assistants import ASSISTANT_ID, resolve_assistant
+from api.agent.schemas import RunCreate
+from api.deps import Keel, KeelDep, TenantDep, ThreadIdPath
+from api.ratelimit import enforce_token_quota
+from api.streaming import parse_last_event_id
+from checkpoints.runs import TERMINAL_EVENTS, Run
+from checkpoints.threads import create_thread, delete_thread, get_thread
+from graph.errors import InvalidInput, NotFound
+from runtime.agent_events import PREFIX, STREAM_MODES
+
+router = APIRouter(tags=["agent: runs"])
+QUOTA = [Depends(enforce_token_quota)]
+RUN_STATUS = {
+    "pending": "pending",
+    "running": "running",
+    "succeeded": "success",
+    "failed": "error",
+    "cancelled": "interrupted",
+    "interrupted": "error",
+}
+UNSUPPORTED = (
+    "command",
+    "checkpoint",
+    "checkpoint_id",
+    "interrupt_before",
+    "interrupt_after",
+    "webhook",
+)
+
+
+def run_body(run: Run) -> dict[str, Any]:
+    """A run row in the Agent Server's shape."""
+    return {
+        "run_id": run.run_id,
+        "thread_id": run.thread_id,
+        "assistant_id": ASSISTANT_ID,
+        "created_at": datetime.fromtimestamp(run.created_at, UTC).isoformat(),
+        "updated_at": datetime.fromtimestamp(run.updated_at, UTC).isoformat(),
+        "status": RUN_STATUS[run.status],
+        "metadata": run.request.get("metadata") or {},
+        "multitask_strategy": run.strategy,
+        "kwargs": {"stream_mode": run.request.get("stream_modes", [])},
+    }
+
+
+def _message(body: RunCreate) -> str:
+    """The text of the input's last user message: a keel run answers one user message."""
+    messages = (body.input or {}).get("messages")
+    if isinstance(messages, dict):
+        messages = [messages]
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if not isinstance(message, dict):
+            continue
+        if message.get("role", message.get("type")) not in ("user", "human"):
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            parts = [c.get("text", "") for c in content if isinstance(c, dict)]
+            content = "".join(p for p in parts if isinstance(p, str))
+        if isinstance(content, str) and content.strip():
+            return content
+    raise InvalidInput('input must hold "messages" with a user message')
+
+
+def _modes(body: RunCreate) -> list[str]:
+    modes = [body.stream_mode] if isinstance(body.stream_mode, str) else body.stream_mode
+    unknown = [m for m in modes if m not in STREAM_MODES]
+    if unknown:
+        raise InvalidInput(f"unsupported stream_mode {unknown}: keel serves {list(STREAM_MODES)}")
+    return list(dict.fromkeys(modes))
+
+
+async def _start(keel: Keel, tenant: str, thread_id: str, body: RunCreate) -> Run:
+    resolve_assistant(body.assistant_id)
+    refused = [name for name in UNSUPPORTED if getattr(body, name)]
+    if refused:
+        raise InvalidInput(f"keel does not serve {', '.join(refused)} on runs")
+    try:
+        await get_thread(keel.persistence, tenant, thread_id)
+    except NotFound:
+        if body.if_not_exists != "create":
+            raise
+        await create_thread(keel.persistence, tenant, None, thread_id)
+    return await keel.runs.submit(
+        tenant,
+        thread_id,
+        _message(body),
+        body.context.model_dump(),
+        multitask_strategy=body.multitask_strategy,
+        durability=body.durability,
+        stream_modes=_modes(body),
+        metadata=body.metadata,
+    )
+
+
+def _frame(run_id: str, seq: int, name: str, data: dict[str, Any]) -> ServerSentEvent | None:
+    """A logged event as the SDKs expect it, or None for keel's own events."""
+    sse_id = f"{run_id}:{seq}"
+    if name == "run.started":
+        return ServerSentEvent(
+            data=json.dumps({"run_id": run_id, "attempt": 1}), event="metadata", id=sse_id
+        )
+    if name == "run.error":
+        error = {"error": data["code"], "message": data["message"]}
+        return ServerSentEvent(data=json.dumps(error), event="error", id=sse_id)
+    if name.startswith(PREFIX):
+        mode = name.removeprefix(PREFIX)
+        event = "|".join([mode, *data["ns"]])
+        return ServerSentEvent(data=json.dumps(data["data"]), event=event, id=sse_id)
+    return None
+
+
+def _ping() -> ServerSentEvent:
+    return ServerSentEvent(comment="heartbeat")
+
+
+def _stream(
+    keel: Keel,
+    run: Run,
+    after: int,
+    cancel_on_disconnect: bool,
+    tenant_to_clean: str | None = None,
+) -> EventSourceResponse:
+    async def frames() -> AsyncIterator[ServerSentEvent]:
+        finished = False
+        try:
+            async for seq, name, data in keel.runs.follow(run, after):
+                frame = _frame(run.run_id, seq, name, data)
+                if frame is not None:
+                    yield frame
+                finished = name in TERMINAL_EVENTS
+        finally:
+            if cancel_on_disconnect and not finished:
+                # The client went away mid-run and asked for the run to go with it.
+                asyncio.get_running_loop().create_task(keel.runs.cancel(run))
+        if tenant_to_clean is not None:
+            await delete_thread(keel.persistence, tenant_to_clean, run.thread_id)
+
+    location = f"/threads/{run.thread_id}/runs/{run.run_id}"
+    return EventSourceResponse(
+        frames(),
+        ping=keel.settings.sse_ping_s,
+        ping_message_factory=_ping,
+        headers={"Location": f"{location}/stream", "Content-Location": location},
+    )
+
+
+async def _result(keel: Keel, run: Run) -> dict[str, Any]:
+    """The thread's values after the run, or `{"__error__": ...}` when it failed."""
+    name, data = await keel.runs.outcome(run)
+    if name == "run.error":
+        return {"__error__": {"error": data["code"], "message": data["message"]}}
+    state = await keel.graph.aget_state({"configurable": {"thread_id": run.thread_id}})
+    return dict(state.values)
+
+
+async def _run(keel: Keel, tenant: str, thread_id: str, run_id: str) -> Run:
+    await get_thread(keel.persistence, tenant, thread_id)
+    return await keel.persistence.runs.get(run_id, tenant=tenant, thread_id=thread_id)
+
+
+@router.post("/threads/{thread_id}/runs/stream", dependencies=QUOTA)
+async def stream(
+    thread_id: ThreadIdPath, body: RunCreate, keel: KeelDep, tenant: TenantDep
+) -> EventSourceResponse:
+    """Starts a run and streams its requested modes: `metadata` first, `error` on failure."""
+    run = await _start(keel, tenant, thread_id, body)
+    return _stream(keel, run, 0, body.on_disconnect == "cancel")
+
+
+@router.post("/threads/{thread_id}/runs/wait", dependencies=QUOTA)
+async def wait(
+    thread_id: ThreadIdPath, body: RunCreate, keel: KeelDep, tenant: TenantDep
+) -> dict[str, Any]:
+    """Starts a run and returns the thread's values when it ends."""
+    return await _result(keel, await _start(keel, tenant, thread_id, body))
+
+
+@router.post("/threads/{thread_id}/runs", dependencies=QUOTA)
+async def create(
+    thread_id: ThreadIdPath, body: RunCreate, keel: KeelDep, tenant: TenantDep
+) -> dict[str, Any]:
+    """Starts a background run."""
+    return run_body(await _start(keel, tenant, thread_id, body))
+
+
+@router.get("/threads/{thread_id}/runs")
+async def list_runs(
+    thread_id: ThreadIdPath,
+    keel: KeelDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    status: Annotated[
+        Literal["pending", "running", "success", "error", "interrupted"] | None, Query()
+    ] = None,
+    select: Annotated[list[str] | None, Query(max_length=20)] = None,
+) -> list[dict[str, Any]]:
+    """The thread's runs, newest first, with `status` when given (`select`: all fields)."""
+    await get_thread(keel.persistence, tenant, thread_id)
+    runs = await keel.persistence.runs.list_for_thread(thread_id, 100_000)
+    bodies = [run_body(r) for r in runs]
+    matching = [b for b in bodies if status is None or b["status"] == status]
+    return matching[offset : offset + limit]
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}")
+async def read(
+    thread_id: ThreadIdPath, run_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep
+) -> dict[str, Any]:
+    """A run."""
+    return run_body(await _run(keel, tenant, thread_id, run_id))
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/join")
+async def join(
+    thread_id: ThreadIdPath, run_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep
+) -> dict[str, Any]:
+    """Waits for a run and returns the thread's values."""
+    return await _result(keel, await _run(keel, tenant, thread_id, run_id))
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/stream")
+async def join_stream(
+    thread_id: ThreadIdPath,
+    run_id: ThreadIdPath,
+    keel: KeelDep,
+    tenant: TenantDep,
+    last_event_id: Annotated[str | None, Header(max_length=200)] = None,
+    # The Python SDK sends true/false, the JS SDK 1/0.
+    cancel_on_disconnect: Annotated[Literal["true", "false", "1", "0"], Query()] = "false",
+    stream_mode: Annotated[list[str] | None, Query(max_length=10)] = None,
+    namespace: Annotated[list[str] | None, Query(max_length=10)] = None,
+    checkpoint_id: Annotated[str | None, Query(max_length=200)] = None,
+) -> EventSourceResponse:
+    """The run's frames after `Last-Event-ID` exactly, then the live rest, from any replica.
+    The frames are the modes the run was started with: `stream_mode`, `namespace` and
+    `checkpoint_id` (sent by the SDKs) do not narrow them."""
+    run = await _run(keel, tenant, thread_id, run_id)
+    # "-1" is the JS SDK's "replay the whole run".
+    after = 0 if last_event_id == "-1" else parse_last_event_id(run_id, last_event_id)
+    return _stream(keel, run, after, cancel_on_disconnect in ("true", "1"))
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/cancel")
+async def cancel(
+    thread_id: ThreadIdPath,
+    run_id: ThreadIdPath,
+    keel: KeelDep,
+    tenant: TenantDep,
+    wait: Annotated[Literal["true", "false", "1", "0"], Query()] = "false",
+    action: Annotated[Literal["interrupt", "rollback"], Query()] = "interrupt",
+) -> Response:
+    """Stops a run on whichever replica runs it (`rollback` also drops its checkpoints);
+    with `wait`, answers once it has stopped."""
+    run = await _run(keel, tenant, thread_id, run_id)
+    run = await keel.runs.cancel(run, "rollback" if action == "rollback" else "cancel")
+    if wait in ("true", "1"):
+        await keel.runs.outcome(run)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return Response(status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.post("/runs/stream", dependencies=QUOTA)
+async def stream_stateless(
+    body: RunCreate, keel: KeelDep, tenant: TenantDep
+) -> EventSourceResponse:
+    """A run on a thread of its own, deleted once the stream has ended."""
+    thread = await create_thread(keel.persistence, tenant, {"stateless": True})
+    run = await _start(keel, tenant, thread["thread_id"], body)
+    return _stream(keel, run, 0, body.on_disconnect == "cancel", tenant_to_clean=tenant)
+
+
+@router.post("/runs/wait", dependencies=QUOTA)
+async def wait_stateless(body: RunCreate, keel: KeelDep, tenant: TenantDep) -> dict[str, Any]:
+    """A run on a thread of its own: its values, then the thread is deleted."""
+    thread = await create_thread(keel.persistence, tenant, {"stateless": True})
+    try:
+        return await _result(keel, await _start(keel, tenant, thread["thread_id"], body))
+    finally:
+        await delete_thread(keel.persistence, tenant, thread["thread_id"])
