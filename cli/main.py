@@ -18,6 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from api.app import create_app
     from api.auth import unauthenticated_bind_refusal
+    from api.server import DrainingServer
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if args.allow_unauthenticated:
@@ -28,13 +29,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"keel: {refusal}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        timeout_graceful_shutdown=10,
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=10
     )
+    DrainingServer(config, app).run()
     return 0
 
 

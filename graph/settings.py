@@ -117,6 +117,19 @@ class Settings(BaseSettings):
     max_message_chars: int = 8000
     sse_ping_s: float = 15.0
 
+    # -- deployment and drain --
+    drain_timeout: float = Field(
+        default=15.0,
+        description="seconds a SIGTERMed replica lets running runs finish before handing the "
+        "rest to another replica (keep the grace period above it)",
+    )
+    drain_retry_ms: int = Field(
+        default=1000, description="the SSE `retry:` hint sent when a draining replica ends a stream"
+    )
+    pool_max: int = Field(default=10, description="Postgres connections per worker's pool")
+    workers: int = Field(default=1, description="server worker processes per replica")
+    replicas: int = Field(default=1, description="replicas sharing the database (startup check)")
+
     @field_validator("encryption_old_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:

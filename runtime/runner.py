@@ -45,6 +45,8 @@ class RunManager:
         self._wakeups: dict[str, asyncio.Event] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._draining = False
+        self.drained = asyncio.Event()
         self._last_active = time.monotonic()
 
     def idle_s(self) -> float:
@@ -67,6 +69,21 @@ class RunManager:
         for task in [*self._background, *tasks]:
             task.cancel()
         await asyncio.gather(*self._background, *tasks, return_exceptions=True)
+
+    @property
+    def draining(self) -> bool:
+        """True once `drain` began: this replica claims no new runs."""
+        return self._draining
+
+    async def drain(self, grace_s: float) -> None:
+        """Stops claiming, lets running runs finish for up to `grace_s` s, then hands the rest
+        back (pending, from their last checkpoint) and sets `drained` so streams can end."""
+        self._draining = True
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace_s)
+        await self.stop()
+        self.drained.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
@@ -92,7 +109,7 @@ class RunManager:
                             "the replica running it stopped too many times",
                             True,
                         )
-                for thread_id in await self.store.claimable_threads():
+                for thread_id in [] if self._draining else await self.store.claimable_threads():
                     self._spawn(self._drain(thread_id))
                 if settings.retention_events_s and ticks % 30 == 0:
                     await self.store.prune_events(settings.retention_events_s)
@@ -161,6 +178,8 @@ class RunManager:
 
     # -- executing ------------------------------------------------------------------------
     async def _drain(self, thread_id: str) -> None:
+        if self._draining:
+            return
         run = await self.store.claim_next(thread_id, self.owner, self.keel.settings.run_lease_s)
         if run is not None:
             task = asyncio.create_task(self._execute(run))

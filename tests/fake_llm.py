@@ -2,13 +2,15 @@
 word by word with a delay, so runs last long enough to disconnect, cancel or crash them.
 
 The model name sets the behaviour: `slow-<ms>-<words>` (delay per word, answer length).
-Run as `python -m tests.fake_llm PORT`.
+`GET /calls?contains=TEXT` counts the calls per distinct last message containing TEXT, so a test
+can prove no node asked the model twice. Run as `python -m tests.fake_llm PORT`.
 """
 
 import asyncio
 import json
 import sys
 import time
+from collections import Counter
 
 import uvicorn
 from starlette.applications import Starlette
@@ -30,8 +32,13 @@ def _chunk(model: str, delta: dict, finish: str | None = None, usage: dict | Non
     return f"data: {json.dumps(body)}\n\n"
 
 
+CALLS: Counter[str] = Counter()
+
+
 async def completions(request: Request) -> StreamingResponse | JSONResponse:
     body = await request.json()
+    if body.get("messages"):
+        CALLS[str(body["messages"][-1].get("content", ""))] += 1
     model = body.get("model", "slow-20-30")
     _, delay_ms, words = model.split("-")
     text = [f"word{n}" for n in range(int(words) - 1)] + ["[1]."]
@@ -56,7 +63,17 @@ async def completions(request: Request) -> StreamingResponse | JSONResponse:
     return StreamingResponse(stream(), media_type="text/event-stream")
 
 
-app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+async def calls(request: Request) -> JSONResponse:
+    text = request.query_params.get("contains", "")
+    return JSONResponse([n for message, n in CALLS.items() if text in message])
+
+
+app = Starlette(
+    routes=[
+        Route("/v1/chat/completions", completions, methods=["POST"]),
+        Route("/calls", calls, methods=["GET"]),
+    ]
+)
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

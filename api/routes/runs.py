@@ -2,7 +2,7 @@
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -27,6 +27,7 @@ START_ERRORS = error_responses(400, 404, 409)
 # Waiting for a result: the run was cancelled (409) or failed retryably (503).
 RESULT_ERRORS = error_responses(409, 503)
 NOT_FOUND = error_responses(404)
+T = TypeVar("T")
 
 
 def _ping() -> ServerSentEvent:
@@ -50,15 +51,38 @@ def _stream(keel: Keel, run: Run, after: int, cancel_on_disconnect: bool) -> Eve
     async def events() -> AsyncIterator[ServerSentEvent]:
         finished = False
         try:
-            async for seq, name, data in keel.runs.follow(run, after):
+            async for seq, name, data in _until_drained(keel, keel.runs.follow(run, after)):
                 yield to_sse(run.run_id, seq, name, data)
             finished = True
+            if keel.runs.drained.is_set():
+                # Handed off, not ended: the client reconnects with Last-Event-ID elsewhere.
+                yield ServerSentEvent(retry=keel.settings.drain_retry_ms, comment="draining")
         finally:
             if cancel_on_disconnect and not finished:
                 # The client went away mid-run and asked for the run to go with it.
                 asyncio.get_running_loop().create_task(keel.runs.cancel(run))
 
     return EventSourceResponse(events(), ping=keel.settings.sse_ping_s, ping_message_factory=_ping)
+
+
+async def _until_drained(keel: Keel, source: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Yields from `source` until it ends or this replica has drained."""
+    drained = asyncio.ensure_future(keel.runs.drained.wait())
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(source))
+            await asyncio.wait({step, drained}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)
+                return
+            try:
+                yield step.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        drained.cancel()
+        await source.aclose()  # type: ignore[attr-defined]
 
 
 async def _result(keel: Keel, run: Run) -> RunResult:
