@@ -77,6 +77,7 @@ class Bench:
         self.llm_port = free_port()
         self.llm = subprocess.Popen([sys.executable, "-m", "tests.fake_llm", str(self.llm_port)])
         self.llm_url = f"http://127.0.0.1:{self.llm_port}"
+        self.servers: list[ServerProcess] = []
 
     def replica(self, name: str, model: str, **extra: str) -> ServerProcess:
         port = free_port()
@@ -97,7 +98,9 @@ class Bench:
             **extra,
         }
         command = [sys.executable, "-m", "cli.main", "serve"]
-        return ServerProcess(command, port, env, self.work / f"{name}.log", "/readyz", cwd=ROOT)
+        server = ServerProcess(command, port, env, self.work / f"{name}.log", "/readyz", cwd=ROOT)
+        self.servers.append(server)
+        return server
 
     async def start(self, client: httpx.AsyncClient, base: str, text: str) -> Stream:
         tid = (await client.post(f"{base}/v1/threads")).raise_for_status().json()["thread_id"]
@@ -185,6 +188,8 @@ class Bench:
         b.stop()
 
     def close(self) -> None:
+        for server in self.servers:
+            server.stop()
         self.llm.terminate()
         self.llm.wait(10)
 
