@@ -47,10 +47,15 @@ async def _sqlite_conn(path: str) -> Any:
 
 @asynccontextmanager
 async def open_persistence(
-    url: str, serde: SerializerProtocol | None = None
+    url: str,
+    serde: SerializerProtocol | None = None,
+    pool_max: int = 10,
+    pools: tuple[int, int] = (1, 1),
 ) -> AsyncIterator[Persistence]:
     """Opens the checkpointer and store named by `url`, set up and ready; closes them on exit.
-    `serde` (see `checkpoints.crypto.build_serde`) hardens and encrypts checkpoint values."""
+    `serde` (see `checkpoints.crypto.build_serde`) hardens and encrypts checkpoint values;
+    `pool_max` bounds the Postgres pool; `pools` (workers, replicas) counts the pools sharing the
+    database, checked against its max_connections at open."""
     if url.startswith("memory://"):
         from langgraph.checkpoint.memory import InMemorySaver
         from langgraph.store.memory import InMemoryStore
@@ -95,13 +100,16 @@ async def open_persistence(
         pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
             url,
             min_size=1,
-            max_size=10,
+            max_size=pool_max,
             open=False,
             # autocommit + dict rows are what langgraph's Postgres saver and store require.
             kwargs={"autocommit": True, "prepare_threshold": None, "row_factory": dict_row},
         )
         await pool.open(wait=True, timeout=15)
         try:
+            from checkpoints.capacity import check_connection_budget, max_connections
+
+            check_connection_budget(pool_max, *pools, await max_connections(pool))
             from checkpoints.crypto import SealedAsyncPostgresSaver
 
             # With a serializer, primitive channel values go through it too (not inline JSONB).

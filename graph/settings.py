@@ -194,6 +194,11 @@ class Settings(BaseSettings):
         default=100_000, ge=1, description="questions kept per scope in Redis (oldest trimmed)"
     )
 
+    # Deployment: the startup check refuses pool_max x workers x replicas > max_connections - 10.
+    pool_max: int = Field(default=10, description="Postgres connections per worker's pool")
+    workers: int = Field(default=1, description="server worker processes per replica")
+    replicas: int = Field(default=1, description="replicas sharing the database (startup check)")
+
     @field_validator(
         "encryption_old_keys", "llm_allowed_models", "cache_guard_rules", mode="before"
     )

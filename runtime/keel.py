@@ -49,7 +49,12 @@ async def open_keel(
     deps = Deps.from_settings(settings, chat_models)
     try:
         serde = build_serde(settings)
-        async with open_persistence(settings.checkpoint_url, serde=serde) as persistence:
+        async with open_persistence(
+            settings.checkpoint_url,
+            serde=serde,
+            pool_max=settings.pool_max,
+            pools=(settings.workers, settings.replicas),
+        ) as persistence:
             graph = build_graph(deps, persistence.saver)
             keel = Keel(settings, deps, persistence, graph, limiter)
             keel.runs = RunManager(keel)

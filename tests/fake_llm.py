@@ -11,7 +11,8 @@ The model name sets the behaviour (faults may be joined with `+`):
 - `window-<tokens>`: answers 400 `context_length_exceeded` when the prompt (UTF-8 bytes / 4,
   about what BPE tokenizers give on English) exceeds the window.
 A trailing assistant message is a prefix to continue: the words it holds are not sent again.
-`GET /calls` counts the requests per model; `DELETE /calls` resets the counts.
+`GET /calls` counts the requests per model (`?contains=X`: per prompt whose last user message
+contains X); `DELETE /calls` resets the counts.
 Run as `python -m tests.fake_llm PORT`.
 """
 
@@ -28,6 +29,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 CALLS: Counter[str] = Counter()
+PROMPTS: Counter[str] = Counter()  # requests per last user message (per call site)
 
 
 def _chunk(model: str, delta: dict, finish: str | None = None, usage: dict | None = None) -> str:
@@ -60,6 +62,8 @@ async def completions(request: Request) -> Response:
     body = await request.json()
     model = body.get("model", "slow-20-30")
     CALLS[model] += 1
+    users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    PROMPTS[str(users[-1].get("content", "")) if users else ""] += 1
     faults = _faults(model)
     messages = body.get("messages", [])
     if "window" in faults:
@@ -108,6 +112,10 @@ async def completions(request: Request) -> Response:
 async def calls(request: Request) -> JSONResponse:
     if request.method == "DELETE":
         CALLS.clear()
+        PROMPTS.clear()
+    contains = request.query_params.get("contains")
+    if contains is not None:  # the request count of each prompt that contains the text
+        return JSONResponse([n for prompt, n in PROMPTS.items() if contains in prompt])
     return JSONResponse(dict(CALLS))
 
 

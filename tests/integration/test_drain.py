@@ -56,6 +56,8 @@ def test_sigterm_lets_running_runs_finish_and_refuses_traffic(
 ):
     model = f"slow-60-40+drain{time.time_ns()}"  # ~2.4 s of tokens per run
     a, b = replicas(start_server, postgres_url, data_dir, fake_llm_url, tmp_path, model)
+    for probe in ("/livez", "/startupz", "/readyz"):
+        assert httpx.get(f"{a.url}{probe}").status_code == 200, probe
     with httpx.Client(timeout=30) as client:
         tids = [client.post(f"{a.url}/v1/threads").json()["thread_id"] for _ in range(8)]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:

@@ -1,0 +1,81 @@
+"""The deployment files: Kustomize renders valid Kubernetes objects with distinct probes, a grace
+period above the drain timeout, requests and limits and a pinned image; compose runs two API
+replicas behind an SSE-friendly proxy; the connection budget check refuses oversubscription."""
+
+import re
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from checkpoints.capacity import check_connection_budget
+from graph.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, dict]:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "deploy" / "k8s")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {doc["kind"]: doc for doc in yaml.safe_load_all(out)}
+
+
+def test_manifests_validate_against_the_kubernetes_schemas(rendered):
+    assert set(rendered) == {
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+    }
+    for doc in rendered.values():
+        kubernetes_validate.validate(doc, "1.37", strict=True)
+
+
+def test_deployment_probes_grace_resources_and_image(rendered):
+    pod = rendered["Deployment"]["spec"]["template"]["spec"]
+    (api,) = pod["containers"]
+    paths = {
+        probe: api[probe]["httpGet"]["path"]
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe")
+    }
+    assert paths == {
+        "livenessProbe": "/livez",
+        "readinessProbe": "/readyz",
+        "startupProbe": "/startupz",
+    }
+    env = {e["name"]: e["value"] for e in api["env"]}
+    assert pod["terminationGracePeriodSeconds"] > float(env["KEEL_DRAIN_TIMEOUT"])
+    assert int(env["KEEL_REPLICAS"]) == rendered["HorizontalPodAutoscaler"]["spec"]["maxReplicas"]
+    assert api["resources"]["requests"] and api["resources"]["limits"]
+    assert re.fullmatch(r"[^:]+:\d+\.\d+\.\d+", api["image"])
+    selector = rendered["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert rendered["Service"]["spec"]["selector"] == selector
+    assert rendered["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == selector
+
+
+def test_compose_runs_two_replicas_behind_an_sse_proxy():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"api-1", "api-2", "proxy", "postgres", "redis", "chroma"} <= set(services)
+    for name in ("api-1", "api-2"):
+        assert services[name]["environment"]["KEEL_REPLICAS"] == "2"
+        assert services[name]["stop_grace_period"] == "40s"
+    for service in services.values():
+        assert not service["image"].endswith(":latest") and ":" in service["image"]
+    conf = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
+    upstreams = re.findall(r"server (api-\d):8000", conf)
+    assert upstreams == ["api-1", "api-2"]
+    assert "proxy_buffering off;" in conf and "proxy_read_timeout 3600s;" in conf
+
+
+def test_connection_budget_refuses_oversubscription():
+    check_connection_budget(10, 1, 9, 100)  # 90 <= 100 - 10
+    with pytest.raises(ConfigError, match="= 100 connections"):
+        check_connection_budget(10, 2, 5, 100)
