@@ -171,7 +171,17 @@ async def _run(keel: Keel, tenant: str, thread_id: str, run_id: str) -> Run:
     return await keel.persistence.runs.get(run_id, tenant=tenant, thread_id=thread_id)
 
 
-@router.post("/threads/{thread_id}/runs/stream", dependencies=QUOTA)
+SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "the run's frames"}
+}
+
+
+@router.post(
+    "/threads/{thread_id}/runs/stream",
+    dependencies=QUOTA,
+    response_class=EventSourceResponse,
+    responses=SSE_RESPONSES,
+)
 async def stream(
     thread_id: ThreadIdPath, body: RunCreate, keel: KeelDep, tenant: TenantDep
 ) -> EventSourceResponse:
@@ -232,7 +242,11 @@ async def join(
     return await _result(keel, await _run(keel, tenant, thread_id, run_id))
 
 
-@router.get("/threads/{thread_id}/runs/{run_id}/stream")
+@router.get(
+    "/threads/{thread_id}/runs/{run_id}/stream",
+    response_class=EventSourceResponse,
+    responses=SSE_RESPONSES,
+)
 async def join_stream(
     thread_id: ThreadIdPath,
     run_id: ThreadIdPath,
@@ -254,7 +268,12 @@ async def join_stream(
     return _stream(keel, run, after, cancel_on_disconnect in ("true", "1"))
 
 
-@router.post("/threads/{thread_id}/runs/{run_id}/cancel")
+@router.post(
+    "/threads/{thread_id}/runs/{run_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={204: {"description": "with `wait`: the run has stopped"}},
+    response_class=Response,
+)
 async def cancel(
     thread_id: ThreadIdPath,
     run_id: ThreadIdPath,
@@ -273,7 +292,12 @@ async def cancel(
     return Response(status_code=status.HTTP_202_ACCEPTED)
 
 
-@router.post("/runs/stream", dependencies=QUOTA)
+@router.post(
+    "/runs/stream",
+    dependencies=QUOTA,
+    response_class=EventSourceResponse,
+    responses=SSE_RESPONSES,
+)
 async def stream_stateless(
     body: RunCreate, keel: KeelDep, tenant: TenantDep
 ) -> EventSourceResponse:
