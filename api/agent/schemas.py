@@ -63,13 +63,17 @@ class ThreadSearch(BaseModel):
     sort_order: Literal["asc", "desc"] = "desc"
 
 
+# LangGraph checkpoint ids are UUIDs; anything else can name no checkpoint.
+CheckpointId = Annotated[str, Field(pattern=r"^[0-9a-fA-F-]{1,64}$")]
+
+
 class CheckpointRef(BaseModel):
     """A checkpoint of a thread, as the SDKs name it."""
 
     model_config = _LENIENT
 
-    checkpoint_id: str | None = None
-    checkpoint_ns: str = ""
+    checkpoint_id: CheckpointId | None = None
+    checkpoint_ns: str = Field(default="", max_length=200, pattern=r"^[^\x00]*$")
 
 
 class HistoryRequest(BaseModel):
@@ -78,7 +82,7 @@ class HistoryRequest(BaseModel):
     model_config = _LENIENT
 
     limit: int = Field(default=10, ge=1, le=1000)
-    before: CheckpointRef | str | None = None
+    before: CheckpointRef | CheckpointId | None = None
     metadata: Storable | None = None
     checkpoint: CheckpointRef | None = None
 
@@ -100,7 +104,7 @@ class StateUpdate(BaseModel):
     values: Storable | list[Storable] | None = None
     as_node: str | None = None
     checkpoint: CheckpointRef | None = None
-    checkpoint_id: str | None = None
+    checkpoint_id: CheckpointId | None = None
 
 
 class RunKnobs(BaseModel):
@@ -134,7 +138,7 @@ class RunCreate(BaseModel):
     # Accepted by the SDKs, not served by keel: a request that sets one is refused (422).
     command: dict[str, Any] | None = None
     checkpoint: dict[str, Any] | None = None
-    checkpoint_id: str | None = None
+    checkpoint_id: CheckpointId | None = None
     interrupt_before: str | list[str] | None = None
     interrupt_after: str | list[str] | None = None
     webhook: str | None = None

@@ -3,7 +3,7 @@ and history, over keel's thread records and checkpointer."""
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from langchain_core.runnables import RunnableConfig
 from langgraph.errors import InvalidUpdateError
 from langgraph.types import StateSnapshot
@@ -194,7 +194,7 @@ async def state_at_checkpoint_post(
 @router.get("/{thread_id}/state/{checkpoint_id}")
 async def state_at_checkpoint(
     thread_id: ThreadIdPath,
-    checkpoint_id: str,
+    checkpoint_id: Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{1,64}$")],
     keel: KeelDep,
     tenant: TenantDep,
     subgraphs: SubgraphsQuery = "false",
@@ -247,7 +247,7 @@ async def history_get(
     keel: KeelDep,
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-    before: Annotated[str | None, Query(max_length=200)] = None,
+    before: Annotated[str | None, Query(pattern=r"^[0-9a-fA-F-]{1,64}$")] = None,
 ) -> list[dict[str, Any]]:
     """The thread's checkpoints, newest first."""
     body = HistoryRequest(limit=limit, before=before)
