@@ -66,8 +66,11 @@ def test_sigterm_lets_running_runs_finish_and_refuses_traffic(
         concurrent.futures.wait(firsts, timeout=30)
         sigterm = time.monotonic()
         os.kill(a.proc.pid, signal.SIGTERM)
-        time.sleep(0.3)
-        ready = httpx.get(f"{a.url}/readyz")
+        for _ in range(50):  # the signal is handled on the server's next loop turn
+            ready = httpx.get(f"{a.url}/readyz", timeout=10)
+            if ready.status_code == 503:
+                break
+            time.sleep(0.1)
         assert ready.status_code == 503 and ready.json()["checks"]["draining"] == "yes"
         assert httpx.get(f"{b.url}/readyz").status_code == 200
         results = [r.result(timeout=60) for r in runs]
