@@ -2,12 +2,15 @@
 
 import json
 import logging
+import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from langchain_core.language_models import BaseChatModel
+from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import audit
@@ -19,15 +22,20 @@ from api.ratelimit import enforce_rate_limit
 from api.routes import admin, documents, health, runs, threads
 from api.routes import metrics as metrics_route
 from graph.settings import Settings
-from integrations import metrics
+from integrations import metrics, tracing
+from runtime import logs
 from runtime.keel import open_keel
 
 log = logging.getLogger("keel")
+access = logging.getLogger("keel.access")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
-class RequestMetrics:
-    """Observes each request's duration by route template (never the raw path: ids would make
-    unbounded series), method and status."""
+class RequestTelemetry:
+    """Per request: a server span (continuing the caller's `traceparent`), an `X-Request-ID`
+    (the caller's, if well-formed, else a new one) echoed on the response and tagged on every log
+    line, the duration metric by route template (never the raw path: ids would make unbounded
+    series), method and status, and one JSON log line at the end."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -37,20 +45,54 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         started, status = time.perf_counter(), 500
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        given = headers.get("x-request-id", "")
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        method = scope["method"]
 
         async def observed(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
-        try:
-            await self.app(scope, receive, observed)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            metrics.HTTP_DURATION.labels(route, scope["method"], str(status)).observe(
-                time.perf_counter() - started
-            )
+        with (
+            logs.bind(request_id=request_id),
+            tracing.tracer.start_as_current_span(
+                method,
+                context=tracing.extract(headers),
+                kind=SpanKind.SERVER,
+                attributes={"http.request.method": method, "url.path": scope["path"]},
+            ) as span,
+        ):
+            try:
+                await self.app(scope, receive, observed)
+            finally:
+                route = getattr(scope.get("route"), "path", "unmatched")
+                elapsed = time.perf_counter() - started
+                metrics.HTTP_DURATION.labels(route, method, str(status)).observe(elapsed)
+                tenant = scope.get("state", {}).get("tenant")
+                tenant_tag = tracing.tenant_hash(tenant) if tenant else None
+                span.update_name(f"{method} {route}")
+                span.set_attributes({"http.route": route, "http.response.status_code": status})
+                if tenant_tag:
+                    span.set_attribute("keel.tenant.hash", tenant_tag)
+                if status >= 500:
+                    tracing.fail(span, str(status))
+                access.info(
+                    "request",
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_s": round(elapsed, 4),
+                        "tenant_hash": tenant_tag,
+                    },
+                )
 
 
 class BodyLimit:
@@ -162,5 +204,5 @@ def create_app(
     app.include_router(agent_router())
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(HeaderLimit, limit=settings.max_header_bytes)
-    app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestTelemetry)
     return app

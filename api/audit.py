@@ -6,22 +6,22 @@ and whether it exists for another tenant), `thread_deleted`, `documents_ingested
 message text, JWT subjects or client addresses.
 """
 
-import json
 import logging
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request
+
+from runtime.logs import JsonFormatter
 
 log = logging.getLogger("keel.audit")
 
 
 def configure() -> None:
-    """Writes audit lines as bare JSON to stderr (not through the root formatter), once."""
+    """Writes audit lines as JSON to stderr whatever the log format, once."""
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(JsonFormatter())
         log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -29,9 +29,8 @@ def configure() -> None:
 
 def emit(event: str, **fields: Any) -> None:
     """Logs one audit event (fields that are None are left out)."""
-    record = {"ts": datetime.now(UTC).isoformat(), "audit": event}
-    record |= {k: v for k, v in fields.items() if v is not None}
-    log.info(json.dumps(record, sort_keys=False, default=str))
+    extra = {"audit": event} | {k: v for k, v in fields.items() if v is not None}
+    log.info(event, extra=extra)
 
 
 def _where(request: Request) -> dict[str, Any]:

@@ -1,7 +1,6 @@
 """The `keel` command line: serve, ingest, chat, eval, bench."""
 
 import argparse
-import logging
 import sys
 
 from cli.bench import add_bench_parser
@@ -11,6 +10,7 @@ from cli.ingest import add_ingest_parser
 from evals.cli import add_eval_parser
 from graph.errors import KeelError
 from graph.settings import Settings
+from runtime import logs
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -27,6 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
     if refusal:
         print(f"keel: {refusal}", file=sys.stderr)
         return 2
+    logs.configure(settings.log_format, args.verbose)
     lock = hold_for_serving(settings)
     try:
         serve(create_app(settings), settings.host, settings.port, settings.drain_timeout)
@@ -34,16 +35,6 @@ def _serve(args: argparse.Namespace) -> int:
         if lock:
             lock.release()
     return 0
-
-
-def _configure_logging(verbose: bool) -> None:
-    """keel's own INFO logs; other libraries' (presidio loads 19 recognizers at INFO) only when
-    verbose."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    logging.getLogger("keel").setLevel(logging.INFO)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `keel` command."""
     args = build_parser().parse_args(argv)
-    _configure_logging(args.verbose)
+    logs.configure("text", args.verbose)
     try:
         return int(args.func(args))
     except KeelError as exc:

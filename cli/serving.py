@@ -39,7 +39,13 @@ class DrainingServer(uvicorn.Server):
 
 def serve(app: FastAPI, host: str, port: int, drain_timeout_s: float) -> None:
     """Runs `app` until SIGTERM (drained) or SIGINT."""
+    # keel logs each request itself (JSON, with trace ids): no uvicorn logging config or access log.
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
     )
     DrainingServer(config, app, drain_timeout_s).run()

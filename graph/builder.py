@@ -17,6 +17,7 @@ from langgraph.types import Checkpointer, Command
 from graph.context import Context
 from graph.deps import Deps
 from graph.state import InputState, OutputState, State
+from integrations.tracing import traced_node
 from nodes.cache import make_cache_lookup
 from nodes.fallback import make_fallback
 from nodes.generate import make_generate
@@ -112,20 +113,25 @@ def build_graph(
     builder = StateGraph(
         State, context_schema=Context, input_schema=InputState, output_schema=OutputState
     )
-    builder.add_node(GUARD, make_guard(deps))
-    builder.add_node(CACHE, make_cache_lookup(deps))
+    builder.add_node(GUARD, traced_node(GUARD, make_guard(deps)))
+    builder.add_node(CACHE, traced_node(CACHE, make_cache_lookup(deps)))
     # langgraph's add_node overloads do not yet type `(state, NodeError)` error handlers.
-    builder.add_node(RETRIEVE, make_retrieve(deps), error_handler=_on_retrieve_error)  # type: ignore[call-overload]
+    builder.add_node(
+        RETRIEVE, traced_node(RETRIEVE, make_retrieve(deps)), error_handler=_on_retrieve_error
+    )  # type: ignore[call-overload]
     builder.add_node(  # type: ignore[call-overload]
-        RERANK, make_rerank(deps), timeout=settings.rerank_timeout_s, error_handler=_on_rerank_error
+        RERANK,
+        traced_node(RERANK, make_rerank(deps)),
+        timeout=settings.rerank_timeout_s,
+        error_handler=_on_rerank_error,
     )
     builder.add_node(  # type: ignore[call-overload]
         GENERATE,
-        make_generate(deps),
+        traced_node(GENERATE, make_generate(deps)),
         timeout=settings.run_deadline_s,  # a safety net: LLMChain enforces the run's deadline
         error_handler=_on_generate_error,
     )
-    builder.add_node(FALLBACK, make_fallback(deps))
+    builder.add_node(FALLBACK, traced_node(FALLBACK, make_fallback(deps)))
     builder.add_edge(START, GUARD)
     builder.add_conditional_edges(GUARD, route_after_guard)
     builder.add_conditional_edges(CACHE, route_after_cache)

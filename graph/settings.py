@@ -82,6 +82,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="`keel serve`'s logs: JSON lines (with trace ids) or text"
+    )
     max_body_bytes: int = 64 * 1024 * 1024
     max_header_bytes: int = Field(
         default=8 * 1024,

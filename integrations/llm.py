@@ -21,13 +21,14 @@ from urllib.parse import urlparse
 import httpx
 import openai
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_openai import ChatOpenAI
+from opentelemetry.trace import Span, SpanKind
 from tenacity import AsyncRetrying, RetryCallState
 
 from graph.errors import CircuitOpen, DeadlineExceeded, ProviderError, ProviderTimeout
 from graph.settings import Settings
-from integrations import metrics
+from integrations import metrics, tracing
 from integrations.breakers import Breakers, LocalBreakers, Outcome, RedisBreakers
 
 RETRY_BASE_S, RETRY_CAP_S = 0.25, 4.0
@@ -236,9 +237,45 @@ class LLMChain:
         send: Callable[[str], None],
         deadline: float,
     ) -> dict[str, int]:
+        """One request to `model`, inside its `chat {model}` client span (GenAI conventions)."""
+        name = model_name(model)
+        with tracing.span(f"chat {name}", SpanKind.CLIENT, **self._span_attributes(model)) as span:
+            if tracing.capture_content():
+                span.set_attribute("gen_ai.input.messages", tracing.messages_attribute(prompt))
+            return await self._stream(model, key, prompt, send, deadline, span)
+
+    def _span_attributes(self, model: BaseChatModel) -> dict[str, Any]:
+        base = urlparse(str(getattr(model, "openai_api_base", None) or ""))
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai"
+            if isinstance(model, ChatOpenAI)
+            else type(model).__name__,
+            "gen_ai.request.model": model_name(model),
+            "gen_ai.request.stream": True,
+            "gen_ai.request.max_tokens": self.settings.llm_max_tokens,
+        }
+        if base.hostname:
+            default_port = 443 if base.scheme == "https" else 80
+            attributes |= {
+                "server.address": base.hostname,
+                "server.port": base.port or default_port,
+            }
+        return attributes
+
+    async def _stream(
+        self,
+        model: BaseChatModel,
+        key: str,
+        prompt: list[BaseMessage],
+        send: Callable[[str], None],
+        deadline: float,
+        span: Span,
+    ) -> dict[str, int]:
         settings = self.settings
         sent: list[str] = []
         usage = {"input_tokens": 0, "output_tokens": 0}
+        response: dict[str, Any] = {}
         self.upstream_calls += 1
         name = model_name(model)
         chunks = model.astream(prompt).__aiter__()
@@ -262,14 +299,17 @@ class LLMChain:
                     break
                 if chunk.text:
                     if not sent:
-                        self._first_token_s.append(time.time() - started)
-                        metrics.LLM_FIRST_TOKEN.labels(name).observe(time.time() - started)
+                        first = time.time() - started
+                        self._first_token_s.append(first)
+                        metrics.LLM_FIRST_TOKEN.labels(name).observe(first)
+                        span.set_attribute("gen_ai.response.time_to_first_chunk", first)
                     sent.append(chunk.text)
                     send(chunk.text)
                     limit = time.time() + settings.llm_idle_timeout_s
                 if chunk.usage_metadata:
                     usage["input_tokens"] += chunk.usage_metadata.get("input_tokens", 0)
                     usage["output_tokens"] += chunk.usage_metadata.get("output_tokens", 0)
+                response |= {k: v for k, v in chunk.response_metadata.items() if v}
             if not "".join(sent).strip():
                 raise ProviderError("the model returned an empty answer")
         except (asyncio.CancelledError, GeneratorExit):
@@ -279,6 +319,7 @@ class LLMChain:
             outcome = failure.outcome or "client_error"
             metrics.LLM_REQUESTS.labels(name, outcome).inc()
             metrics.LLM_DURATION.labels(name, outcome).observe(time.time() - started)
+            tracing.fail(span, _error_type(exc))
             if failure.outcome is not None:
                 status = await self.breakers.record(key, failure.outcome, failure.retry_after_s)
                 metrics.BREAKER_STATE.labels(name).set(metrics.BREAKER_LEVEL[status])
@@ -292,6 +333,18 @@ class LLMChain:
         metrics.LLM_DURATION.labels(name, "success").observe(time.time() - started)
         metrics.LLM_TOKENS.labels(name, "input").inc(usage["input_tokens"])
         metrics.LLM_TOKENS.labels(name, "output").inc(usage["output_tokens"])
+        span.set_attributes(
+            {
+                "gen_ai.usage.input_tokens": usage["input_tokens"],
+                "gen_ai.usage.output_tokens": usage["output_tokens"],
+                "gen_ai.response.model": str(response.get("model_name") or name),
+            }
+        )
+        if "finish_reason" in response:
+            span.set_attribute("gen_ai.response.finish_reasons", [str(response["finish_reason"])])
+        if tracing.capture_content():
+            answer = [AIMessage("".join(sent))]
+            span.set_attribute("gen_ai.output.messages", tracing.messages_attribute(answer))
         return usage
 
     def hedge_after_s(self) -> float:
@@ -365,6 +418,15 @@ class LLMChain:
 def _counted(counter: Any) -> bool:
     counter.inc()
     return True
+
+
+def _error_type(exc: BaseException) -> str:
+    """`error.type` of a failed attempt: the HTTP status, `timeout`, or the exception's class."""
+    if isinstance(exc, openai.APIStatusError):
+        return str(exc.status_code)
+    if classify(exc).outcome == "timeout":
+        return "timeout"
+    return type(exc).__qualname__
 
 
 def _full_jitter(state: RetryCallState) -> float:

@@ -8,6 +8,7 @@ from langgraph.runtime import Runtime
 from graph.context import Context, run_context, time_left
 from graph.deps import Deps
 from graph.state import State
+from integrations import tracing
 
 
 def make_rerank(deps: Deps):
@@ -17,16 +18,24 @@ def make_rerank(deps: Deps):
         context = run_context(runtime.context)
         if not context.rerank:
             return {}
-        # The node's own timeout is its budget; the run's deadline may cut it shorter.
-        passages = await asyncio.wait_for(
-            asyncio.to_thread(
-                deps.reranker.rerank,
-                state["question"],
-                state.get("passages", []),
-                deps.corpora.get(context.tenant),
-            ),
-            time_left(context, deps.settings.rerank_timeout_s),
-        )
+        candidates = state.get("passages", [])
+        with tracing.span(
+            "rerank",
+            **{
+                "keel.rerank.model": type(deps.reranker).__name__,
+                "keel.rerank.candidates": len(candidates),
+            },
+        ):
+            # The node's own timeout is its budget; the run's deadline may cut it shorter.
+            passages = await asyncio.wait_for(
+                asyncio.to_thread(
+                    deps.reranker.rerank,
+                    state["question"],
+                    candidates,
+                    deps.corpora.get(context.tenant),
+                ),
+                time_left(context, deps.settings.rerank_timeout_s),
+            )
         return {"passages": passages}
 
     return rerank

@@ -11,6 +11,7 @@ from graph.context import Context, run_context, time_left
 from graph.deps import Deps
 from graph.errors import StoreUnavailable
 from graph.state import Passage, State
+from integrations import tracing
 from integrations.corpus import Corpus
 from nodes.cache import question_vector
 
@@ -105,17 +106,28 @@ def make_retrieve(deps: Deps):
             if context.retrieval != "lexical"
             else None
         )
-        passages = await asyncio.wait_for(
-            asyncio.to_thread(
-                search,
-                deps.corpora.get(context.tenant),
-                question,
-                vector,
-                context.candidates,
-                context.retrieval,
-            ),
-            time_left(context, deps.settings.run_deadline_s),
-        )
+        collection = deps.settings.collection
+        with tracing.span(
+            f"retrieval {collection}",
+            **{
+                "gen_ai.operation.name": "retrieval",
+                "gen_ai.data_source.id": collection,
+                "gen_ai.retrieval.top_k": context.candidates,
+                "keel.retrieval.mode": context.retrieval,
+            },
+        ) as span:
+            passages = await asyncio.wait_for(
+                asyncio.to_thread(
+                    search,
+                    deps.corpora.get(context.tenant),
+                    question,
+                    vector,
+                    context.candidates,
+                    context.retrieval,
+                ),
+                time_left(context, deps.settings.run_deadline_s),
+            )
+            span.set_attribute("keel.retrieval.passages", len(passages))
         return {"passages": passages}
 
     return retrieve

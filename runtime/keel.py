@@ -15,6 +15,7 @@ from checkpoints.crypto import build_serde
 from graph.builder import build_graph
 from graph.deps import Deps
 from graph.settings import Settings
+from integrations import tracing
 from integrations.corpus import Corpora
 from runtime.limits import Limiter
 from runtime.runner import RunManager
@@ -47,6 +48,7 @@ async def open_keel(
     and closes everything in reverse order."""
     limiter = Limiter(settings)
     deps = Deps.from_settings(settings, chat_models)
+    tracing.configure()
     try:
         serde = build_serde(settings)
         async with open_persistence(
@@ -74,6 +76,7 @@ async def open_keel(
     finally:
         await deps.aclose()
         await limiter.aclose()
+        tracing.shutdown()
 
 
 async def _warm_sentences(corpora: Corpora, runs: RunManager) -> None:

@@ -25,7 +25,8 @@ from graph.builder import service_level
 from graph.context import Context
 from graph.errors import InvalidInput, KeelError
 from graph.state import Citation
-from integrations import metrics
+from integrations import metrics, tracing
+from runtime import logs
 from runtime.eventlog import EventWriter
 from runtime.events import graph_events
 
@@ -156,6 +157,8 @@ class RunManager:
         }
         if stream_modes is not None:
             stored |= {"stream_modes": stream_modes, "metadata": metadata or {}}
+        if trace_context := tracing.inject():  # the replica that runs it continues this trace
+            stored["trace"] = trace_context
         run, stopped = await self.store.create(tenant, thread_id, strategy, stored, None)
         self._raw[run.run_id] = message
         for run_id in stopped:
@@ -209,6 +212,39 @@ class RunManager:
             event.set()
 
     async def _execute(self, run: Run) -> None:
+        """Executes a claimed run inside its span (continuing the submitting request's trace),
+        with its log tags and, when enabled, LangSmith tracing; one log line at the end."""
+        started, tenant = time.monotonic(), tracing.tenant_hash(run.tenant)
+        with (
+            logs.bind(run_id=run.run_id, tenant_hash=tenant),
+            tracing.span(
+                "invoke_agent keel",
+                context=tracing.extract(run.request.get("trace")),
+                **{
+                    "gen_ai.operation.name": "invoke_agent",
+                    "gen_ai.agent.name": "keel",
+                    "gen_ai.conversation.id": run.thread_id,
+                    "keel.run.id": run.run_id,
+                    "keel.run.attempt": run.attempts,
+                    "keel.tenant.hash": tenant,
+                },
+            ) as span,
+            tracing.langsmith(self.keel.deps.redactor),
+        ):
+            outcome = await self._execute_run(run)
+            span.set_attribute("keel.run.outcome", outcome or "released")
+            if outcome in ("failed", "cancelled"):
+                tracing.fail(span, outcome)
+            log.info(
+                "run ended",
+                extra={
+                    "outcome": outcome or "released",
+                    "duration_s": round(time.monotonic() - started, 4),
+                    "thread_id": run.thread_id,
+                },
+            )
+
+    async def _execute_run(self, run: Run) -> Status | None:
         keel, store = self.keel, self.store
         seq = await store.last_seq(run.run_id)
 
@@ -246,7 +282,7 @@ class RunManager:
         )
         start_checkpoint = run.start_checkpoint_id
         if seq and await self._already_ended(run, seq):
-            return
+            return "succeeded"
         try:
             state = await keel.graph.aget_state(config)
             checkpoint_id = state.config.get("configurable", {}).get("checkpoint_id")
@@ -332,6 +368,7 @@ class RunManager:
             self._wakeups.pop(run.run_id, None)  # followers still holding it fall back to polling
             if not self._stopping:
                 self._spawn(self._drain(run.thread_id))
+        return outcome
 
     async def _already_ended(self, run: Run, seq: int) -> bool:
         """A run whose replica died after logging its answer: record it, don't answer twice.
