@@ -239,7 +239,14 @@ class LLMChain:
     ) -> dict[str, int]:
         """One request to `model`, inside its `chat {model}` client span (GenAI conventions)."""
         name = model_name(model)
-        with tracing.span(f"chat {name}", SpanKind.CLIENT, **self._span_attributes(model)) as span:
+        # `_stream` sets error.type itself (the cause, not the wrapper it raises).
+        with tracing.tracer.start_as_current_span(
+            f"chat {name}",
+            kind=SpanKind.CLIENT,
+            attributes=self._span_attributes(model),
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
             if tracing.capture_content():
                 span.set_attribute("gen_ai.input.messages", tracing.messages_attribute(prompt))
             return await self._stream(model, key, prompt, send, deadline, span)

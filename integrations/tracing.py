@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -49,7 +50,10 @@ def configure(service_name: str = "keel") -> bool:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     name = os.environ.get("OTEL_SERVICE_NAME", service_name)
-    _provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    instance = f"{socket.gethostname()}:{os.getpid()}"  # tells replicas apart within a trace
+    _provider = TracerProvider(
+        resource=Resource.create({"service.name": name, "service.instance.id": instance})
+    )
     _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(_provider)
     return True

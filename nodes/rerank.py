@@ -19,12 +19,10 @@ def make_rerank(deps: Deps):
         if not context.rerank:
             return {}
         candidates = state.get("passages", [])
+        reranker = type(deps.reranker).__name__
         with tracing.span(
-            "rerank",
-            **{
-                "keel.rerank.model": type(deps.reranker).__name__,
-                "keel.rerank.candidates": len(candidates),
-            },
+            f"rerank {reranker}",
+            **{"keel.rerank.model": reranker, "keel.rerank.candidates": len(candidates)},
         ):
             # The node's own timeout is its budget; the run's deadline may cut it shorter.
             passages = await asyncio.wait_for(
