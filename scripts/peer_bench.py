@@ -4,6 +4,7 @@ Both servers run the full graph with the extractive answerer (no LLM), the cache
 corpus, on this machine. For each it prints: first SSE event and turn p50/p95 (sequential turns),
 turns/s at a given concurrency, and CPU per turn (server process tree + this database's Postgres
 backends, from /proc through psutil). Numbers on a shared machine are upper bounds.
+`--telemetry` adds a row for keel with every span exported to a loopback OTLP/HTTP receiver.
 
     PYTHONPATH=. python scripts/peer_bench.py --postgres-url postgresql://postgres@127.0.0.1/db
 """
@@ -29,6 +30,7 @@ import psutil
 from httpx_sse import aconnect_sse
 
 from cli.process import ServerProcess, free_port
+from tests.collectors import OtlpReceiver
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = [
@@ -224,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--skip-langgraph", action="store_true")
+    parser.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="also run keel with OpenTelemetry tracing to a loopback receiver (its overhead)",
+    )
     args = parser.parse_args(argv)
     if not args.postgres_url:
         parser.error("pass --postgres-url or set KEEL_DATABASE_URL")
@@ -238,14 +245,22 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
             capture_output=True,
         )
-        port = free_port()
-        keel_env = _env(data_dir, KEEL_DATABASE_URL=args.postgres_url)
-        command = [sys.executable, "-m", "cli.main", "serve", "--port", str(port)]
-        with ServerProcess(command, port, keel_env, work / "keel.log", cwd=REPO) as server:
-            meter = CpuMeter(server.proc.pid, urlparse(args.postgres_url).path.lstrip("/"))
-            rows.append(
-                asyncio.run(_measure(server.url, KEEL, meter, args.turns, args.concurrency))
-            )
+        variants: list[tuple[str, dict[str, str]]] = [(KEEL.name, {})]
+        if args.telemetry:  # the same server exporting every span to a loopback OTLP receiver
+            receiver = OtlpReceiver()
+            otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url}
+            variants.append(("keel (Postgres) + OTLP traces", otlp))
+        for name, extra in variants:
+            port = free_port()
+            keel_env = _env(data_dir, KEEL_DATABASE_URL=args.postgres_url, **extra)
+            command = [sys.executable, "-m", "cli.main", "serve", "--port", str(port)]
+            with ServerProcess(command, port, keel_env, work / "keel.log", cwd=REPO) as server:
+                meter = CpuMeter(server.proc.pid, urlparse(args.postgres_url).path.lstrip("/"))
+                row = asyncio.run(_measure(server.url, KEEL, meter, args.turns, args.concurrency))
+                rows.append(row | {"server": name})
+        if args.telemetry:
+            print(f"spans received: {len(receiver.spans())}")
+            receiver.close()
         if not args.skip_langgraph:
             cli = shutil.which("langgraph", path=str(Path(sys.executable).parent)) or "langgraph"
             port = free_port()

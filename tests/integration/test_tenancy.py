@@ -45,7 +45,8 @@ class Ctx:
         return "".join(p.read_text() for p in sorted(self.tmp.glob("server-*.log")))
 
     def audit(self) -> list[dict]:
-        return [json.loads(line) for line in self.logs().splitlines() if line.startswith('{"ts"')]
+        lines = [json.loads(line) for line in self.logs().splitlines() if line.startswith("{")]
+        return [line for line in lines if "audit" in line]
 
 
 def hs256(tenant: str | None, exp_in: float = 300, secret: str = HS_SECRET, **claims) -> str:
