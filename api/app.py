@@ -183,6 +183,9 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # keel's own server span (RequestTelemetry) is the one its logs and runs join; FastAPI's
+        # native spans would duplicate it and add three operation spans per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.authenticator = authenticator
     install_error_handlers(app)
