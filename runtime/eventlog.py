@@ -15,9 +15,15 @@ from integrations import metrics
 
 
 class EventWriter:
-    """Appends one run's events through `store`, calling `on_flush` after each committed batch."""
+    """Appends one run's events through `store`, calling `on_flush` with each committed batch."""
 
-    def __init__(self, store: RunStore, run_id: str, seq: int, on_flush: Callable[[], None]):
+    def __init__(
+        self,
+        store: RunStore,
+        run_id: str,
+        seq: int,
+        on_flush: Callable[[list[tuple[int, str, dict[str, Any]]]], None],
+    ):
         self.store, self.run_id, self.seq = store, run_id, seq
         self._on_flush = on_flush
         self._pending: list[tuple[int, str, dict[str, Any]]] = []
@@ -66,4 +72,4 @@ class EventWriter:
             self._pending = batch + self._pending
             raise
         metrics.EVENT_APPEND.observe(time.perf_counter() - started)
-        self._on_flush()
+        self._on_flush(batch)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from runtime.keel import Keel
 
 log = logging.getLogger("keel.runs")
+Event = tuple[int, str, dict[str, Any]]  # (sequence number, name, data)
 POLL_S = 0.1
 EVENT_BATCH = 500
 
@@ -48,6 +49,9 @@ class RunManager:
         self._cancel_kind: dict[str, str] = {}
         self._raw: dict[str, str] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
+        # Committed events of the runs executing here (this attempt), from their first sequence
+        # number: followers on this replica read them from memory instead of the database.
+        self._tails: dict[str, tuple[int, list[Event]]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self.draining = False  # SIGTERM: claim nothing more, let running runs finish
@@ -206,6 +210,12 @@ class RunManager:
         )
         self._wake(run_id)
 
+    def _committed(self, run_id: str, batch: list[Event]) -> None:
+        """A batch of the run's events is committed: local followers may read it now."""
+        if (tail := self._tails.get(run_id)) is not None:
+            tail[1].extend(batch)
+        self._wake(run_id)
+
     def _wake(self, run_id: str) -> None:
         event = self._wakeups.get(run_id)
         if event is not None:
@@ -250,7 +260,10 @@ class RunManager:
 
         started, outcome = time.monotonic(), None  # outcome: the run's terminal status
         metrics.RUNS_RUNNING.set(len(self._tasks))
-        writer = EventWriter(store, run.run_id, seq, lambda: self._wake(run.run_id))
+        self._tails[run.run_id] = (seq + 1, [])
+        writer = EventWriter(
+            store, run.run_id, seq, lambda batch: self._committed(run.run_id, batch)
+        )
         emit = writer.emit
 
         async def conclude(status: Status, name: str, data: dict[str, Any], error: str | None):
@@ -262,7 +275,7 @@ class RunManager:
             result = data if name == "run.finished" else None
             await store.finish(run.run_id, status, result, error, (writer.seq, name, data))
             outcome = status
-            self._wake(run.run_id)
+            self._committed(run.run_id, [(writer.seq, name, data)])
 
         config: RunnableConfig = {
             "configurable": {"thread_id": run.thread_id},
@@ -366,6 +379,7 @@ class RunManager:
             self._last_active = time.monotonic()
             self._cancel_kind.pop(run.run_id, None)
             self._wakeups.pop(run.run_id, None)  # followers still holding it fall back to polling
+            self._tails.pop(run.run_id, None)
             if not self._stopping:
                 self._spawn(self._drain(run.thread_id))
         return outcome
@@ -412,6 +426,17 @@ class RunManager:
         last = after
         while not self.closed:
             wakeup.clear()
+            tail = self._tails.get(run.run_id)
+            if tail is not None and tail[0] <= last + 1:  # executing here: its log is in memory
+                batch = tail[1][last + 1 - tail[0] :]
+                for seq, name, data in batch:
+                    yield seq, name, data
+                    last = seq
+                if batch and batch[-1][1] in TERMINAL_EVENTS:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), POLL_S)
+                continue
             batch = await self.store.events_after(run.run_id, last)
             for seq, name, data in batch:
                 yield seq, name, data
