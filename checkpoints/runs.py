@@ -107,6 +107,12 @@ class RunStore:
         raise NotImplementedError
         yield  # pragma: no cover
 
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Any]:
+        """A connection for one read statement: no BEGIN/COMMIT round trips."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
     async def _fetch(
         self, tx: Any, query: str, params: tuple[Any, ...] = ()
     ) -> list[dict[str, Any]]:
@@ -175,7 +181,7 @@ class RunStore:
         self, run_id: str, tenant: str | None = None, thread_id: str | None = None
     ) -> Run:
         """A run; `NotFound` unless it exists for this tenant and thread (when given)."""
-        async with self.transaction() as tx:
+        async with self.reading() as tx:
             rows = await self._fetch(tx, "SELECT * FROM keel_runs WHERE run_id = %s", (run_id,))
         if not rows:
             raise NotFound(f"run {run_id} not found")
@@ -188,7 +194,7 @@ class RunStore:
 
     async def list_for_thread(self, thread_id: str, limit: int = 100) -> list[Run]:
         """The thread's runs, newest first."""
-        async with self.transaction() as tx:
+        async with self.reading() as tx:
             rows = await self._fetch(
                 tx,
                 "SELECT * FROM keel_runs WHERE thread_id = %s ORDER BY created_at DESC LIMIT %s",
@@ -213,7 +219,7 @@ class RunStore:
 
     async def claimable_threads(self, limit: int = 50) -> list[str]:
         """Threads with a pending run and none running: work any replica may pick up."""
-        async with self.transaction() as tx:
+        async with self.reading() as tx:
             rows = await self._fetch(
                 tx,
                 "SELECT DISTINCT thread_id FROM keel_runs p WHERE status = 'pending' AND NOT EXISTS "
@@ -224,7 +230,7 @@ class RunStore:
 
     async def count_pending(self) -> int:
         """Runs waiting for a replica, across all replicas."""
-        async with self.transaction() as tx:
+        async with self.reading() as tx:
             rows = await self._fetch(
                 tx, "SELECT count(*) AS n FROM keel_runs WHERE status = 'pending'", ()
             )
@@ -379,7 +385,7 @@ class RunStore:
 
     async def last_seq(self, run_id: str) -> int:
         """The highest event sequence number of a run (0 when none)."""
-        async with self.transaction() as tx:
+        async with self.reading() as tx:
             rows = await self._fetch(
                 tx,
                 "SELECT COALESCE(MAX(seq), 0) AS seq FROM keel_run_events WHERE run_id = %s",
@@ -389,7 +395,7 @@ class RunStore:
 
     async def last_event(self, run_id: str) -> tuple[int, str] | None:
         """The sequence number and name of the run's latest logged event."""
-        async with self.transaction() as tx:
+        async with self.reading() as tx:
             rows = await self._fetch(
                 tx,
                 "SELECT seq, event FROM keel_run_events WHERE run_id = %s ORDER BY seq DESC LIMIT 1",
@@ -401,7 +407,7 @@ class RunStore:
         self, run_id: str, seq: int, limit: int = 500
     ) -> list[tuple[int, str, dict[str, Any]]]:
         """Events with a sequence number above `seq`, in order."""
-        async with self.transaction() as tx:
+        async with self.reading() as tx:
             rows = await self._fetch(
                 tx,
                 "SELECT seq, event, data FROM keel_run_events WHERE run_id = %s AND seq > %s "
@@ -450,6 +456,11 @@ class PostgresRunStore(RunStore):
                 )
             yield conn
 
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Any]:
+        async with self._pool.connection() as conn:  # autocommit: the statement is its own tx
+            yield conn
+
     async def _fetch(
         self, tx: Any, query: str, params: tuple[Any, ...] = ()
     ) -> list[dict[str, Any]]:
@@ -480,6 +491,11 @@ class SqliteRunStore(RunStore):
                 await self._conn.execute("ROLLBACK")
                 raise
             await self._conn.execute("COMMIT")
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Any]:
+        async with self._lock:  # a SELECT opens no transaction in sqlite3's default mode
+            yield self._conn
 
     async def _fetch(
         self, tx: Any, query: str, params: tuple[Any, ...] = ()
