@@ -10,15 +10,18 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.agent.assistants import ASSISTANT_ID, resolve_assistant
-from api.agent.schemas import RunCreate
+from api.agent.assistants import ASSISTANT_ID, knobs_of, load_assistant
+from api.agent.schemas import RunCreate, RunKnobs
+from api.agent.threads import redacted
 from api.deps import Keel, KeelDep, TenantDep, ThreadIdPath
 from api.ratelimit import enforce_token_quota
 from api.streaming import parse_last_event_id
 from checkpoints.runs import TERMINAL_EVENTS, Run
 from checkpoints.threads import create_thread, delete_thread, get_thread
+from graph.builder import NODES
 from graph.errors import InvalidInput, NotFound
 from runtime.agent_events import PREFIX, STREAM_MODES
+from runtime.control import RunControl
 
 router = APIRouter(tags=["agent: runs"])
 QUOTA = [Depends(enforce_token_quota)]
@@ -28,36 +31,34 @@ RUN_STATUS = {
     "succeeded": "success",
     "failed": "error",
     "cancelled": "interrupted",
-    "interrupted": "error",
+    "interrupted": "error",  # its replica kept dying; one stopped at a breakpoint: interrupted
 }
-UNSUPPORTED = (
-    "command",
-    "checkpoint",
-    "checkpoint_id",
-    "interrupt_before",
-    "interrupt_after",
-    "webhook",
-)
 
 
 def run_body(run: Run) -> dict[str, Any]:
     """A run row in the Agent Server's shape."""
+    at_breakpoint = run.status == "interrupted" and run.result is not None
     return {
         "run_id": run.run_id,
         "thread_id": run.thread_id,
-        "assistant_id": ASSISTANT_ID,
+        "assistant_id": run.request.get("assistant_id", ASSISTANT_ID),
         "created_at": datetime.fromtimestamp(run.created_at, UTC).isoformat(),
         "updated_at": datetime.fromtimestamp(run.updated_at, UTC).isoformat(),
-        "status": RUN_STATUS[run.status],
+        "status": "interrupted" if at_breakpoint else RUN_STATUS[run.status],
         "metadata": run.request.get("metadata") or {},
         "multitask_strategy": run.strategy,
         "kwargs": {"stream_mode": run.request.get("stream_modes", [])},
     }
 
 
-def _message(body: RunCreate) -> str:
-    """The text of the input's last user message: a keel run answers one user message."""
-    messages = (body.input or {}).get("messages")
+def _message(body: RunCreate) -> str | None:
+    """The text of the input's last user message: a keel run answers one user message. No
+    input: the run continues the thread (or follows its command)."""
+    if body.input is None:
+        return None
+    if body.command is not None:
+        raise InvalidInput("a run takes an input or a command, not both")
+    messages = body.input.get("messages")
     if isinstance(messages, dict):
         messages = [messages]
     for message in reversed(messages if isinstance(messages, list) else []):
@@ -82,26 +83,76 @@ def _modes(body: RunCreate) -> list[str]:
     return list(dict.fromkeys(modes))
 
 
+def _nodes(names: str | list[str] | None, what: str) -> list[str] | None:
+    """Node names checked against the graph's ("*": every node)."""
+    if names is None:
+        return None
+    listed = [names] if isinstance(names, str) else names
+    if "*" in listed:
+        return list(NODES)
+    unknown = sorted(set(listed) - set(NODES))
+    if unknown:
+        raise InvalidInput(f"{what} names unknown nodes {unknown}: the graph has {list(NODES)}")
+    return listed
+
+
+async def _control(keel: Keel, thread_id: str, body: RunCreate) -> RunControl:
+    """The run's command, fork checkpoint and breakpoints, checked."""
+    control: RunControl = {}
+    if body.command is not None:
+        command = body.command.model_dump(exclude_none=True)
+        if "update" in command:
+            command["update"] = redacted(keel, command["update"])
+        if "goto" in command:
+            command["goto"] = _nodes(command["goto"], "command.goto")
+        control["command"] = command
+    checkpoint_id = (body.checkpoint and body.checkpoint.checkpoint_id) or body.checkpoint_id
+    if checkpoint_id:
+        configurable = {"thread_id": thread_id, "checkpoint_ns": "", "checkpoint_id": checkpoint_id}
+        if await keel.persistence.saver.aget_tuple({"configurable": configurable}) is None:
+            raise NotFound(f"checkpoint {checkpoint_id} not found")
+        control["checkpoint_id"] = checkpoint_id
+    for name in ("interrupt_before", "interrupt_after"):
+        nodes = _nodes(getattr(body, name), name)
+        if nodes:
+            control[name] = nodes  # type: ignore[literal-required]
+    return control
+
+
+def _knobs(assistant: dict[str, Any], body: RunCreate) -> dict[str, Any]:
+    """The run's knobs: the defaults, then its assistant's, then the run's own."""
+    context = body.context if body.context.model_fields_set else None
+    own = knobs_of(body.config, context) or {}
+    return RunKnobs.model_validate({**assistant["context"], **own}).model_dump()
+
+
 async def _start(keel: Keel, tenant: str, thread_id: str, body: RunCreate) -> Run:
-    resolve_assistant(body.assistant_id)
-    refused = [name for name in UNSUPPORTED if getattr(body, name)]
-    if refused:
-        raise InvalidInput(f"keel does not serve {', '.join(refused)} on runs")
+    if body.webhook:
+        raise InvalidInput("keel does not serve webhook on runs")
+    assistant = await load_assistant(keel, tenant, body.assistant_id)
+    knobs = _knobs(assistant, body)
+    message = _message(body)
     try:
         await get_thread(keel.persistence, tenant, thread_id)
+        exists = True
     except NotFound:
         if body.if_not_exists != "create":
             raise
+        exists = False
+    control = await _control(keel, thread_id, body)
+    if not exists:
         await create_thread(keel.persistence, tenant, None, thread_id)
     return await keel.runs.submit(
         tenant,
         thread_id,
-        _message(body),
-        body.context.model_dump(),
+        message,
+        knobs,
         multitask_strategy=body.multitask_strategy,
         durability=body.durability,
         stream_modes=_modes(body),
         metadata=body.metadata,
+        assistant_id=assistant["assistant_id"],
+        control=control,
     )
 
 
