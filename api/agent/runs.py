@@ -83,16 +83,16 @@ def _modes(body: RunCreate) -> list[str]:
     return list(dict.fromkeys(modes))
 
 
-def _nodes(names: str | list[str] | None, what: str) -> list[str] | None:
-    """Node names checked against the graph's ("*": every node)."""
+def _nodes(names: str | list[str] | None, what: str, allowed: tuple[str, ...]) -> list[str] | None:
+    """Node names checked against `allowed` ("*": all of them)."""
     if names is None:
         return None
     listed = [names] if isinstance(names, str) else names
     if "*" in listed:
-        return list(NODES)
-    unknown = sorted(set(listed) - set(NODES))
+        return list(allowed)
+    unknown = sorted(set(listed) - set(allowed))
     if unknown:
-        raise InvalidInput(f"{what} names unknown nodes {unknown}: the graph has {list(NODES)}")
+        raise InvalidInput(f"{what} names nodes {unknown}; it may name {list(allowed)}")
     return listed
 
 
@@ -104,7 +104,7 @@ async def _control(keel: Keel, thread_id: str, body: RunCreate) -> RunControl:
         if "update" in command:
             command["update"] = redacted(keel, command["update"])
         if "goto" in command:
-            command["goto"] = _nodes(command["goto"], "command.goto")
+            command["goto"] = _nodes(command["goto"], "command.goto", NODES)
         control["command"] = command
     checkpoint_id = (body.checkpoint and body.checkpoint.checkpoint_id) or body.checkpoint_id
     if checkpoint_id:
@@ -112,10 +112,14 @@ async def _control(keel: Keel, thread_id: str, body: RunCreate) -> RunControl:
         if await keel.persistence.saver.aget_tuple({"configurable": configurable}) is None:
             raise NotFound(f"checkpoint {checkpoint_id} not found")
         control["checkpoint_id"] = checkpoint_id
-    for name in ("interrupt_before", "interrupt_after"):
-        nodes = _nodes(getattr(body, name), name)
-        if nodes:
-            control[name] = nodes  # type: ignore[literal-required]
+    # The guard reads the user's message from the run itself (only its redacted form is ever
+    # stored): a run cannot stop before it and leave the message to a later run.
+    before = _nodes(body.interrupt_before, "interrupt_before", NODES[1:])
+    after = _nodes(body.interrupt_after, "interrupt_after", NODES)
+    if before:
+        control["interrupt_before"] = before
+    if after:
+        control["interrupt_after"] = after
     return control
 
 

@@ -46,7 +46,9 @@ def tenants(
         # Documents are per tenant: A's runs answer from the sample corpus.
         files = [("files", (p.name, p.read_bytes())) for p in SAMPLES.iterdir()]
         headers = {"X-API-Key": keys["a"][0]}
-        httpx.post(f"{server.url}/v1/documents", files=files, headers=headers, timeout=120).raise_for_status()
+        httpx.post(
+            f"{server.url}/v1/documents", files=files, headers=headers, timeout=120
+        ).raise_for_status()
         yield server, {n: key for n, (key, _) in keys.items()}
 
 
@@ -72,7 +74,9 @@ async def test_variants_versions_and_latest(tenants: tuple[Server, dict[str, str
         name="Short answers",
         description="seven words",
     )
-    assert short["version"] == 1 and short["graph_id"] == "keel" and short["name"] == "Short answers"
+    assert (
+        short["version"] == 1 and short["graph_id"] == "keel" and short["name"] == "Short answers"
+    )
     # config.configurable and context are one set of knobs, kept in step as the reference does.
     assert short["context"] == {"model": "slow-0-7", "use_cache": False}
     assert short["config"] == {"configurable": short["context"]}
@@ -218,7 +222,8 @@ async def test_assistants_are_per_tenant(tenants: tuple[Server, dict[str, str]])
     assert await b.assistants.search(metadata={"tag": tag}) == []
     assert [x["assistant_id"] for x in await b.assistants.search()] == [DEFAULT_UUID]
     thread_b = (await b.threads.create())["thread_id"]
-    with httpx.Client(base_url=server.url, headers={"X-API-Key": keys["b"]}, timeout=30) as http:
+    headers = {"X-API-Key": keys["b"]}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as http:
         foreign = [
             ("GET", f"/assistants/{aid}", None),
             ("PATCH", f"/assistants/{aid}", {"name": "stolen"}),
@@ -232,7 +237,7 @@ async def test_assistants_are_per_tenant(tenants: tuple[Server, dict[str, str]])
             ("POST", "/runs/wait", {"assistant_id": aid, "input": INPUT}),
         ]
         for method, path, body in foreign:
-            response = http.request(method, path, json=body)
+            response = await http.request(method, path, json=body)
             assert response.status_code == 404, (method, path, response.text)
     # Ids are per tenant: B may use the same id for an assistant of its own.
     theirs = await b.assistants.create("keel", assistant_id=aid, context={"top_k": 7})
