@@ -324,6 +324,7 @@ def test_tenants_see_only_their_own_threads_and_runs(
             ("POST", f"/threads/{tid}/state", {"values": {"answer": "x"}}, {}),
             ("GET", f"/threads/{tid}/history", None, {}),
             ("POST", f"/threads/{tid}/history", {}, {}),
+            ("POST", f"/threads/{tid}/copy", None, {}),
             ("GET", f"/threads/{tid}/runs", None, {}),
             ("GET", f"/threads/{tid}/runs/{rid}", None, {}),
             ("GET", f"/threads/{tid}/runs/{rid}/join", None, {}),
@@ -333,6 +334,7 @@ def test_tenants_see_only_their_own_threads_and_runs(
             ("POST", f"/threads/{tid}/runs/stream", body, {}),
             ("POST", f"/threads/{tid}/runs/wait", body, {}),
             ("POST", f"/threads/{tid}/runs", body, {}),
+            ("POST", f"/threads/{tid}/runs", {**body, "checkpoint_id": checkpoint}, {}),
             ("DELETE", f"/threads/{tid}", None, {}),
         ]
         with httpx.Client(base_url=base, timeout=30) as http:
