@@ -96,11 +96,14 @@ def _nodes(names: str | list[str] | None, what: str, allowed: tuple[str, ...]) -
     return listed
 
 
-async def _control(keel: Keel, thread_id: str, body: RunCreate) -> RunControl:
-    """The run's command, fork checkpoint and breakpoints, checked."""
+async def _control(keel: Keel, thread_id: str, body: RunCreate, has_message: bool) -> RunControl:
+    """The run's command, fork checkpoint and breakpoints, checked; a run with neither a
+    message nor a command needs a checkpoint to continue from."""
     control: RunControl = {}
     if body.command is not None:
         command = body.command.model_dump(exclude_none=True)
+        if not command:
+            raise InvalidInput("command sets none of resume, update, goto")
         if "update" in command:
             command["update"] = redacted(keel, command["update"])
         if "goto" in command:
@@ -112,6 +115,10 @@ async def _control(keel: Keel, thread_id: str, body: RunCreate) -> RunControl:
         if await keel.persistence.saver.aget_tuple({"configurable": configurable}) is None:
             raise NotFound(f"checkpoint {checkpoint_id} not found")
         control["checkpoint_id"] = checkpoint_id
+    elif not has_message and body.command is None:
+        head = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+        if await keel.persistence.saver.aget_tuple(head) is None:  # type: ignore[arg-type]
+            raise InvalidInput("the thread has nothing to continue: send input.messages")
     # The guard reads the user's message from the run itself (only its redacted form is ever
     # stored): a run cannot stop before it and leave the message to a later run.
     before = _nodes(body.interrupt_before, "interrupt_before", NODES[1:])
@@ -143,7 +150,7 @@ async def _start(keel: Keel, tenant: str, thread_id: str, body: RunCreate) -> Ru
         if body.if_not_exists != "create":
             raise
         exists = False
-    control = await _control(keel, thread_id, body)
+    control = await _control(keel, thread_id, body, message is not None)
     if not exists:
         await create_thread(keel.persistence, tenant, None, thread_id)
     return await keel.runs.submit(

@@ -206,6 +206,8 @@ async def test_bad_commands_and_breakpoints_are_refused(
         {**body, "input": _input(0), "interrupt_before": ["guard"]},
         {**body, "command": {"update": ["not", "an", "object"]}},
         {**body, "input": _input(0), "webhook": "http://127.0.0.1:9/hook"},
+        {**body, "command": {"resume": None}},  # a command that says nothing
+        body,  # no input on a thread with nothing to continue
     ]
     headers = {"X-API-Key": keys["a"]}
     async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as http:
