@@ -14,17 +14,20 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.store.base import BaseStore
 
+from checkpoints.assistants import AssistantStore
 from checkpoints.runs import PostgresRunStore, RunStore, SqliteRunStore
 from graph.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class Persistence:
-    """The checkpointer, a key-value store (thread records) and the run store, on one database."""
+    """The checkpointer, a key-value store (thread records), the run store and the assistant
+    store, on one database."""
 
     saver: BaseCheckpointSaver
     store: BaseStore
     runs: RunStore
+    assistants: AssistantStore
     kind: str
 
 
@@ -33,7 +36,9 @@ async def _set_up(saver: Any, store: Any, runs: RunStore, kind: str) -> Persiste
     await saver.setup()
     await store.setup()
     await runs.setup()
-    return Persistence(saver, store, runs, kind)
+    assistants = AssistantStore(runs)
+    await assistants.setup()
+    return Persistence(saver, store, runs, assistants, kind)
 
 
 async def _sqlite_conn(path: str) -> Any:
@@ -64,7 +69,11 @@ async def open_persistence(
         try:
             runs = SqliteRunStore(conn)
             await runs.setup()
-            yield Persistence(InMemorySaver(serde=serde), InMemoryStore(), runs, "memory")
+            assistants = AssistantStore(runs)
+            await assistants.setup()
+            yield Persistence(
+                InMemorySaver(serde=serde), InMemoryStore(), runs, assistants, "memory"
+            )
         finally:
             await conn.close()
     elif url.startswith("sqlite:///"):

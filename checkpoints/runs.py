@@ -113,19 +113,22 @@ class RunStore:
         raise NotImplementedError
         yield  # pragma: no cover
 
-    async def _fetch(
+    async def fetch(
         self, tx: Any, query: str, params: tuple[Any, ...] = ()
     ) -> list[dict[str, Any]]:
+        """The rows of `query` (`%s` placeholders) in transaction `tx`, as dicts; the other
+        stores on this database (`checkpoints.assistants`) run their SQL through it too."""
         raise NotImplementedError
 
-    async def _exec(self, tx: Any, query: str, params: tuple[Any, ...] = ()) -> int:
+    async def execute(self, tx: Any, query: str, params: tuple[Any, ...] = ()) -> int:
+        """Runs `query` in transaction `tx`; returns the number of rows it changed."""
         raise NotImplementedError
 
     async def setup(self) -> None:
         """Creates the tables (idempotent)."""
         async with self.transaction(lock_key="schema") as tx:  # replicas may start together
             for statement in _SCHEMA:
-                await self._exec(tx, statement)
+                await self.execute(tx, statement)
 
     # -- runs -----------------------------------------------------------------------------
     async def create(
@@ -141,7 +144,7 @@ class RunStore:
         now = time.time()
         run_id = uuid.uuid4().hex
         async with self.transaction(lock_key=thread_id) as tx:
-            active = await self._fetch(
+            active = await self.fetch(
                 tx,
                 "SELECT run_id FROM keel_runs WHERE thread_id = %s AND status IN ('pending', 'running')",
                 (thread_id,),
@@ -151,7 +154,7 @@ class RunStore:
                 raise Conflict(f"thread {thread_id} has a run in progress ({stopped[0]})")
             if stopped and strategy in ("interrupt", "rollback"):
                 cancel = "rollback" if strategy == "rollback" else "cancel"
-                await self._exec(
+                await self.execute(
                     tx,
                     "UPDATE keel_runs SET cancel = %s, updated_at = %s "
                     "WHERE thread_id = %s AND status IN ('pending', 'running')",
@@ -159,7 +162,7 @@ class RunStore:
                 )
             else:
                 stopped = []
-            rows = await self._fetch(
+            rows = await self.fetch(
                 tx,
                 "INSERT INTO keel_runs (run_id, thread_id, tenant, status, strategy, request, "
                 "start_checkpoint_id, created_at, updated_at) VALUES (%s, %s, %s, 'pending', %s, %s, %s, %s, %s) "
@@ -182,7 +185,7 @@ class RunStore:
     ) -> Run:
         """A run; `NotFound` unless it exists for this tenant and thread (when given)."""
         async with self.reading() as tx:
-            rows = await self._fetch(tx, "SELECT * FROM keel_runs WHERE run_id = %s", (run_id,))
+            rows = await self.fetch(tx, "SELECT * FROM keel_runs WHERE run_id = %s", (run_id,))
         if not rows:
             raise NotFound(f"run {run_id} not found")
         run = Run.from_row(rows[0])
@@ -195,7 +198,7 @@ class RunStore:
     async def list_for_thread(self, thread_id: str, limit: int = 100) -> list[Run]:
         """The thread's runs, newest first."""
         async with self.reading() as tx:
-            rows = await self._fetch(
+            rows = await self.fetch(
                 tx,
                 "SELECT * FROM keel_runs WHERE thread_id = %s ORDER BY created_at DESC LIMIT %s",
                 (thread_id, limit),
@@ -206,7 +209,7 @@ class RunStore:
         """Takes the thread's oldest pending run when none is running, under the thread lock."""
         now = time.time()
         async with self.transaction(lock_key=thread_id) as tx:
-            rows = await self._fetch(  # one statement: a claim is one round trip under the lock
+            rows = await self.fetch(  # one statement: a claim is one round trip under the lock
                 tx,
                 "UPDATE keel_runs SET status = 'running', lease_owner = %s, lease_expires_at = %s, "
                 "attempts = attempts + 1, updated_at = %s WHERE run_id = ("
@@ -220,7 +223,7 @@ class RunStore:
     async def claimable_threads(self, limit: int = 50) -> list[str]:
         """Threads with a pending run and none running: work any replica may pick up."""
         async with self.reading() as tx:
-            rows = await self._fetch(
+            rows = await self.fetch(
                 tx,
                 "SELECT DISTINCT thread_id FROM keel_runs p WHERE status = 'pending' AND NOT EXISTS "
                 "(SELECT 1 FROM keel_runs r WHERE r.thread_id = p.thread_id AND r.status = 'running') LIMIT %s",
@@ -231,7 +234,7 @@ class RunStore:
     async def count_pending(self) -> int:
         """Runs waiting for a replica, across all replicas."""
         async with self.reading() as tx:
-            rows = await self._fetch(
+            rows = await self.fetch(
                 tx, "SELECT count(*) AS n FROM keel_runs WHERE status = 'pending'", ()
             )
         return int(rows[0]["n"])
@@ -241,7 +244,7 @@ class RunStore:
         after `max_attempts`. Returns (run_id, new status) pairs."""
         now = time.time()
         async with self.transaction() as tx:
-            rows = await self._fetch(
+            rows = await self.fetch(
                 tx,
                 "SELECT run_id, attempts FROM keel_runs WHERE status = 'running' AND lease_expires_at < %s",
                 (now,),
@@ -249,7 +252,7 @@ class RunStore:
             out = []
             for row in rows:
                 status = "pending" if int(row["attempts"]) < max_attempts else "interrupted"
-                changed = await self._exec(
+                changed = await self.execute(
                     tx,
                     "UPDATE keel_runs SET status = %s, lease_owner = NULL, error = %s, updated_at = %s "
                     "WHERE run_id = %s AND status = 'running' AND lease_expires_at < %s",
@@ -272,12 +275,12 @@ class RunStore:
         now = time.time()
         marks = ", ".join(["%s"] * len(run_ids))
         async with self.transaction() as tx:
-            await self._exec(
+            await self.execute(
                 tx,
                 f"UPDATE keel_runs SET lease_expires_at = %s WHERE lease_owner = %s AND run_id IN ({marks})",
                 (now + lease_s, owner, *run_ids),
             )
-            rows = await self._fetch(
+            rows = await self.fetch(
                 tx,
                 f"SELECT run_id, cancel FROM keel_runs WHERE cancel IS NOT NULL AND run_id IN ({marks})",
                 tuple(run_ids),
@@ -288,12 +291,12 @@ class RunStore:
         """Asks a run to stop; a pending run is cancelled at once."""
         now = time.time()
         async with self.transaction(lock_key=run.thread_id) as tx:
-            await self._exec(
+            await self.execute(
                 tx,
                 "UPDATE keel_runs SET cancel = %s, updated_at = %s WHERE run_id = %s AND status = 'running'",
                 (kind, now, run.run_id),
             )
-            await self._exec(
+            await self.execute(
                 tx,
                 "UPDATE keel_runs SET status = 'cancelled', cancel = %s, updated_at = %s "
                 "WHERE run_id = %s AND status = 'pending'",
@@ -304,7 +307,7 @@ class RunStore:
     async def set_start_checkpoint(self, run_id: str, checkpoint_id: str | None) -> None:
         """Records the checkpoint a run started from (what `rollback` returns the thread to)."""
         async with self.transaction() as tx:
-            await self._exec(
+            await self.execute(
                 tx,
                 "UPDATE keel_runs SET start_checkpoint_id = %s WHERE run_id = %s",
                 (checkpoint_id, run_id),
@@ -313,7 +316,7 @@ class RunStore:
     async def release(self, run_id: str) -> None:
         """Hands a running run back (graceful shutdown): pending, for any replica to resume."""
         async with self.transaction() as tx:
-            await self._exec(
+            await self.execute(
                 tx,
                 "UPDATE keel_runs SET status = 'pending', lease_owner = NULL, updated_at = %s "
                 "WHERE run_id = %s AND status = 'running'",
@@ -323,7 +326,7 @@ class RunStore:
     async def requeue(self, run: Run) -> Run:
         """Makes an interrupted (or retryably failed) run pending again, for `resume`."""
         async with self.transaction(lock_key=run.thread_id) as tx:
-            await self._exec(
+            await self.execute(
                 tx,
                 "UPDATE keel_runs SET status = 'pending', attempts = 0, cancel = NULL, error = NULL, "
                 "updated_at = %s WHERE run_id = %s AND status IN ('interrupted', 'failed')",
@@ -344,7 +347,7 @@ class RunStore:
         async with self.transaction() as tx:
             if event is not None:
                 await self._insert_events(tx, run_id, [event])
-            await self._exec(
+            await self.execute(
                 tx,
                 "UPDATE keel_runs SET status = %s, result = %s, error = %s, lease_owner = NULL, "
                 "lease_expires_at = NULL, updated_at = %s WHERE run_id = %s",
@@ -377,7 +380,7 @@ class RunStore:
             for seq, event, data in chunk:
                 params += (run_id, seq, event, json.dumps(data), now)
             rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
-            await self._exec(
+            await self.execute(
                 tx,
                 f"INSERT INTO keel_run_events (run_id, seq, event, data, created_at) VALUES {rows}",
                 tuple(params),
@@ -386,7 +389,7 @@ class RunStore:
     async def last_seq(self, run_id: str) -> int:
         """The highest event sequence number of a run (0 when none)."""
         async with self.reading() as tx:
-            rows = await self._fetch(
+            rows = await self.fetch(
                 tx,
                 "SELECT COALESCE(MAX(seq), 0) AS seq FROM keel_run_events WHERE run_id = %s",
                 (run_id,),
@@ -396,7 +399,7 @@ class RunStore:
     async def last_event(self, run_id: str) -> tuple[int, str] | None:
         """The sequence number and name of the run's latest logged event."""
         async with self.reading() as tx:
-            rows = await self._fetch(
+            rows = await self.fetch(
                 tx,
                 "SELECT seq, event FROM keel_run_events WHERE run_id = %s ORDER BY seq DESC LIMIT 1",
                 (run_id,),
@@ -408,7 +411,7 @@ class RunStore:
     ) -> list[tuple[int, str, dict[str, Any]]]:
         """Events with a sequence number above `seq`, in order."""
         async with self.reading() as tx:
-            rows = await self._fetch(
+            rows = await self.fetch(
                 tx,
                 "SELECT seq, event, data FROM keel_run_events WHERE run_id = %s AND seq > %s "
                 "ORDER BY seq LIMIT %s",
@@ -420,24 +423,26 @@ class RunStore:
     async def delete_thread(self, thread_id: str) -> None:
         """Removes a thread's runs and event logs."""
         async with self.transaction(lock_key=thread_id) as tx:
-            await self._exec(
+            await self.execute(
                 tx,
                 "DELETE FROM keel_run_events WHERE run_id IN (SELECT run_id FROM keel_runs WHERE thread_id = %s)",
                 (thread_id,),
             )
-            await self._exec(tx, "DELETE FROM keel_runs WHERE thread_id = %s", (thread_id,))
+            await self.execute(tx, "DELETE FROM keel_runs WHERE thread_id = %s", (thread_id,))
 
     async def prune_events(self, older_than_s: float) -> int:
         """Drops the event logs of runs that ended more than `older_than_s` ago."""
         cutoff = time.time() - older_than_s
         async with self.transaction() as tx:
             done = "status NOT IN ('pending', 'running') AND updated_at < %s AND events_pruned = 0"
-            removed = await self._exec(
+            removed = await self.execute(
                 tx,
                 f"DELETE FROM keel_run_events WHERE run_id IN (SELECT run_id FROM keel_runs WHERE {done})",
                 (cutoff,),
             )
-            await self._exec(tx, f"UPDATE keel_runs SET events_pruned = 1 WHERE {done}", (cutoff,))
+            await self.execute(
+                tx, f"UPDATE keel_runs SET events_pruned = 1 WHERE {done}", (cutoff,)
+            )
         return removed
 
 
@@ -461,13 +466,13 @@ class PostgresRunStore(RunStore):
         async with self._pool.connection() as conn:  # autocommit: the statement is its own tx
             yield conn
 
-    async def _fetch(
+    async def fetch(
         self, tx: Any, query: str, params: tuple[Any, ...] = ()
     ) -> list[dict[str, Any]]:
         cursor = await tx.execute(query, params)
         return list(await cursor.fetchall())
 
-    async def _exec(self, tx: Any, query: str, params: tuple[Any, ...] = ()) -> int:
+    async def execute(self, tx: Any, query: str, params: tuple[Any, ...] = ()) -> int:
         cursor = await tx.execute(query, params)
         return int(cursor.rowcount or 0)
 
@@ -497,13 +502,13 @@ class SqliteRunStore(RunStore):
         async with self._lock:  # a SELECT opens no transaction in sqlite3's default mode
             yield self._conn
 
-    async def _fetch(
+    async def fetch(
         self, tx: Any, query: str, params: tuple[Any, ...] = ()
     ) -> list[dict[str, Any]]:
         async with tx.execute(self._q(query), params) as cursor:
             names = [c[0] for c in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
 
-    async def _exec(self, tx: Any, query: str, params: tuple[Any, ...] = ()) -> int:
+    async def execute(self, tx: Any, query: str, params: tuple[Any, ...] = ()) -> int:
         async with tx.execute(self._q(query), params) as cursor:
             return int(cursor.rowcount or 0)

@@ -7,6 +7,7 @@ import json
 from typing import Any, Literal
 
 from checkpoints import Persistence
+from checkpoints.containment import contains
 from checkpoints.threads import thread_namespace
 
 ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
@@ -64,20 +65,9 @@ async def search_threads(
     found = []
     for item in sorted(items, key=lambda i: i.updated_at, reverse=not ascending):
         record = dict(item.value)
-        if not _contains(record.get("metadata") or {}, metadata):
+        if not contains(record.get("metadata") or {}, metadata):
             continue
         record_status = await thread_status(p, record["thread_id"])
         if status is None or record_status == status:
             found.append((record, record_status))
     return found[offset : offset + limit]
-
-
-def _contains(value: Any, wanted: Any) -> bool:
-    """JSON containment as Postgres' `@>` defines it, for the embedded backends."""
-    if isinstance(wanted, dict):
-        return isinstance(value, dict) and all(
-            k in value and _contains(value[k], v) for k, v in wanted.items()
-        )
-    if isinstance(wanted, list):
-        return isinstance(value, list) and all(any(_contains(x, w) for x in value) for w in wanted)
-    return bool(value == wanted)

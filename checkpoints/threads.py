@@ -4,6 +4,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
+
 from checkpoints import Persistence
 from graph.errors import NotFound, ThreadExists
 
@@ -59,6 +61,35 @@ async def get_thread(p: Persistence, tenant: str, thread_id: str) -> dict[str, A
     if item is None:
         raise NotFound(f"thread {thread_id} not found")
     return dict(item.value)
+
+
+async def copy_thread(p: Persistence, tenant: str, thread_id: str) -> dict[str, Any]:
+    """A new thread of the tenant's with the same metadata, checkpoints (same ids, same parents,
+    so history and branches read the same) and pending writes; runs are not copied."""
+    source = await get_thread(p, tenant, thread_id)
+    record = await create_thread(p, tenant, source.get("metadata"))
+    target = record["thread_id"]
+    tuples = [t async for t in p.saver.alist({"configurable": {"thread_id": thread_id}})]
+    for saved in reversed(tuples):  # oldest first: each parent exists before its children
+        configurable = saved.config["configurable"]
+        parent = (saved.parent_config or {}).get("configurable", {}).get("checkpoint_id")
+        config: RunnableConfig = {
+            "configurable": {"thread_id": target, "checkpoint_ns": configurable["checkpoint_ns"]}
+            | ({"checkpoint_id": parent} if parent else {})
+        }
+        checkpoint = saved.checkpoint
+        written = await p.saver.aput(
+            config, checkpoint, saved.metadata, checkpoint["channel_versions"]
+        )
+        by_task: dict[str, list[tuple[str, Any]]] = {}
+        for task_id, channel, value in saved.pending_writes or ():
+            by_task.setdefault(task_id, []).append((channel, value))
+        for task_id, writes in by_task.items():
+            await p.saver.aput_writes(written, writes, task_id)
+    record["message_count"] = source.get("message_count", 0)
+    record["updated_at"] = source.get("updated_at")
+    await p.store.aput(thread_namespace(tenant), target, record)
+    return record
 
 
 async def delete_thread(p: Persistence, tenant: str, thread_id: str) -> None:

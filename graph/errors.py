@@ -91,3 +91,10 @@ class ThreadExists(Conflict):
 
     code = "thread_exists"
     retryable = False
+
+
+class AssistantExists(Conflict):
+    """A client-chosen assistant id is already taken by this tenant."""
+
+    code = "assistant_exists"
+    retryable = False

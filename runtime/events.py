@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
 
 from graph.builder import NODES
 from graph.context import Context
@@ -46,14 +47,17 @@ def node_summary(node: str, update: dict[str, Any]) -> dict[str, Any]:
 
 async def graph_events(
     graph: CompiledStateGraph[Any, Any, Any, Any],
-    graph_input: dict[str, Any] | None,
+    graph_input: dict[str, Any] | Command | None,
     config: RunnableConfig,
     context: Context,
     durability: Literal["sync", "async", "exit"],
     stream_modes: Sequence[str] = (),
+    interrupt_before: list[str] | None = None,
+    interrupt_after: list[str] | None = None,
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """`node.started`, `node.finished` and `token` events of one graph run, as (name, data),
-    and the Agent Server stream-mode events of `stream_modes` (see `runtime.agent_events`)."""
+    and the Agent Server stream-mode events of `stream_modes` (see `runtime.agent_events`);
+    the run stops before `interrupt_before` and after `interrupt_after` nodes."""
     run_id = str((config.get("metadata") or {}).get("run_id"))
     started: dict[str, tuple[int, float]] = {}
     step = 0
@@ -64,6 +68,8 @@ async def graph_events(
         stream_mode=["tasks", "custom", *graph_modes(stream_modes)],
         version="v2",
         durability=durability,
+        interrupt_before=interrupt_before,
+        interrupt_after=interrupt_after,
     ):
         for event in part_events(part, stream_modes):  # type: ignore[arg-type]
             yield event

@@ -27,6 +27,7 @@ from graph.errors import InvalidInput, KeelError
 from graph.state import Citation
 from integrations import metrics, tracing
 from runtime import logs
+from runtime.control import RunControl, graph_config, graph_input
 from runtime.eventlog import EventWriter
 from runtime.events import graph_events
 
@@ -133,38 +134,47 @@ class RunManager:
         self,
         tenant: str,
         thread_id: str,
-        message: str,
+        message: str | None,
         context: dict[str, Any],
         *,
         multitask_strategy: str | None = None,
         durability: str | None = None,
         stream_modes: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
+        assistant_id: str | None = None,
+        control: RunControl | None = None,
     ) -> Run:
         """Records a pending run (applying the multitask strategy) and starts it when it may.
 
         `context` holds the run's knobs (`graph.context.Context` fields a client may set);
-        `stream_modes` the Agent Server stream modes its log records (`runtime.agent_events`)."""
+        `stream_modes` the Agent Server stream modes its log records (`runtime.agent_events`);
+        `control` how it enters the graph (`runtime.control`: no `message` and no command
+        continues the thread where it stopped)."""
         settings = self.keel.settings
-        if len(message) > settings.max_message_chars:
+        if message is not None and len(message) > settings.max_message_chars:
             raise InvalidInput(f"message longer than {settings.max_message_chars} characters")
-        if not message.strip():
+        if message is not None and not message.strip():
             raise InvalidInput("message is empty")
         if not self.keel.deps.llm.allows(context.get("model")):
             raise InvalidInput(f"model {context.get('model')!r} is not allowed on this server")
         strategy = multitask_strategy or settings.multitask_strategy
         # Only the redacted message is stored; the raw one stays in this process's memory.
-        stored = {
-            "message": self.keel.deps.redactor.redact(message).text,
+        stored: dict[str, Any] = {
+            "message": None if message is None else self.keel.deps.redactor.redact(message).text,
             "context": context,
             "durability": durability or settings.durability,
         }
         if stream_modes is not None:
             stored |= {"stream_modes": stream_modes, "metadata": metadata or {}}
+        if assistant_id is not None:
+            stored["assistant_id"] = assistant_id
+        if control:
+            stored["control"] = control
         if trace_context := tracing.inject():  # the replica that runs it continues this trace
             stored["trace"] = trace_context
         run, stopped = await self.store.create(tenant, thread_id, strategy, stored, None)
-        self._raw[run.run_id] = message
+        if message is not None:
+            self._raw[run.run_id] = message
         for run_id in stopped:
             self._stop_local(run_id, "rollback" if strategy == "rollback" else "cancel")
         self._spawn(self._drain(thread_id))
@@ -323,16 +333,20 @@ class RunManager:
                         "from_checkpoint": resume,
                     },
                 )
+            control: RunControl = request.get("control") or RunControl()
             async for name, data in graph_events(
                 keel.graph,
-                None if resume else {"messages": []},
-                config,
+                None if resume else graph_input(control, request["message"] is not None),
+                config if resume else graph_config(config, control),
                 context,
                 request["durability"],
                 request.get("stream_modes", ()),
+                control.get("interrupt_before"),
+                control.get("interrupt_after"),
             ):
                 emit(name, data)
-            final = (await keel.graph.aget_state(config)).values
+            snapshot = await keel.graph.aget_state(config)
+            final = snapshot.values
             result = {
                 "run_id": run.run_id,
                 "thread_id": run.thread_id,
@@ -346,7 +360,10 @@ class RunManager:
                 "model": final.get("model"),
                 "service_level": service_level(final),  # type: ignore[arg-type]
             }
-            await conclude("succeeded", "run.finished", result, None)
+            # Stopped at a breakpoint: `interrupted`, until a next run continues the thread.
+            await conclude(
+                "interrupted" if snapshot.next else "succeeded", "run.finished", result, None
+            )
             metrics.ANSWERS.labels(result["service_level"]).inc()
             # Counted here, not where a client reads the result: background runs spend too.
             await self.keel.limiter.count_usage(run.tenant, run.run_id, result["usage"])

@@ -10,15 +10,18 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.agent.assistants import ASSISTANT_ID, resolve_assistant
-from api.agent.schemas import RunCreate
+from api.agent.assistants import ASSISTANT_ID, knobs_of, load_assistant
+from api.agent.schemas import RunCreate, RunKnobs
+from api.agent.threads import redacted
 from api.deps import Keel, KeelDep, TenantDep, ThreadIdPath
 from api.ratelimit import enforce_token_quota
 from api.streaming import parse_last_event_id
 from checkpoints.runs import TERMINAL_EVENTS, Run
 from checkpoints.threads import create_thread, delete_thread, get_thread
+from graph.builder import NODES
 from graph.errors import InvalidInput, NotFound
 from runtime.agent_events import PREFIX, STREAM_MODES
+from runtime.control import RunControl
 
 router = APIRouter(tags=["agent: runs"])
 QUOTA = [Depends(enforce_token_quota)]
@@ -28,36 +31,34 @@ RUN_STATUS = {
     "succeeded": "success",
     "failed": "error",
     "cancelled": "interrupted",
-    "interrupted": "error",
+    "interrupted": "error",  # its replica kept dying; one stopped at a breakpoint: interrupted
 }
-UNSUPPORTED = (
-    "command",
-    "checkpoint",
-    "checkpoint_id",
-    "interrupt_before",
-    "interrupt_after",
-    "webhook",
-)
 
 
 def run_body(run: Run) -> dict[str, Any]:
     """A run row in the Agent Server's shape."""
+    at_breakpoint = run.status == "interrupted" and run.result is not None
     return {
         "run_id": run.run_id,
         "thread_id": run.thread_id,
-        "assistant_id": ASSISTANT_ID,
+        "assistant_id": run.request.get("assistant_id", ASSISTANT_ID),
         "created_at": datetime.fromtimestamp(run.created_at, UTC).isoformat(),
         "updated_at": datetime.fromtimestamp(run.updated_at, UTC).isoformat(),
-        "status": RUN_STATUS[run.status],
+        "status": "interrupted" if at_breakpoint else RUN_STATUS[run.status],
         "metadata": run.request.get("metadata") or {},
         "multitask_strategy": run.strategy,
         "kwargs": {"stream_mode": run.request.get("stream_modes", [])},
     }
 
 
-def _message(body: RunCreate) -> str:
-    """The text of the input's last user message: a keel run answers one user message."""
-    messages = (body.input or {}).get("messages")
+def _message(body: RunCreate) -> str | None:
+    """The text of the input's last user message: a keel run answers one user message. No
+    input: the run continues the thread (or follows its command)."""
+    if body.input is None:
+        return None
+    if body.command is not None:
+        raise InvalidInput("a run takes an input or a command, not both")
+    messages = body.input.get("messages")
     if isinstance(messages, dict):
         messages = [messages]
     for message in reversed(messages if isinstance(messages, list) else []):
@@ -82,26 +83,87 @@ def _modes(body: RunCreate) -> list[str]:
     return list(dict.fromkeys(modes))
 
 
+def _nodes(names: str | list[str] | None, what: str, allowed: tuple[str, ...]) -> list[str] | None:
+    """Node names checked against `allowed` ("*": all of them)."""
+    if names is None:
+        return None
+    listed = [names] if isinstance(names, str) else names
+    if "*" in listed:
+        return list(allowed)
+    unknown = sorted(set(listed) - set(allowed))
+    if unknown:
+        raise InvalidInput(f"{what} names nodes {unknown}; it may name {list(allowed)}")
+    return listed
+
+
+async def _control(keel: Keel, thread_id: str, body: RunCreate, has_message: bool) -> RunControl:
+    """The run's command, fork checkpoint and breakpoints, checked; a run with neither a
+    message nor a command needs a checkpoint to continue from."""
+    control: RunControl = {}
+    if body.command is not None:
+        command = body.command.model_dump(exclude_none=True)
+        if not command:
+            raise InvalidInput("command sets none of resume, update, goto")
+        if "update" in command:
+            command["update"] = redacted(keel, command["update"])
+        if "goto" in command:
+            command["goto"] = _nodes(command["goto"], "command.goto", NODES)
+        control["command"] = command
+    checkpoint_id = (body.checkpoint and body.checkpoint.checkpoint_id) or body.checkpoint_id
+    if checkpoint_id:
+        configurable = {"thread_id": thread_id, "checkpoint_ns": "", "checkpoint_id": checkpoint_id}
+        if await keel.persistence.saver.aget_tuple({"configurable": configurable}) is None:
+            raise NotFound(f"checkpoint {checkpoint_id} not found")
+        control["checkpoint_id"] = checkpoint_id
+    elif not has_message and body.command is None:
+        head = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+        if await keel.persistence.saver.aget_tuple(head) is None:  # type: ignore[arg-type]
+            raise InvalidInput("the thread has nothing to continue: send input.messages")
+    # The guard reads the user's message from the run itself (only its redacted form is ever
+    # stored): a run cannot stop before it and leave the message to a later run.
+    before = _nodes(body.interrupt_before, "interrupt_before", NODES[1:])
+    after = _nodes(body.interrupt_after, "interrupt_after", NODES)
+    if before:
+        control["interrupt_before"] = before
+    if after:
+        control["interrupt_after"] = after
+    return control
+
+
+def _knobs(assistant: dict[str, Any], body: RunCreate) -> dict[str, Any]:
+    """The run's knobs: the defaults, then its assistant's, then the run's own."""
+    context = body.context if body.context.model_fields_set else None
+    own = knobs_of(body.config, context) or {}
+    return RunKnobs.model_validate({**assistant["context"], **own}).model_dump()
+
+
 async def _start(keel: Keel, tenant: str, thread_id: str, body: RunCreate) -> Run:
-    resolve_assistant(body.assistant_id)
-    refused = [name for name in UNSUPPORTED if getattr(body, name)]
-    if refused:
-        raise InvalidInput(f"keel does not serve {', '.join(refused)} on runs")
+    if body.webhook:
+        raise InvalidInput("keel does not serve webhook on runs")
+    assistant = await load_assistant(keel, tenant, body.assistant_id)
+    knobs = _knobs(assistant, body)
+    message = _message(body)
     try:
         await get_thread(keel.persistence, tenant, thread_id)
+        exists = True
     except NotFound:
         if body.if_not_exists != "create":
             raise
+        exists = False
+    control = await _control(keel, thread_id, body, message is not None)
+    if not exists:
         await create_thread(keel.persistence, tenant, None, thread_id)
     return await keel.runs.submit(
         tenant,
         thread_id,
-        _message(body),
-        body.context.model_dump(),
+        message,
+        knobs,
         multitask_strategy=body.multitask_strategy,
         durability=body.durability,
         stream_modes=_modes(body),
         metadata=body.metadata,
+        assistant_id=assistant["assistant_id"],
+        control=control,
     )
 
 

@@ -21,6 +21,80 @@ Offset = Annotated[int, Field(ge=0, le=100_000)]
 _LENIENT = ConfigDict(extra="ignore", strict=True)
 
 
+# A name, a description: text the store can hold, of a bounded length.
+StorableText = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_storable)]
+AssistantUuid = Annotated[
+    str, Field(pattern=r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+]
+
+
+class RunKnobs(BaseModel):
+    """The run knobs of `graph.context.Context` a client may set (the assistant's context
+    schema); other context fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    top_k: int = Field(default=5, ge=1, le=20)
+    candidates: int = Field(default=40, ge=1, le=200)
+    use_cache: bool = True
+    rerank: bool = True
+    model: str | None = Field(default=None, max_length=200)
+
+
+class RunConfig(BaseModel):
+    """A `config` (of an assistant or a run): keel reads the knobs in its `configurable`."""
+
+    model_config = _LENIENT
+
+    configurable: RunKnobs | None = None
+
+
+class AssistantCreate(BaseModel):
+    """`POST /assistants`: a configured variant of a graph (its config or context knobs)."""
+
+    model_config = _LENIENT
+
+    graph_id: str = Field(max_length=200)
+    assistant_id: AssistantUuid | None = None
+    config: RunConfig | None = None
+    context: RunKnobs | None = None
+    metadata: Storable | None = None
+    if_exists: Literal["raise", "do_nothing"] = "raise"
+    name: StorableText | None = None
+    description: StorableText | None = None
+
+
+class AssistantPatch(BaseModel):
+    """`PATCH /assistants/{assistant_id}`: a new version; metadata is merged, the rest replaced."""
+
+    model_config = _LENIENT
+
+    graph_id: str | None = Field(default=None, max_length=200)
+    config: RunConfig | None = None
+    context: RunKnobs | None = None
+    metadata: Storable | None = None
+    name: StorableText | None = None
+    description: StorableText | None = None
+
+
+class AssistantVersions(BaseModel):
+    """`POST /assistants/{assistant_id}/versions`."""
+
+    model_config = _LENIENT
+
+    metadata: Storable | None = None
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: Offset = 0
+
+
+class AssistantLatest(BaseModel):
+    """`POST /assistants/{assistant_id}/latest`."""
+
+    model_config = _LENIENT
+
+    version: int = Field(ge=1, le=2_000_000_000)
+
+
 class AssistantSearch(BaseModel):
     """`POST /assistants/search` and `/assistants/count`."""
 
@@ -31,6 +105,9 @@ class AssistantSearch(BaseModel):
     name: str | None = None
     limit: int = Field(default=10, ge=1, le=1000)
     offset: Offset = 0
+    sort_by: Literal["assistant_id", "graph_id", "name", "created_at", "updated_at"] = "created_at"
+    sort_order: Literal["asc", "desc"] = "desc"
+    select: list[str] | None = Field(default=None, max_length=20)
 
 
 class ThreadCreate(BaseModel):
@@ -62,6 +139,12 @@ class ThreadSearch(BaseModel):
     offset: Offset = 0
     sort_order: Literal["asc", "desc"] = "desc"
 
+
+# Node names (validated against the graph's by the runs router), or "*" for every node.
+NodeNames = (
+    Annotated[str, Field(max_length=100)]
+    | Annotated[list[Annotated[str, Field(max_length=100)]], Field(max_length=20)]
+)
 
 # LangGraph checkpoint ids are UUIDs; anything else can name no checkpoint.
 CheckpointId = Annotated[str, Field(pattern=r"^[0-9a-fA-F-]{1,64}$")]
@@ -107,17 +190,14 @@ class StateUpdate(BaseModel):
     checkpoint_id: CheckpointId | None = None
 
 
-class RunKnobs(BaseModel):
-    """The run knobs of `graph.context.Context` a client may set (the assistant's context
-    schema); other context fields are ignored."""
+class RunCommand(BaseModel):
+    """A run's `command`: resume a stopped thread, write to its state, go to nodes."""
 
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = _LENIENT
 
-    top_k: int = Field(default=5, ge=1, le=20)
-    candidates: int = Field(default=40, ge=1, le=200)
-    use_cache: bool = True
-    rerank: bool = True
-    model: str | None = Field(default=None, max_length=200)
+    resume: Annotated[Any, AfterValidator(_storable)] = None
+    update: Storable | None = None
+    goto: NodeNames | None = None
 
 
 class RunCreate(BaseModel):
@@ -125,7 +205,7 @@ class RunCreate(BaseModel):
 
     model_config = _LENIENT
 
-    assistant_id: str = "keel"
+    assistant_id: str = Field(default="keel", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     input: Storable | None = None
     stream_mode: str | list[str] = "values"
     context: RunKnobs = Field(default_factory=RunKnobs)
@@ -135,11 +215,12 @@ class RunCreate(BaseModel):
     if_not_exists: Literal["create", "reject"] = "reject"
     durability: Literal["sync", "async", "exit"] | None = None
     stream_resumable: bool = False
-    # Accepted by the SDKs, not served by keel: a request that sets one is refused (422).
-    command: dict[str, Any] | None = None
-    checkpoint: dict[str, Any] | None = None
+    config: RunConfig | None = None
+    command: RunCommand | None = None
+    checkpoint: CheckpointRef | None = None
     checkpoint_id: CheckpointId | None = None
-    interrupt_before: str | list[str] | None = None
-    interrupt_after: str | list[str] | None = None
+    interrupt_before: NodeNames | None = None
+    interrupt_after: NodeNames | None = None
+    # Accepted by the SDKs, not served by keel: a request that sets it is refused (422).
     webhook: str | None = None
     subgraphs: bool = False

@@ -20,7 +20,13 @@ from api.agent.schemas import (
 )
 from api.deps import Keel, KeelDep, TenantDep, ThreadIdPath
 from checkpoints.thread_search import ThreadStatus, search_threads, thread_status
-from checkpoints.threads import create_thread, delete_thread, get_thread, patch_thread
+from checkpoints.threads import (
+    copy_thread,
+    create_thread,
+    delete_thread,
+    get_thread,
+    patch_thread,
+)
 from graph.errors import InvalidInput, NotFound
 
 router = APIRouter(prefix="/threads", tags=["agent: threads"])
@@ -163,6 +169,13 @@ async def patch(
     return thread_body(record, await thread_status(keel.persistence, thread_id))
 
 
+@router.post("/{thread_id}/copy")
+async def copy(thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep) -> Any:
+    """A new thread with the same metadata and checkpoints (same ids, so its history and
+    branches read the same), for the same tenant; runs are not copied."""
+    return thread_body(await copy_thread(keel.persistence, tenant, thread_id), "idle")
+
+
 @router.delete("/{thread_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete(
     thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep, request: Request
@@ -204,7 +217,7 @@ async def state_at_checkpoint(
     return await _state(keel, thread_id, CheckpointRef(checkpoint_id=checkpoint_id))
 
 
-def _redacted(keel: Keel, values: dict[str, Any]) -> dict[str, Any]:
+def redacted(keel: Keel, values: dict[str, Any]) -> dict[str, Any]:
     """`values` with the text of its messages redacted, as the guard does for a run's input."""
     messages = values.get("messages")
     if not isinstance(messages, list):
@@ -232,7 +245,7 @@ async def update_state(
     try:
         config = await keel.graph.aupdate_state(
             _config(thread_id, reference),
-            _redacted(keel, body.values) if body.values is not None else None,
+            redacted(keel, body.values) if body.values is not None else None,
             as_node=body.as_node,
         )
     except (ValueError, KeyError, TypeError, InvalidUpdateError) as exc:

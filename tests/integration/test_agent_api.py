@@ -266,7 +266,7 @@ def test_stateless_runs_and_refusals_through_the_sync_client(server: Server) -> 
 
     thread_id = client.threads.create()["thread_id"]
     refusals = [
-        (lambda: client.runs.wait(thread_id, "keel", command={"resume": "yes"}), "command"),
+        (lambda: client.runs.wait(thread_id, "keel", input=INPUT, webhook="http://x"), "webhook"),
         (lambda: client.runs.create(thread_id, "keel", input=INPUT, stream_mode="events"), "mode"),
         (lambda: client.runs.wait(thread_id, "keel", input={"messages": []}), "user message"),
     ]
@@ -324,6 +324,7 @@ def test_tenants_see_only_their_own_threads_and_runs(
             ("POST", f"/threads/{tid}/state", {"values": {"answer": "x"}}, {}),
             ("GET", f"/threads/{tid}/history", None, {}),
             ("POST", f"/threads/{tid}/history", {}, {}),
+            ("POST", f"/threads/{tid}/copy", None, {}),
             ("GET", f"/threads/{tid}/runs", None, {}),
             ("GET", f"/threads/{tid}/runs/{rid}", None, {}),
             ("GET", f"/threads/{tid}/runs/{rid}/join", None, {}),
@@ -333,6 +334,7 @@ def test_tenants_see_only_their_own_threads_and_runs(
             ("POST", f"/threads/{tid}/runs/stream", body, {}),
             ("POST", f"/threads/{tid}/runs/wait", body, {}),
             ("POST", f"/threads/{tid}/runs", body, {}),
+            ("POST", f"/threads/{tid}/runs", {**body, "checkpoint_id": checkpoint}, {}),
             ("DELETE", f"/threads/{tid}", None, {}),
         ]
         with httpx.Client(base_url=base, timeout=30) as http:
