@@ -90,8 +90,11 @@ def make_fallback(deps: Deps):
                     },
                     "messages": [AIMessage(hit["answer"])],
                 }
-        extract = await extractive_answer(
-            deps, deps.corpora.get(context.tenant), question, passages
+        # generate's extractive answerer already found nothing relevant in these passages.
+        extract = (
+            None
+            if reason == "no_relevant_passage"
+            else await extractive_answer(deps, context, question, passages)
         )
         redactions: dict[str, int] = {}
         if extract is not None:
