@@ -74,8 +74,13 @@ async def semantic_hit(
     (and whose answer `grounded` accepts, when given), and its answer; on a miss, a verdict
     saying which candidate the guard (or `grounded`: "ungrounded") turned down."""
     settings = deps.settings
-    vector = await question_vector(deps, context, question)
-    candidates = await deps.cache.similar(scope, vector, settings.cache_candidates)
+    # The nearest questions are searched once per run: the fallback's looser pass reuses them.
+    memo_key = f"candidates:{scope}:{question}"
+    candidates = context.memo.get(memo_key)
+    if candidates is None:
+        vector = await question_vector(deps, context, question)
+        candidates = await deps.cache.similar(scope, vector, settings.cache_candidates)
+        context.memo[memo_key] = candidates
     verdict: CacheVerdict = {"hit": False, "kind": None, "similarity": None}
     for candidate in candidates:
         similarity = round(candidate.similarity, 4)
