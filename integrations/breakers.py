@@ -7,8 +7,8 @@ re-open up to 60 s) and lets a single probe through; the probe's outcome closes 
 it. A longer cooldown always wins over a shorter one.
 
 The rules live once, in `BreakerState` (pure, serialisable); `LocalBreakers` keeps the states
-in memory, `RedisBreakers` in Redis under optimistic transactions, read on every call (one GET unless
-half-open), so a breaker opened by one replica stops the others' next call.
+in memory, `RedisBreakers` in Redis under optimistic transactions, read on every call (one GET
+unless half-open), so a breaker opened by one replica stops the others' next call.
 """
 
 import asyncio
