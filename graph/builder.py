@@ -35,22 +35,26 @@ FINISH: Final = "__end__"  # langgraph's END, as a Literal for the routing funct
 NODES = (GUARD, CACHE, RETRIEVE, RERANK, GENERATE, FALLBACK)
 
 
-def route_after_guard(state: State) -> Literal["cache_lookup", "__end__"]:
+# Routing functions and error handlers are `async` only so that langgraph runs them on the event
+# loop: it hands a plain function to a worker thread, one thread hop per edge taken.
+
+
+async def route_after_guard(state: State) -> Literal["cache_lookup", "__end__"]:
     """A blocked message ends the run: no retrieval, no LLM call."""
     return FINISH if state["guard"]["blocked"] else CACHE
 
 
-def route_after_cache(state: State) -> Literal["retrieve", "__end__"]:
+async def route_after_cache(state: State) -> Literal["retrieve", "__end__"]:
     """A cache hit ends the run."""
     return FINISH if state["cache"]["hit"] else RETRIEVE
 
 
-def route_after_retrieve(state: State) -> Literal["rerank", "fallback"]:
+async def route_after_retrieve(state: State) -> Literal["rerank", "fallback"]:
     """Nothing retrieved goes straight to the fallback."""
     return RERANK if state.get("passages") else FALLBACK
 
 
-def route_after_generate(state: State) -> Literal["fallback", "__end__"]:
+async def route_after_generate(state: State) -> Literal["fallback", "__end__"]:
     """No answer (nothing relevant) goes to the fallback."""
     return FINISH if state.get("answer") else FALLBACK
 
@@ -74,7 +78,7 @@ def _failure(node: str, error: BaseException) -> str:
     return f"{node}: {type(error).__name__}: {error}"
 
 
-def _on_retrieve_error(state: State, error: NodeError) -> Command[Literal["fallback"]]:
+async def _on_retrieve_error(state: State, error: NodeError) -> Command[Literal["fallback"]]:
     return Command(
         goto=FALLBACK,
         update={
@@ -84,7 +88,7 @@ def _on_retrieve_error(state: State, error: NodeError) -> Command[Literal["fallb
     )
 
 
-def _on_rerank_error(state: State, error: NodeError) -> Command[Literal["generate"]]:
+async def _on_rerank_error(state: State, error: NodeError) -> Command[Literal["generate"]]:
     # The first-stage order stands; the answer is still grounded, only less well ranked.
     return Command(
         goto=GENERATE,
@@ -94,7 +98,7 @@ def _on_rerank_error(state: State, error: NodeError) -> Command[Literal["generat
     )
 
 
-def _on_generate_error(state: State, error: NodeError) -> Command[Literal["fallback"]]:
+async def _on_generate_error(state: State, error: NodeError) -> Command[Literal["fallback"]]:
     # What the client already saw goes along, so the fallback continues it instead of repeating.
     return Command(
         goto=FALLBACK,

@@ -174,6 +174,14 @@ class Settings(BaseSettings):
     cache_similarity: float = Field(
         default=0.85, ge=0, le=1, description="cosine similarity a paraphrase candidate needs"
     )
+    # The degradation ladder's "cached" rung (issue 13): with the LLM down, a guarded candidate
+    # this similar that cites a passage of the run serves before the documents-only answer.
+    cache_fallback_similarity: float = Field(
+        default=0.80,
+        ge=0,
+        le=1,
+        description="cosine similarity a cached answer needs when the LLM is unavailable",
+    )
     cache_candidates: int = Field(default=4, ge=1, description="nearest questions checked")
     cache_guard_rules: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [

@@ -46,7 +46,8 @@ class CacheVerdict(TypedDict):
     """Whether the answer came from the cache."""
 
     hit: bool
-    kind: str | None  # exact | semantic | disabled | None (a miss)
+    # exact | semantic | fallback (a near question's, the LLM being down) | disabled | None (a miss)
+    kind: str | None
     similarity: float | None
     # On a miss: the false-hit guard rule that turned down the nearest similar-enough question.
     rejected: NotRequired[str]

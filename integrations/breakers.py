@@ -7,8 +7,8 @@ re-open up to 60 s) and lets a single probe through; the probe's outcome closes 
 it. A longer cooldown always wins over a shorter one.
 
 The rules live once, in `BreakerState` (pure, serialisable); `LocalBreakers` keeps the states
-in memory, `RedisBreakers` in Redis under optimistic transactions, read on every call, so a
-breaker opened by one replica stops the others' next call.
+in memory, `RedisBreakers` in Redis under optimistic transactions, read on every call (one GET
+unless half-open), so a breaker opened by one replica stops the others' next call.
 """
 
 import asyncio
@@ -197,6 +197,12 @@ class RedisBreakers:
 
     async def admit(self, target: str) -> bool:
         try:
+            # One read decides a closed or open breaker (admitting changes neither); only a
+            # half-open one takes its probe slot under WATCH.
+            raw = await self._redis.get(f"{PREFIX}{target}")
+            status = BreakerState(**json.loads(raw)).status(time.time()) if raw else "closed"
+            if status != "half_open":
+                return status == "closed"
             return await self._update(target, lambda state, now: state.admit(now, self.rules))
         except redis.RedisError as exc:
             self._redis_down(exc)

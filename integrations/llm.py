@@ -189,6 +189,9 @@ class LLMChain:
         already sent as `partial`) or `DeadlineExceeded`."""
         deadline = deadline_at or time.time() + self.settings.run_deadline_s
         key = target_key(model)
+        # An open breaker refuses before any retry machinery, and is not a call for the budget.
+        if not await self.breakers.admit(key):
+            raise self._refused(model, key)
         self.budget.call()
 
         attempts = 1 + self.settings.llm_max_retries
@@ -214,9 +217,9 @@ class LLMChain:
         try:
             async for attempt in retrying:
                 with attempt:
-                    if not await self.breakers.admit(key):
-                        metrics.BREAKER_STATE.labels(model_name(model)).set(2)
-                        raise CircuitOpen(f"circuit open for {key}")
+                    retry = attempt.retry_state.attempt_number > 1
+                    if retry and not await self.breakers.admit(key):
+                        raise self._refused(model, key)
                     if hedge is not None and attempt.retry_state.attempt_number == 1:
                         return await self._race(model, hedge, prompt, send, deadline)
                     return await self._attempt(model, key, prompt, send, deadline), model
@@ -228,6 +231,11 @@ class LLMChain:
             message = str(cause) if isinstance(cause, ProviderError) else str(failed)
             raise kind(message, partial=failed.partial) from cause
         raise AssertionError("unreachable: tenacity returns or raises")
+
+    @staticmethod
+    def _refused(model: BaseChatModel, key: str) -> CircuitOpen:
+        metrics.BREAKER_STATE.labels(model_name(model)).set(2)
+        return CircuitOpen(f"circuit open for {key}")
 
     async def _attempt(
         self,

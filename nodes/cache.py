@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from langgraph.runtime import Runtime
 from graph.context import Context, run_context
 from graph.deps import Deps
 from graph.errors import StoreUnavailable
-from graph.state import CacheVerdict, State
+from graph.state import CacheVerdict, Passage, State
 from integrations.hit_guard import refusal
 
 
@@ -62,34 +63,67 @@ async def question_vector(deps: Deps, context: Context, question: str) -> np.nda
 
 
 async def semantic_hit(
-    deps: Deps, context: Context, question: str, scope: str
+    deps: Deps,
+    context: Context,
+    question: str,
+    scope: str,
+    floor: float,
+    grounded: Callable[[dict[str, Any]], bool] | None = None,
 ) -> tuple[dict[str, Any] | None, CacheVerdict]:
-    """The nearest earlier question that is similar enough and passes the false-hit guard, and
-    its answer; a verdict saying which candidate the guard turned down otherwise."""
+    """The nearest earlier question at least `floor` similar that passes the false-hit guard
+    (and whose answer `grounded` accepts, when given), and its answer; on a miss, a verdict
+    saying which candidate the guard (or `grounded`: "ungrounded") turned down."""
     settings = deps.settings
-    vector = await question_vector(deps, context, question)
-    candidates = await deps.cache.similar(scope, vector, settings.cache_candidates)
+    # The nearest questions are searched once per run: the fallback's looser pass reuses them.
+    memo_key = f"candidates:{scope}:{question}"
+    candidates = context.memo.get(memo_key)
+    if candidates is None:
+        vector = await question_vector(deps, context, question)
+        candidates = await deps.cache.similar(scope, vector, settings.cache_candidates)
+        context.memo[memo_key] = candidates
     verdict: CacheVerdict = {"hit": False, "kind": None, "similarity": None}
     for candidate in candidates:
+        similarity = round(candidate.similarity, 4)
         reason = refusal(
-            question,
-            candidate.question,
-            candidate.similarity,
-            settings.cache_similarity,
-            settings.cache_guard_rules,
+            question, candidate.question, candidate.similarity, floor, settings.cache_guard_rules
         )
         if reason == "similarity":  # candidates come best first
             break
-        if reason is not None:
-            if "rejected" not in verdict:
-                verdict["rejected"] = reason
-                verdict["similarity"] = round(candidate.similarity, 4)
-            continue
-        answer = await deps.cache.get(candidate.key)
+        answer = await deps.cache.get(candidate.key) if reason is None else None
+        if answer is not None and grounded is not None and not grounded(answer):
+            answer, reason = None, "ungrounded"
         if answer is not None:
-            similarity = round(candidate.similarity, 4)
             return answer, {"hit": True, "kind": "semantic", "similarity": similarity}
+        if reason is not None and "rejected" not in verdict:
+            verdict["rejected"] = reason
+            verdict["similarity"] = similarity
     return None, verdict
+
+
+async def near_answer(
+    deps: Deps, context: Context, question: str, passages: list[Passage]
+) -> tuple[dict[str, Any], CacheVerdict] | None:
+    """The degradation ladder's "cached" rung, tried only when the LLM is unavailable: the
+    answer to an earlier question at least `cache_fallback_similarity` similar (looser than
+    `cache_similarity`), still passing the false-hit guard, and citing at least one passage this
+    run retrieved. Only undegraded answers are ever cached. None when there is none or the
+    store is down."""
+    if not (context.use_cache and deps.settings.cache_semantic):
+        return None
+    retrieved = {p["id"] for p in passages}
+
+    def grounded(answer: dict[str, Any]) -> bool:
+        return any(c.get("id") in retrieved for c in answer.get("citations", []))
+
+    try:
+        _, scope = await cache_keys(deps, context, question)
+        floor = deps.settings.cache_fallback_similarity
+        answer, verdict = await semantic_hit(deps, context, question, scope, floor, grounded)
+    except StoreUnavailable:
+        return None
+    if answer is None:
+        return None
+    return answer, {"hit": True, "kind": "fallback", "similarity": verdict["similarity"]}
 
 
 def make_cache_lookup(deps: Deps):
@@ -105,7 +139,8 @@ def make_cache_lookup(deps: Deps):
             key, scope = await cache_keys(deps, context, question)
             hit = await deps.cache.get(key)
             if hit is None and deps.settings.cache_semantic:
-                hit, verdict = await semantic_hit(deps, context, question, scope)
+                floor = deps.settings.cache_similarity
+                hit, verdict = await semantic_hit(deps, context, question, scope, floor)
         except StoreUnavailable as exc:
             return {
                 "cache": {"hit": False, "kind": None, "similarity": None},

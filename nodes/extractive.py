@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from graph.context import Context
 from graph.deps import Deps
 from graph.state import Citation, Passage
 from integrations.corpus import Corpus
 from integrations.lexical import tokenize
+from nodes.cache import question_vector
 
 # Tuned on SciFact train (evidence sentences, see README "Evaluation"): a sentence's relevance is
 # its cosine to the question plus a share of the question's (stemmed) words it contains, minus a
@@ -95,9 +97,8 @@ class ExtractiveAnswer:
 
 
 def _answer(
-    deps: Deps, corpus: Corpus, question: str, passages: list[Passage]
+    deps: Deps, corpus: Corpus, question: str, query: np.ndarray, passages: list[Passage]
 ) -> ExtractiveAnswer | None:
-    query = corpus.embed_query(question)
     stored = corpus.sentence_vectors([p["id"] for p in passages])
     empty: tuple[list[str], np.ndarray] = ([], np.zeros((0, query.size), dtype=np.float32))
     docs = list(dict.fromkeys(p["doc_id"] for p in passages))
@@ -125,9 +126,12 @@ def _answer(
 
 
 async def extractive_answer(
-    deps: Deps, corpus: Corpus, question: str, passages: list[Passage]
+    deps: Deps, context: Context, question: str, passages: list[Passage]
 ) -> ExtractiveAnswer | None:
-    """The sentences of `passages` that answer `question`, or None when none is relevant."""
+    """The sentences of `passages` that answer `question`, or None when none is relevant. The
+    question's vector is the run's own (see `question_vector`): no second model call."""
     if not passages:
         return None
-    return await asyncio.to_thread(_answer, deps, corpus, question, passages)
+    query = await question_vector(deps, context, question)
+    corpus = deps.corpora.get(context.tenant)
+    return await asyncio.to_thread(_answer, deps, corpus, question, query, passages)

@@ -1,5 +1,6 @@
-"""fallback: the next provider in the chain, else an extractive answer with citations, else an
-honest "not found". It always records why in `degraded` and `fallback`."""
+"""fallback: the next provider in the chain, else (the LLM down, nothing sent yet) the cached
+answer to a near question, else an extractive answer with citations, else an honest "not found".
+It always records why in `degraded` and `fallback`."""
 
 import time
 from typing import Any
@@ -13,6 +14,7 @@ from graph.errors import ProviderError, StoreUnavailable
 from graph.prompts import NOT_FOUND
 from graph.state import State
 from integrations.llm import model_name
+from nodes.cache import near_answer
 from nodes.citations import check_citations
 from nodes.extractive import extractive_answer
 from nodes.generate import blocked_by_passages, build_prompt, prompt_budget, stream_chat
@@ -68,8 +70,31 @@ def make_fallback(deps: Deps):
                     "output_redactions": merge_counts(guard.counts, snippet_counts),
                     "messages": [AIMessage(checked.answer)],
                 }
-        extract = await extractive_answer(
-            deps, deps.corpora.get(context.tenant), question, passages
+        if reason.startswith("generate") and not partial:
+            # The LLM is unavailable and the client has seen no text: the "cached" rung.
+            near = await near_answer(deps, context, question, passages)
+            if near is not None:
+                hit, verdict = near
+                return {
+                    **screened,
+                    "answer": hit["answer"],
+                    "citations": hit["citations"],
+                    "cached": True,
+                    "cache": verdict,
+                    "model": None,
+                    "degraded": [*degraded, f"cached_answer: similarity {verdict['similarity']}"],
+                    "fallback": {
+                        "reason": reason,
+                        "mode": "cached",
+                        "similarity": verdict["similarity"],
+                    },
+                    "messages": [AIMessage(hit["answer"])],
+                }
+        # generate's extractive answerer already found nothing relevant in these passages.
+        extract = (
+            None
+            if reason == "no_relevant_passage"
+            else await extractive_answer(deps, context, question, passages)
         )
         redactions: dict[str, int] = {}
         if extract is not None:

@@ -154,9 +154,7 @@ def make_generate(deps: Deps):
             redactions = merge_counts(guard.counts, snippet_counts)
             name = model_name(model)
         else:
-            extract = await extractive_answer(
-                deps, deps.corpora.get(context.tenant), question, passages
-            )
+            extract = await extractive_answer(deps, context, question, passages)
             if extract is None:
                 return {
                     **screened,

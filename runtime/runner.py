@@ -480,6 +480,9 @@ class RunManager:
         wakeup = self._wakeups.setdefault(run.run_id, asyncio.Event())
         while True:
             wakeup.clear()
+            task = self._tasks.get(run.run_id)
+            if task is not None:  # executing here: its end, not each event commit, is worth a read
+                await asyncio.wait({task})
             current = await self.store.get(run.run_id)
             if current.status not in ("pending", "running"):
                 tail = await self.store.events_after(

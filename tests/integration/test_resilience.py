@@ -159,3 +159,77 @@ def test_breaker_opened_on_one_replica_stops_the_other_and_answers_documents_onl
             assert reply.headers["X-Keel-Degraded"] == "documents_only"
             assert reply.json()["citations"], reply.json()
         assert calls(fake_llm_url)[model] == 1  # only the call that opened it
+
+
+# 0.805 similar to QUESTION (between KEEL_CACHE_FALLBACK_SIMILARITY 0.80 and KEEL_CACHE_SIMILARITY
+# 0.85) and passing the false-hit guard; the contrast differs in a number.
+NEAR = "How are duplicate chunks avoided when the same file is ingested twice?"
+CONTRAST = "How are duplicate chunks avoided when the same file is ingested three times?"
+
+
+def test_llm_down_serves_a_near_cached_answer_before_documents_only(
+    start_server, postgres_url, redis_url, data_dir, fake_llm_url, tmp_path
+):
+    import shutil
+
+    from cli.process import free_port
+
+    other = tmp_path / "replica-down"
+    shutil.copytree(data_dir, other)
+    model = f"slow-1-30+near{time.time_ns()}"  # a fresh cache scope (the model is part of it)
+    healthy = start_server(
+        **env(postgres_url, redis_url, data_dir, fake_llm_url, KEEL_LLM_MODEL=model)
+    )
+    # The same model behind a port nobody listens on: every call fails before any text.
+    dead_url = f"http://127.0.0.1:{free_port()}/v1"
+    down = start_server(**env(postgres_url, redis_url, other, dead_url, KEEL_LLM_MODEL=model))
+
+    def run(server, message: str) -> list[tuple[str, str, dict]]:
+        return stream_run(client, server.url, {"message": message})
+
+    def fallback_summary(events: list[tuple[str, str, dict]]) -> dict:
+        return next(
+            d["summary"] for _, n, d in events if n == "node.finished" and d["node"] == "fallback"
+        )
+
+    with httpx.Client(timeout=30) as client:
+        first = run(healthy, QUESTION)[-1][2]
+        assert first["service_level"] == "full" and first["answer"] == FULL
+
+        # Too far for the normal lookup, near enough while the LLM is down: the cached rung.
+        events = run(down, NEAR)
+        names = [n for _, n, _ in events]
+        result = events[-1][2]
+        lookup = next(
+            d["summary"]
+            for _, n, d in events
+            if n == "node.finished" and d["node"] == "cache_lookup"
+        )
+        assert lookup["hit"] is False
+        assert fallback_summary(events)["mode"] == "cached"
+        assert 0.80 <= fallback_summary(events)["similarity"] < 0.85
+        assert "token" not in names  # a cached answer is not streamed, as on a cache hit
+        assert result["service_level"] == "cached" and result["cached"] is True
+        assert result["answer"] == FULL and result["citations"] == first["citations"]
+        assert result["cache"]["kind"] == "fallback"
+        assert result["degraded"][0].startswith("generate:")
+        assert result["degraded"][-1].startswith("cached_answer:")
+        tid = client.post(f"{down.url}/v1/threads").json()["thread_id"]
+        reply = client.post(f"{down.url}/v1/threads/{tid}/runs/wait", json={"message": NEAR})
+        assert reply.status_code == 200 and reply.headers["X-Keel-Degraded"] == "cached"
+
+        # A candidate the false-hit guard turns down is never served: documents only.
+        events = run(down, CONTRAST)
+        assert fallback_summary(events)["mode"] == "extractive"
+        assert events[-1][2]["service_level"] == "documents_only"
+        assert events[-1][2]["cached"] is False
+
+        metrics = client.get(f"{down.url}/metrics").text
+        assert 'keel_answers_total{service_level="cached"} 2.0' in metrics
+        assert 'keel_answers_total{service_level="documents_only"} 1.0' in metrics
+
+        # The degraded answer was not cached: with the LLM back, NEAR is answered afresh.
+        before = calls(fake_llm_url).get(model, 0)
+        again = run(healthy, NEAR)[-1][2]
+        assert again["cached"] is False and again["service_level"] == "full"
+        assert calls(fake_llm_url).get(model, 0) == before + 1

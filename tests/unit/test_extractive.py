@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from graph.context import Context
 from graph.deps import Deps
 from graph.settings import Settings
 from integrations.cache_stores import SqliteCacheStore
@@ -98,7 +99,7 @@ async def passages_for(deps: Deps, question: str) -> list:
 
 async def test_answers_the_sse_question_with_the_keepalive_sentence_only(deps):
     passages = await passages_for(deps, SSE_QUESTION)
-    answer = await extractive_answer(deps, deps.corpora.get(), SSE_QUESTION, passages)
+    answer = await extractive_answer(deps, Context(), SSE_QUESTION, passages)
     assert answer is not None
     assert answer.sentences[0][0].startswith(KEEPALIVE)
     assert [n for _, n in answer.sentences] == list(range(1, len(answer.sentences) + 1))
@@ -113,7 +114,7 @@ async def test_an_unanswerable_question_gets_no_sentences(deps):
     question = "What is the boiling point of tungsten on Mars?"
     passages = await passages_for(deps, question)
     assert passages  # retrieval always returns something; none of it answers
-    assert await extractive_answer(deps, deps.corpora.get(), question, passages) is None
+    assert await extractive_answer(deps, Context(), question, passages) is None
 
 
 def passage(n: int) -> dict:

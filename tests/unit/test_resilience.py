@@ -1,6 +1,7 @@
 """The breaker rules, the retry budget, hedging and the LLM chain's retry owner (fake chat
 models only)."""
 
+import asyncio
 import time
 from typing import Any
 
@@ -98,6 +99,17 @@ async def test_a_breaker_opened_through_one_redis_client_stops_another(shared_br
     assert not await two.admit("host/m")
     snapshot = await two.snapshot()
     assert snapshot["host/m"]["status"] == "open"
+
+
+async def test_a_half_open_shared_breaker_admits_one_probe_across_replicas(shared_breakers):
+    # Closed and open are decided by one read; half-open still takes its probe slot atomically.
+    one, two = shared_breakers
+    await one.record("host/m", "rate_limited", 0.2)
+    assert not await one.admit("host/m") and not await two.admit("host/m")
+    await asyncio.sleep(0.3)
+    assert [await one.admit("host/m"), await two.admit("host/m")] == [True, False]
+    await two.record("host/m", "success", None)
+    assert await one.admit("host/m") and await two.admit("host/m")
 
 
 def chain(models: list[Any], **overrides: Any) -> LLMChain:

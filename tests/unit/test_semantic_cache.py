@@ -16,7 +16,7 @@ from graph.settings import Settings
 from integrations.cache_stores import CacheStore, RedisCacheStore, SqliteCacheStore
 from integrations.corpus import Document
 from integrations.hit_guard import disagreement, refusal
-from nodes.cache import make_cache_lookup, question_vector, store_answer
+from nodes.cache import make_cache_lookup, near_answer, question_vector, store_answer
 
 CONTRASTS = [
     (
@@ -191,6 +191,30 @@ async def test_lookup_semantic_hit_guard_tenant_and_memo(deps: Deps):
     deps.corpora.get("t1").ingest([Document("new", "A new document.", "New", "test")])
     after_ingest = await lookup({"question": PARAPHRASE, "messages": []}, rt(tenant="t1"))
     assert after_ingest["cache"]["hit"] is False  # the corpus version moved
+
+
+async def test_near_answer_rung_is_looser_but_guarded_and_grounded(deps: Deps):
+    # The LLM-down rung: 0.80 <= similarity < 0.85 serves only if the guard passes and the
+    # answer cites a passage this run retrieved.
+    stored = "How does keel avoid duplicate chunks when the same file is ingested twice?"
+    near = "How are duplicate chunks avoided when the same file is ingested twice?"
+    contrast = "How are duplicate chunks avoided when the same file is ingested three times?"
+    far = "How are duplicate chunks avoided when the same file is uploaded twice?"  # 0.72
+    citation = {"n": 1, "id": "chunk-a", "source": "s", "snippet": "x"}
+    answer = {"answer": "A [1]", "citations": [citation]}
+    await store_answer(deps, Context(tenant="t9"), {"question": stored, "messages": []}, answer)
+    retrieved: list[Any] = [{"id": "chunk-a"}, {"id": "chunk-b"}]
+
+    miss = await make_cache_lookup(deps)({"question": near, "messages": []}, rt(tenant="t9"))
+    assert miss["cache"]["hit"] is False  # below the normal threshold
+    found = await near_answer(deps, Context(tenant="t9"), near, retrieved)
+    assert found is not None and found[0] == answer
+    assert found[1]["kind"] == "fallback" and 0.80 <= found[1]["similarity"] < 0.85
+    assert await near_answer(deps, Context(tenant="t9"), contrast, retrieved) is None
+    assert await near_answer(deps, Context(tenant="t9"), far, retrieved) is None
+    elsewhere: list[Any] = [{"id": "chunk-z"}]  # cites nothing this run retrieved
+    assert await near_answer(deps, Context(tenant="t9"), near, elsewhere) is None
+    assert await near_answer(deps, Context(tenant="t9", use_cache=False), near, retrieved) is None
 
 
 async def test_question_vector_is_memoised_per_run_and_recomputed_after_resume(deps: Deps):
