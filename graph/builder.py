@@ -64,10 +64,13 @@ ServiceLevel = Literal["full", "no_rerank", "cached", "documents_only"]
 
 def service_level(state: State) -> ServiceLevel:
     """The rung of the degradation ladder that answered: full, no rerank (rerank over budget),
-    cached, documents only (LLM down, breaker open or deadline). Retrieval down fails the run."""
-    if state.get("cached"):
+    cached (a near question's answer while the LLM is down), documents only (LLM down, breaker
+    open or deadline). Retrieval down fails the run. An ordinary cache hit is a full answer: it
+    is what the full graph answered, and counting it degraded would page on a healthy cache."""
+    mode = (state.get("fallback") or {}).get("mode")
+    if mode == "cached":
         return "cached"
-    if (state.get("fallback") or {}).get("mode") in ("extractive", "not_found"):
+    if mode in ("extractive", "not_found"):
         return "documents_only"
     if any(reason.startswith("rerank_skipped") for reason in state.get("degraded", [])):
         return "no_rerank"

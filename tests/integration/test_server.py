@@ -104,6 +104,9 @@ def test_wait_cache_hit_and_delete(server):
         assert first.status_code == second.status_code == 200
         assert first.json()["cached"] is False and second.json()["cached"] is True
         assert second.json()["answer"] == first.json()["answer"]
+        # a healthy cache hit is a full answer: not degraded, no alert-feeding service level
+        assert second.json()["service_level"] == "full"
+        assert "x-keel-degraded" not in second.headers
         assert client.delete(f"/v1/threads/{thread_id}").status_code == 204
         assert client.get(f"/v1/threads/{thread_id}").status_code == 404
         assert client.get(f"/v1/threads/{thread_id}/history").status_code == 404
