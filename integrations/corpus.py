@@ -5,9 +5,10 @@ chunk's dense vector is its document's head: title and opening words, `dense_hea
 shared by the document's chunks. BM25 sees every word. Sentence vectors, which the reranker
 (late interaction at sentence level) and the extractive answerer need, are computed the first
 time a chunk reaches them and stored beside the chunks for every replica; `keel serve` embeds
-the rest in the background (`Corpora.warm_step`). Until then a query can score them with static
-vectors (`scoring_vectors`: a per-token table distilled from the same model, whose rows ingestion
-computes). With `sentence_vectors="eager"` ingestion embeds them all instead.
+the rest in the background (`Corpora.warm_step`). Until then a query embeds only the few sentences
+of a chunk that static vectors (a per-token table distilled from the same model, whose rows
+ingestion computes) find closest to it (`scoring_vectors`). With `sentence_vectors="eager"`
+ingestion embeds them all instead.
 """
 
 import hashlib
@@ -36,6 +37,8 @@ log = logging.getLogger("keel.corpus")
 _WRITE_BATCH = 1000
 # How stale another replica's view of the corpus version may be, in seconds.
 VERSION_TTL_S = 1.0
+# A chunk not embedded yet is scored by this many of its sentences (`Corpus.scoring_vectors`).
+COLD_SENTENCES = 2
 
 
 class Section(NamedTuple):
@@ -496,27 +499,38 @@ class Corpus:
         return out
 
     def scoring_vectors(
-        self, chunk_ids: Sequence[str]
-    ) -> tuple[dict[str, tuple[list[str], np.ndarray]], bool]:
-        """Sentences and vectors to score chunks by, and whether the vectors are static: the
-        stored ones when every chunk has them (or without a static table: `sentence_vectors`),
-        else static vectors for all, so that one query's scores are on one scale and a cold
-        chunk costs no model call."""
+        self, chunk_ids: Sequence[str], query: np.ndarray, cold_sentences: int = COLD_SENTENCES
+    ) -> dict[str, tuple[list[str], np.ndarray]]:
+        """Sentences and model vectors to score chunks against `query` by: all of a chunk's
+        stored ones, and for a chunk not embedded yet only its `cold_sentences` sentences
+        closest to the query by static vector, embedded now (not stored). So a cold chunk costs
+        a few sentences of model time, and every score is a model cosine. Without a static
+        table this is `sentence_vectors`."""
         out = self._stored_sentences(chunk_ids)
-        chunks = [chunk for cid in chunk_ids if (chunk := self.chunk(cid)) is not None]
-        if self._static is None or all(c.id in out for c in chunks):
-            return self._embed_missing(out, chunk_ids), False
-        split = {c.id: split_sentences(c.text) for c in chunks}
-        vectors = self._static.embed([s for sentences in split.values() for s in sentences])
-        static, offset = {}, 0
-        for cid, sentences in split.items():
-            static[cid] = (sentences, vectors[offset : offset + len(sentences)])
+        if self._static is None:
+            return self._embed_missing(out, chunk_ids)
+        cold = {
+            cid: split_sentences(chunk.text)
+            for cid in chunk_ids
+            if cid not in out and (chunk := self.chunk(cid)) is not None
+        }
+        texts = [s for sentences in cold.values() for s in sentences]
+        if not texts:
+            return out
+        closeness = self._static.embed(texts) @ query.astype(np.float32)
+        picked, offset = {}, 0
+        for cid, sentences in cold.items():
+            near = np.argsort(-closeness[offset : offset + len(sentences)], kind="stable")
+            picked[cid] = [sentences[i] for i in sorted(near[:cold_sentences].tolist())]
             offset += len(sentences)
-        return static, True
-
-    def embed_sentences(self, texts: Sequence[str]) -> np.ndarray:
-        """Model vectors of texts, not stored (for a few sentences a static score shortlisted)."""
-        return self._embedder.embed(texts, batch_size=self._batch_size)
+        vectors = self._embedder.embed(
+            [s for sentences in picked.values() for s in sentences], self._batch_size
+        )
+        offset = 0
+        for cid, sentences in picked.items():
+            out[cid] = (sentences, vectors[offset : offset + len(sentences)])
+            offset += len(sentences)
+        return out
 
     def _stored_sentences(
         self, chunk_ids: Sequence[str]

@@ -12,9 +12,6 @@ from integrations.corpus import Corpus
 # beat 10 (nDCG@10 0.735 vs 0.729; 0.720 without rerank). Depth bounds the model calls a query
 # can cost when its candidates have no sentence vectors yet.
 RERANK_WEIGHT = 0.7
-# The same blend over static sentence vectors (chunks not embedded yet, see
-# `Corpus.scoring_vectors`): a rougher signal, so a smaller share (0.5 beat 0.6 and 0.7).
-STATIC_RERANK_WEIGHT = 0.5
 
 
 class Reranker(Protocol):
@@ -29,12 +26,14 @@ class Reranker(Protocol):
 
 class SentenceMaxSimReranker:
     """Late interaction at sentence level: a passage scores by its best-matching sentence
-    (stored vectors, or static ones while any candidate has none), blended with its
-    first-stage score. Candidates below `depth` keep their order under the re-scored ones."""
+    (its stored vectors, or, not embedded yet, those of its sentences closest by static vector),
+    blended with its first-stage score. Candidates below `depth` keep their order under the
+    re-scored ones."""
 
     name = "sentence-maxsim"
 
-    def __init__(self, depth: int):
+    def __init__(self, depth: int, weight: float = RERANK_WEIGHT):
+        self._weight = weight
         self._depth = depth
 
     def rerank(self, question: str, passages: list[Passage], corpus: Corpus) -> list[Passage]:
@@ -42,8 +41,7 @@ class SentenceMaxSimReranker:
             return []
         query = corpus.embed_query(question)
         top = passages[: self._depth]
-        sentences, static = corpus.scoring_vectors([p["id"] for p in top])
-        weight = STATIC_RERANK_WEIGHT if static else RERANK_WEIGHT
+        sentences = corpus.scoring_vectors([p["id"] for p in top], query)
         first = np.array([p["score"] for p in passages], dtype=np.float32)
         span = float(first.max() - first.min()) or 1.0
         rescored = []
@@ -54,7 +52,7 @@ class SentenceMaxSimReranker:
             if rank < self._depth:
                 _, vectors = sentences.get(passage["id"], ([], np.zeros((0, query.size))))
                 best = float((vectors @ query).max()) if len(vectors) else 0.0
-            score = weight * best + (1 - weight) * float(prior)
+            score = self._weight * best + (1 - self._weight) * float(prior)
             rescored.append(Passage(**{**passage, "score": round(score, 6)}))
         rescored.sort(key=lambda p: -p["score"])
         return rescored

@@ -24,9 +24,6 @@ MAX_GAP = 0.2
 # Sentences this similar to one already chosen say the same thing again.
 REDUNDANCY = 0.85
 MAX_SENTENCES = 4
-# Passages scored by static vectors (not embedded yet): the sentences whose static relevance is
-# among the best this many get model vectors, and only they compete (see `_shortlist`).
-SHORTLIST = 12
 
 
 @dataclass(frozen=True)
@@ -65,8 +62,14 @@ def select_sentences(
     if not texts:
         return []
     matrix = np.vstack(blocks)
+    asked = set(tokenize(question))
+    overlap = np.array(
+        [len(asked.intersection(tokenize(t))) / len(asked) if asked else 0.0 for t in texts],
+        dtype=np.float32,
+    )
     by_passage = doc_ranks if doc_ranks is not None else list(range(len(candidates)))
-    relevance = _relevance(question, query, texts, matrix, [by_passage[r] for r, _ in owners])
+    ranks = np.array([by_passage[rank] for rank, _ in owners], dtype=np.float32)
+    relevance = matrix @ query.astype(np.float32) + LEXICAL_WEIGHT * overlap - RANK_PENALTY * ranks
     order = np.argsort(-relevance, kind="stable")
     floor = max(MIN_RELEVANCE, float(relevance[order[0]]) - MAX_GAP)
     chosen: list[int] = []
@@ -77,44 +80,6 @@ def select_sentences(
             continue
         chosen.append(int(i))
     return [Selected(*owners[i], texts[i], round(float(relevance[i]), 4)) for i in chosen]
-
-
-def _relevance(
-    question: str, query: np.ndarray, texts: list[str], matrix: np.ndarray, ranks: list[int]
-) -> np.ndarray:
-    """Cosine to the question + a share of its words - a penalty per document rank."""
-    asked = set(tokenize(question))
-    overlap = np.array(
-        [len(asked.intersection(tokenize(t))) / len(asked) if asked else 0.0 for t in texts],
-        dtype=np.float32,
-    )
-    penalty = RANK_PENALTY * np.asarray(ranks, dtype=np.float32)
-    return matrix @ query.astype(np.float32) + LEXICAL_WEIGHT * overlap - penalty
-
-
-def _shortlist(
-    corpus: Corpus,
-    question: str,
-    query: np.ndarray,
-    candidates: list[tuple[list[str], np.ndarray]],
-    doc_ranks: list[int],
-) -> list[tuple[list[str], np.ndarray]]:
-    """Static candidates cut to their `SHORTLIST` most relevant sentences (in passage order),
-    with model vectors: `select_sentences` thresholds are tuned on the model's cosines, and a
-    dozen sentences cost a fraction of embedding whole passages."""
-    owners = [(n, i) for n, (sentences, _) in enumerate(candidates) for i in range(len(sentences))]
-    if not owners:
-        return candidates
-    texts = [candidates[n][0][i] for n, i in owners]
-    matrix = np.vstack([vectors for sentences, vectors in candidates if sentences])
-    relevance = _relevance(question, query, texts, matrix, [doc_ranks[n] for n, _ in owners])
-    kept = sorted(np.argsort(-relevance, kind="stable")[:SHORTLIST].tolist())
-    vectors = corpus.embed_sentences([texts[k] for k in kept])
-    out: list[tuple[list[str], list[np.ndarray]]] = [([], []) for _ in candidates]
-    for k, vector in zip(kept, vectors, strict=True):
-        out[owners[k][0]][0].append(texts[k])
-        out[owners[k][0]][1].append(vector)
-    return [(sentences, np.asarray(vecs, dtype=np.float32)) for sentences, vecs in out]
 
 
 @dataclass(frozen=True)
@@ -134,14 +99,17 @@ def _answer(
     deps: Deps, corpus: Corpus, question: str, passages: list[Passage]
 ) -> ExtractiveAnswer | None:
     query = corpus.embed_query(question)
-    vectors, static = corpus.scoring_vectors([p["id"] for p in passages])
+    # A passage not embedded yet offers its sentences closest to the question (the reranker
+    # asked for the same ones, so the embedder's cache has them).
+    stored = corpus.scoring_vectors([p["id"] for p in passages], query)
     empty: tuple[list[str], np.ndarray] = ([], np.zeros((0, query.size), dtype=np.float32))
     docs = list(dict.fromkeys(p["doc_id"] for p in passages))
-    doc_ranks = [docs.index(p["doc_id"]) for p in passages]
-    candidates = [vectors.get(p["id"], empty) for p in passages]
-    if static:
-        candidates = _shortlist(corpus, question, query, candidates, doc_ranks)
-    picked = select_sentences(question, query, candidates, doc_ranks)
+    picked = select_sentences(
+        question,
+        query,
+        [stored.get(p["id"], empty) for p in passages],
+        [docs.index(p["doc_id"]) for p in passages],
+    )
     if not picked:
         return None
     # The output guard: sentences leave redacted, as answer tokens and as citation snippets.

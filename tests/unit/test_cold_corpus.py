@@ -1,6 +1,6 @@
-"""A freshly ingested corpus (lazy sentence vectors): static sentence scoring from a token table
-distilled from the shipped MiniLM, so that the first queries call the model only for the query
-and a short list of sentences, and nothing waits for per-sentence embedding."""
+"""A freshly ingested corpus (lazy sentence vectors): a token table distilled from the shipped
+MiniLM picks the few sentences of each chunk worth embedding, so that the first queries never
+wait for whole chunks' sentences to be embedded."""
 
 import asyncio
 from pathlib import Path
@@ -16,7 +16,8 @@ from integrations.corpus import Document, open_corpora
 from integrations.embeddings import MiniLMEmbedder, StaticEmbedder
 from integrations.rerank import SentenceMaxSimReranker
 from integrations.pii import PatternRedactor
-from nodes.extractive import SHORTLIST, extractive_answer
+from integrations.corpus import COLD_SENTENCES
+from nodes.extractive import extractive_answer
 
 DOCS = [
     Document(
@@ -81,14 +82,14 @@ def test_fresh_corpus_answers_with_static_scores_without_embedding_sentences(
     corpus.refresh()
     assert (tmp_path / "static_tokens.npz").exists()  # ingestion computed its tokens' rows
     assert corpus._sentences.count() == 0  # and embedded no sentence
-    embedded: list[int] = []
+    embedded: list[str] = []
     real_embed = corpus._embedder.embed
 
-    def counting(texts, *args, **kwargs):
-        embedded.append(len(texts))
+    def recording(texts, *args, **kwargs):
+        embedded.extend(texts)
         return real_embed(texts, *args, **kwargs)
 
-    monkeypatch.setattr(corpus._embedder, "embed", counting)
+    monkeypatch.setattr(corpus._embedder, "embed", recording)
     question = "Which food provides vitamin D?"
     passages = [  # the first stage put the right document last (of the three close ones)
         Passage(id=f"{doc.id}#0", doc_id=doc.id, source=doc.id, text=doc.text, score=s)
@@ -96,17 +97,20 @@ def test_fresh_corpus_answers_with_static_scores_without_embedding_sentences(
     ] + [Passage(id="gone#0", doc_id="gone", source="gone", text="", score=0.0)]
     ranked = SentenceMaxSimReranker(depth=20).rerank(question, passages, corpus)
     assert ranked[0]["doc_id"] == "d"
-    assert embedded == [1]  # the question only: the sentences were scored statically
+    # the model saw the question and the sentences static vectors chose, 2 of 3 per chunk
+    assert embedded[0] == question and len(embedded) == 1 + COLD_SENTENCES * len(DOCS)
+    assert "Cod liver oil is a dietary source of it." in embedded
     deps: Any = SimpleNamespace(redactor=PatternRedactor())  # all the answerer reads of deps
     cold = asyncio.run(extractive_answer(deps, corpus, question, ranked))
     assert cold is not None and cold.citations[0]["id"] == "d#0"
-    assert sum(embedded[1:]) <= SHORTLIST + 1  # model vectors for a short list only
-    assert corpus._sentences.count() == 0  # static scoring stores nothing
+    assert set(embedded) <= {question, *embedded[1:]}  # the same sentences again (cached)
+    assert corpus._sentences.count() == 0  # a query stores nothing: the warmer does
     # once the background warmer has embedded every chunk, the stored vectors are used, and
-    # the answer is the one the short list gave
+    # the answer is the same
     while corpora.warm_step(chunks=8):
         pass
-    vectors, static = corpus.scoring_vectors(["d#0", "k#0"])
-    assert not static and vectors["d#0"][0][2] == "Cod liver oil is a dietary source of it."
+    assert corpus._sentences.count() == 9
+    vectors = corpus.scoring_vectors(["d#0"], corpus.embed_query(question))
+    assert vectors["d#0"][0] == [s + "." for s in DOCS[0].text.rstrip(".").split(". ")]
     warm = asyncio.run(extractive_answer(deps, corpus, question, ranked))
     assert warm is not None and warm.sentences == cold.sentences
