@@ -17,7 +17,7 @@ from pathlib import Path
 from cli.bench import _ingest, _server, _turns
 from graph.settings import Settings
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact"
+SCIFACT = Path("../shared/datasets/scifact")  # as `keel bench`: next to the repo
 WARM_UP = "What does this collection say about the weather in Lisbon?"
 
 
