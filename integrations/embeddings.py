@@ -174,9 +174,7 @@ class StaticEmbedder:
         # BERT's WordPiece ids from "the" on follow corpus frequency, so an id's distance from
         # it is a Zipf rank (model2vec weights by log rank); ids below are characters, marks.
         first_word = vocab.get("the", 0)
-        self._weights = np.log1p(np.maximum(np.arange(size) - first_word + 1, 1)).astype(
-            np.float32
-        )
+        self._weights = np.log1p(np.maximum(np.arange(size) - first_word + 1, 1)).astype(np.float32)
         self._table = np.zeros((size, self.dim), dtype=np.float16)
         self._known = np.zeros(size, dtype=bool)
         self._lock = Lock()

@@ -34,9 +34,9 @@ def main() -> int:
     parser.add_argument("--queries", type=Path, default=SCIFACT / "queries.jsonl")
     parser.add_argument("--turns", type=int, default=50)
     args = parser.parse_args()
-    questions = list(
-        dict.fromkeys(json.loads(line)["text"] for line in args.queries.open())
-    )[: args.turns]
+    questions = list(dict.fromkeys(json.loads(line)["text"] for line in args.queries.open()))[
+        : args.turns
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         report: dict[str, object] = {"ingest": _ingest(args.corpus, data_dir)}

@@ -12,11 +12,10 @@ import pytest
 
 from graph.settings import Settings
 from graph.state import Passage
-from integrations.corpus import Document, open_corpora
+from integrations.corpus import COLD_SENTENCES, Document, open_corpora
 from integrations.embeddings import MiniLMEmbedder, StaticEmbedder
-from integrations.rerank import SentenceMaxSimReranker
 from integrations.pii import PatternRedactor
-from integrations.corpus import COLD_SENTENCES
+from integrations.rerank import SentenceMaxSimReranker
 from nodes.extractive import extractive_answer
 
 DOCS = [
