@@ -186,12 +186,14 @@ class StaticEmbedder:
         """L2-normalised static vectors (zeros for a text without tokens)."""
         ids = self._model.token_ids(texts)
         self._ensure(i for row in ids for i in row)
+        rows = [row[:max_tokens] if max_tokens else row for row in ids]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for n, row in enumerate(ids):
-            row = row[:max_tokens] if max_tokens else row
-            if row:
-                weights = self._weights[row]
-                out[n] = weights @ self._table[row].astype(np.float32) / weights.sum()
+        filled = [n for n, row in enumerate(rows) if row]
+        if filled:  # one gather and one segmented sum for all texts
+            flat = np.fromiter((i for n in filled for i in rows[n]), dtype=np.int64)
+            starts = np.cumsum([0] + [len(rows[n]) for n in filled[:-1]])
+            weighted = self._table[flat].astype(np.float32) * self._weights[flat, None]
+            out[filled] = np.add.reduceat(weighted, starts, axis=0)
         return out / np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
 
     def learn(self, texts: Iterable[str]) -> int:
