@@ -102,7 +102,6 @@ def test_fresh_corpus_answers_with_static_scores_without_embedding_sentences(
     deps: Any = SimpleNamespace(redactor=PatternRedactor())  # all the answerer reads of deps
     cold = asyncio.run(extractive_answer(deps, corpus, question, ranked))
     assert cold is not None and cold.citations[0]["id"] == "d#0"
-    assert set(embedded) <= {question, *embedded[1:]}  # the same sentences again (cached)
     assert corpus._sentences.count() == 0  # a query stores nothing: the warmer does
     # once the background warmer has embedded every chunk, the stored vectors are used, and
     # the answer is the same
