@@ -40,6 +40,21 @@ DOCS = [
 ]
 
 
+def first_stage(chunk_id: str, text: str, score: float) -> Passage:
+    doc_id = chunk_id.split("#")[0]
+    return Passage(
+        id=chunk_id,
+        doc_id=doc_id,
+        source=doc_id,
+        title="",
+        section="",
+        text=text,
+        score=score,
+        dense_rank=None,
+        lexical_rank=None,
+    )
+
+
 @pytest.fixture(scope="module")
 def model() -> MiniLMEmbedder:
     return MiniLMEmbedder()
@@ -91,9 +106,9 @@ def test_fresh_corpus_answers_with_static_scores_without_embedding_sentences(
     monkeypatch.setattr(corpus._embedder, "embed", recording)
     question = "Which food provides vitamin D?"
     passages = [  # the first stage put the right document last (of the three close ones)
-        Passage(id=f"{doc.id}#0", doc_id=doc.id, source=doc.id, text=doc.text, score=s)
-        for doc, s in zip(reversed(DOCS), (0.9, 0.88, 0.86), strict=True)
-    ] + [Passage(id="gone#0", doc_id="gone", source="gone", text="", score=0.0)]
+        first_stage(f"{doc.id}#0", doc.text, score)
+        for doc, score in zip(reversed(DOCS), (0.9, 0.88, 0.86), strict=True)
+    ] + [first_stage("gone#0", "", 0.0)]
     ranked = SentenceMaxSimReranker(depth=20).rerank(question, passages, corpus)
     assert ranked[0]["doc_id"] == "d"
     # the model saw the question and the sentences static vectors chose, 2 of 3 per chunk
