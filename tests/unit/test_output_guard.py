@@ -140,7 +140,7 @@ async def test_fallback_extractive_answer_is_redacted(make_deps, monkeypatch):
     monkeypatch.setattr(
         deps.corpora.get(),
         "scoring_vectors",
-        lambda ids, query: {"good": ([sentence], vector[None, :])},
+        lambda ids, query, cold: {"good": ([sentence], vector[None, :])},
     )
     rt, written = runtime()
     st = {**state(), "question": "How do I report skipped files to ops?"}
