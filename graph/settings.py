@@ -47,8 +47,9 @@ class Settings(BaseSettings):
     )
     sentence_vectors: Literal["lazy", "eager"] = Field(
         default="lazy",
-        description="embed chunk sentences (for rerank and extractive answers) the first time a "
-        "query needs them, or all at ingestion (several times slower ingestion)",
+        description="embed chunk sentences (for rerank and extractive answers) in the background "
+        "of `keel serve` (until then a query embeds the few that static vectors pick), or all "
+        "at ingestion (several times slower ingestion)",
     )
     rerank_depth: int = Field(default=20, description="fused candidates the reranker re-scores")
 

@@ -5,8 +5,10 @@ chunk's dense vector is its document's head: title and opening words, `dense_hea
 shared by the document's chunks. BM25 sees every word. Sentence vectors, which the reranker
 (late interaction at sentence level) and the extractive answerer need, are computed the first
 time a chunk reaches them and stored beside the chunks for every replica; `keel serve` embeds
-the rest in the background (`Corpora.warm_step`). With `sentence_vectors="eager"` ingestion
-embeds them all instead.
+the rest in the background (`Corpora.warm_step`). Until then a query embeds only the few sentences
+of a chunk that static vectors (a per-token table distilled from the same model, whose rows
+ingestion computes) find closest to it (`scoring_vectors`). With `sentence_vectors="eager"`
+ingestion embeds them all instead.
 """
 
 import hashlib
@@ -26,7 +28,7 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 from graph.context import DEFAULT_TENANT
 from graph.errors import DuplicateDocuments, StoreUnavailable
 from graph.settings import Settings
-from integrations.embeddings import Embedder, MiniLMEmbedder
+from integrations.embeddings import Embedder, MiniLMEmbedder, StaticEmbedder
 from integrations.lexical import BM25Index
 from integrations.text import split_sentences
 
@@ -35,6 +37,8 @@ log = logging.getLogger("keel.corpus")
 _WRITE_BATCH = 1000
 # How stale another replica's view of the corpus version may be, in seconds.
 VERSION_TTL_S = 1.0
+# A chunk not embedded yet is scored by this many of its sentences (`Corpus.scoring_vectors`).
+COLD_SENTENCES = 2
 
 
 class Section(NamedTuple):
@@ -131,18 +135,31 @@ def open_chroma(settings: Settings) -> Any:
 
 
 def open_corpora(settings: Settings) -> "Corpora":
-    """Every tenant's corpus on the configured Chroma, embedded with the local MiniLM."""
-    return Corpora(open_chroma(settings), MiniLMEmbedder(), settings)
+    """Every tenant's corpus on the configured Chroma, embedded with the local MiniLM (and, for
+    lazy sentence vectors, its static token table cached in the data dir)."""
+    model = MiniLMEmbedder()
+    static = None
+    if settings.sentence_vectors == "lazy":
+        static = StaticEmbedder(model, settings.data_dir / "static_tokens.npz")
+    return Corpora(open_chroma(settings), model, settings, static)
 
 
 class Corpora:
     """One `Corpus` per tenant, opened on first use: a tenant retrieves only what it ingested.
 
     The default tenant (single-tenant deployments, `keel ingest`, `keel eval`) owns the
-    collection named in settings; any other tenant gets `<collection>_t<digest of tenant>`."""
+    collection named in settings; any other tenant gets `<collection>_t<digest of tenant>`.
+    `static`, when given, scores sentences that have no stored vectors yet."""
 
-    def __init__(self, client: Any, embedder: Embedder, settings: Settings):
+    def __init__(
+        self,
+        client: Any,
+        embedder: Embedder,
+        settings: Settings,
+        static: StaticEmbedder | None = None,
+    ):
         self._client, self._embedder, self._settings = client, embedder, settings
+        self._static = static
         self._open: dict[str, Corpus] = {}
         self._lock = threading.Lock()
 
@@ -151,7 +168,9 @@ class Corpora:
         with self._lock:
             corpus = self._open.get(tenant)
             if corpus is None:
-                corpus = Corpus(self._client, self._embedder, self._settings, self.name(tenant))
+                corpus = Corpus(
+                    self._client, self._embedder, self._settings, self.name(tenant), self._static
+                )
                 self._open[tenant] = corpus
             return corpus
 
@@ -189,9 +208,17 @@ class Corpus:
     stored in the collection's metadata moves.
     """
 
-    def __init__(self, client: Any, embedder: Embedder, settings: Settings, name: str):
+    def __init__(
+        self,
+        client: Any,
+        embedder: Embedder,
+        settings: Settings,
+        name: str,
+        static: StaticEmbedder | None = None,
+    ):
         self._client = client
         self._embedder = embedder
+        self._static = static
         self._name = name
         self._batch_size = settings.embed_batch_size
         self._head_tokens = settings.dense_head_tokens
@@ -398,6 +425,8 @@ class Corpus:
             )
             if self._eager_sentences:
                 self._store_sentences([(cid, text) for cid, text, _ in batch])
+            elif self._static is not None:  # so that queries find every token's row computed
+                self._static.learn(text for _, text, _ in batch)
             done += len(batch)
             if progress:
                 progress(done)
@@ -455,6 +484,57 @@ class Corpus:
 
     def sentence_vectors(self, chunk_ids: Sequence[str]) -> dict[str, tuple[list[str], np.ndarray]]:
         """Each chunk's sentences and their vectors, in order; embedded and stored on first use."""
+        return self._embed_missing(self._stored_sentences(chunk_ids), chunk_ids)
+
+    def _embed_missing(
+        self, out: dict[str, tuple[list[str], np.ndarray]], chunk_ids: Sequence[str]
+    ) -> dict[str, tuple[list[str], np.ndarray]]:
+        missing = [
+            (cid, chunk.text)
+            for cid in chunk_ids
+            if cid not in out and (chunk := self.chunk(cid)) is not None
+        ]
+        if missing:
+            out.update(self._store_sentences(missing))
+        return out
+
+    def scoring_vectors(
+        self, chunk_ids: Sequence[str], query: np.ndarray, cold_sentences: int = COLD_SENTENCES
+    ) -> dict[str, tuple[list[str], np.ndarray]]:
+        """Sentences and model vectors to score chunks against `query` by: all of a chunk's
+        stored ones, and for a chunk not embedded yet only its `cold_sentences` sentences
+        closest to the query by static vector, embedded now (not stored). So a cold chunk costs
+        a few sentences of model time, and every score is a model cosine. Without a static
+        table this is `sentence_vectors`."""
+        out = self._stored_sentences(chunk_ids)
+        if self._static is None:
+            return self._embed_missing(out, chunk_ids)
+        cold = {
+            cid: split_sentences(chunk.text)
+            for cid in chunk_ids
+            if cid not in out and (chunk := self.chunk(cid)) is not None
+        }
+        texts = [s for sentences in cold.values() for s in sentences]
+        if not texts:
+            return out
+        closeness = self._static.embed(texts) @ query.astype(np.float32)
+        picked, offset = {}, 0
+        for cid, sentences in cold.items():
+            near = np.argsort(-closeness[offset : offset + len(sentences)], kind="stable")
+            picked[cid] = [sentences[i] for i in sorted(near[:cold_sentences].tolist())]
+            offset += len(sentences)
+        vectors = self._embedder.embed(
+            [s for sentences in picked.values() for s in sentences], self._batch_size
+        )
+        offset = 0
+        for cid, sentences in picked.items():
+            out[cid] = (sentences, vectors[offset : offset + len(sentences)])
+            offset += len(sentences)
+        return out
+
+    def _stored_sentences(
+        self, chunk_ids: Sequence[str]
+    ) -> dict[str, tuple[list[str], np.ndarray]]:
         rows = self._sentences.get(
             where={"chunk_id": {"$in": list(chunk_ids)}},
             include=["documents", "metadatas", "embeddings"],
@@ -471,11 +551,4 @@ class Corpus:
                 [t for _, t, _ in items],
                 np.asarray([v for *_, v in items], dtype=np.float32),
             )
-        missing = [
-            (cid, chunk.text)
-            for cid in chunk_ids
-            if cid not in out and (chunk := self.chunk(cid)) is not None
-        ]
-        if missing:
-            out.update(self._store_sentences(missing))
         return out

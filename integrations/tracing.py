@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -99,9 +99,9 @@ def fail(span: Span, error: BaseException | str) -> None:
 @contextmanager
 def span(
     name: str,
+    attributes: Mapping[str, Any] | None = None,
     kind: SpanKind = SpanKind.INTERNAL,
     context: otel_context.Context | None = None,
-    **attributes: Any,
 ) -> Iterator[Span]:
     """A span around a block (a child of `context` if given, else of the current span); an
     exception escaping it records `error.type`."""
@@ -109,7 +109,7 @@ def span(
         name,
         context=context,
         kind=kind,
-        attributes=attributes,
+        attributes=dict(attributes or {}),
         record_exception=False,
         set_status_on_exception=False,
     ) as current:
@@ -125,13 +125,13 @@ def traced_node(name: str, node: F) -> F:
 
     @functools.wraps(node)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with span(name, **{"langgraph.node": name}):
+        with span(name, {"langgraph.node": name}):
             return await node(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
 
-def messages_attribute(messages: list[BaseMessage]) -> str:
+def messages_attribute(messages: Sequence[BaseMessage]) -> str:
     """Messages in the GenAI conventions' shape (role and text parts), as JSON."""
     roles = {"human": "user", "ai": "assistant", "system": "system"}
     return json.dumps(

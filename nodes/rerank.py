@@ -22,7 +22,7 @@ def make_rerank(deps: Deps):
         reranker = type(deps.reranker).__name__
         with tracing.span(
             f"rerank {reranker}",
-            **{"keel.rerank.model": reranker, "keel.rerank.candidates": len(candidates)},
+            {"keel.rerank.model": reranker, "keel.rerank.candidates": len(candidates)},
         ):
             # The node's own timeout is its budget; the run's deadline may cut it shorter.
             passages = await asyncio.wait_for(

@@ -109,7 +109,7 @@ def make_retrieve(deps: Deps):
         collection = deps.settings.collection
         with tracing.span(
             f"retrieval {collection}",
-            **{
+            {
                 "gen_ai.operation.name": "retrieval",
                 "gen_ai.data_source.id": collection,
                 "gen_ai.retrieval.top_k": context.candidates,

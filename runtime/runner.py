@@ -239,8 +239,7 @@ class RunManager:
             logs.bind(run_id=run.run_id, tenant_hash=tenant),
             tracing.span(
                 "invoke_agent keel",
-                context=tracing.extract(run.request.get("trace")),
-                **{
+                {
                     "gen_ai.operation.name": "invoke_agent",
                     "gen_ai.agent.name": "keel",
                     "gen_ai.conversation.id": run.thread_id,
@@ -248,6 +247,7 @@ class RunManager:
                     "keel.run.attempt": run.attempts,
                     "keel.tenant.hash": tenant,
                 },
+                context=tracing.extract(run.request.get("trace")),
             ) as span,
             tracing.langsmith(self.keel.deps.redactor),
         ):

@@ -216,12 +216,12 @@ def _span_cost(receiver_url: str, turns: int = 2000) -> float:
     nodes = ("guard", "cache_lookup", "retrieve", "rerank", "generate", "fallback")
     started = time.process_time()
     for turn in range(turns):
-        with tracing.span("POST /v1/threads/{thread_id}/runs/stream", **{"http.route": "r"}):
-            with tracing.span("invoke_agent keel", **{"keel.run.id": f"{turn:032d}"}):
+        with tracing.span("POST /v1/threads/{thread_id}/runs/stream", {"http.route": "r"}):
+            with tracing.span("invoke_agent keel", {"keel.run.id": f"{turn:032d}"}):
                 for node in nodes:
-                    with tracing.span(node, **{"langgraph.node": node}):
+                    with tracing.span(node, {"langgraph.node": node}):
                         if node in ("retrieve", "rerank"):
-                            with tracing.span(f"{node} inner", **{"keel.candidates": 20}):
+                            with tracing.span(f"{node} inner", {"keel.candidates": 20}):
                                 pass
         if turn % 100 == 0:
             time.sleep(0.02)  # a server's pace, not a burst that overflows the export queue

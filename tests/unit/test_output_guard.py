@@ -138,7 +138,9 @@ async def test_fallback_extractive_answer_is_redacted(make_deps, monkeypatch):
     vector = deps.corpora.get().embed_query(sentence)
     # The passage is not in the corpus: serve its one sentence and vector as if stored.
     monkeypatch.setattr(
-        deps.corpora.get(), "sentence_vectors", lambda ids: {"good": ([sentence], vector[None, :])}
+        deps.corpora.get(),
+        "scoring_vectors",
+        lambda ids, query, cold: {"good": ([sentence], vector[None, :])},
     )
     rt, written = runtime()
     st = {**state(), "question": "How do I report skipped files to ops?"}

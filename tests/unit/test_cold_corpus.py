@@ -1,0 +1,129 @@
+"""A freshly ingested corpus (lazy sentence vectors): a token table distilled from the shipped
+MiniLM picks the few sentences of each chunk worth embedding, so that the first queries never
+wait for whole chunks' sentences to be embedded."""
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from graph.settings import Settings
+from graph.state import Passage
+from integrations.corpus import COLD_SENTENCES, Document, open_corpora
+from integrations.embeddings import MiniLMEmbedder, StaticEmbedder
+from integrations.pii import PatternRedactor
+from integrations.rerank import SentenceMaxSimReranker
+from nodes.extractive import extractive_answer
+
+DOCS = [
+    Document(
+        "d",
+        "Vitamin D is made in the skin under sunlight. Deficiency weakens bones in adults. "
+        "Cod liver oil is a dietary source of it.",
+        title="Vitamin D",
+    ),
+    Document(
+        "k",
+        "Kidney stones form from calcium oxalate crystals. Drinking water lowers the risk. "
+        "Pain in the flank is the usual first symptom.",
+        title="Kidney stones",
+    ),
+    Document(
+        "h",
+        "The harbor lighthouse opens at nine. Tickets are sold at the pier. "
+        "Children under six enter free of charge.",
+        title="Harbor",
+    ),
+]
+
+
+def first_stage(chunk_id: str, text: str, score: float) -> Passage:
+    doc_id = chunk_id.split("#")[0]
+    return Passage(
+        id=chunk_id,
+        doc_id=doc_id,
+        source=doc_id,
+        title="",
+        section="",
+        text=text,
+        score=score,
+        dense_rank=None,
+        lexical_rank=None,
+    )
+
+
+@pytest.fixture(scope="module")
+def model() -> MiniLMEmbedder:
+    return MiniLMEmbedder()
+
+
+def test_static_table_is_distilled_from_the_model_and_cached(model, tmp_path: Path):
+    table = StaticEmbedder(model, tmp_path / "static.npz")
+    assert table.known == 0 and table.dim == model.dim
+    assert table.learn(["Vitamin D deficiency weakens bones."]) > 0
+    ids = sorted(set(model.token_ids(["Vitamin D deficiency weakens bones."])[0]))
+    assert table.known == len(ids)
+    assert table._table.shape == (len(model.vocabulary), model.dim)
+    # each row is the model's own vector of the token alone ([CLS] token [SEP], mean-pooled)
+    np.testing.assert_allclose(table._table[ids], model.token_vectors(ids), atol=2e-3)
+    # a one-token text: the static vector is the model's vector of that text
+    (word,) = model.token_ids(["bones"])
+    assert len(word) == 1
+    assert float(table.embed(["bones"])[0] @ model.embed(["bones"])[0]) > 0.999
+    # the rows survive a restart; a table from another model file is ignored
+    assert StaticEmbedder(model, tmp_path / "static.npz").known == len(ids)
+    model.fingerprint, real = "another-model:1", model.fingerprint
+    try:
+        assert StaticEmbedder(model, tmp_path / "static.npz").known == 0
+    finally:
+        model.fingerprint = real
+    # static sentence vectors live in the model's space: the right sentence is nearest
+    query = model.embed(["Does low vitamin D harm the skeleton?"])[0]
+    sentences = [s for doc in DOCS for s in doc.text.split(". ")]
+    assert int(np.argmax(table.embed(sentences) @ query)) == 1
+
+
+def test_fresh_corpus_answers_with_static_scores_without_embedding_sentences(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    settings = Settings(data_dir=tmp_path)  # sentence_vectors="lazy", the default
+    corpora = open_corpora(settings)
+    corpus = corpora.get()
+    corpus.ingest(DOCS)
+    corpus.refresh()
+    assert (tmp_path / "static_tokens.npz").exists()  # ingestion computed its tokens' rows
+    assert corpus._sentences.count() == 0  # and embedded no sentence
+    embedded: list[str] = []
+    real_embed = corpus._embedder.embed
+
+    def recording(texts, *args, **kwargs):
+        embedded.extend(texts)
+        return real_embed(texts, *args, **kwargs)
+
+    monkeypatch.setattr(corpus._embedder, "embed", recording)
+    question = "Which food provides vitamin D?"
+    passages = [  # the first stage put the right document last (of the three close ones)
+        first_stage(f"{doc.id}#0", doc.text, score)
+        for doc, score in zip(reversed(DOCS), (0.9, 0.88, 0.86), strict=True)
+    ] + [first_stage("gone#0", "", 0.0)]
+    ranked = SentenceMaxSimReranker(depth=20).rerank(question, passages, corpus)
+    assert ranked[0]["doc_id"] == "d"
+    # the model saw the question and the sentences static vectors chose, 2 of 3 per chunk
+    assert embedded[0] == question and len(embedded) == 1 + COLD_SENTENCES * len(DOCS)
+    assert "Cod liver oil is a dietary source of it." in embedded
+    deps: Any = SimpleNamespace(redactor=PatternRedactor())  # all the answerer reads of deps
+    cold = asyncio.run(extractive_answer(deps, corpus, question, ranked))
+    assert cold is not None and cold.citations[0]["id"] == "d#0"
+    assert corpus._sentences.count() == 0  # a query stores nothing: the warmer does
+    # once the background warmer has embedded every chunk, the stored vectors are used, and
+    # the answer is the same
+    while corpora.warm_step(chunks=8):
+        pass
+    assert corpus._sentences.count() == 9
+    vectors = corpus.scoring_vectors(["d#0"], corpus.embed_query(question))
+    assert vectors["d#0"][0] == [s + "." for s in DOCS[0].text.rstrip(".").split(". ")]
+    warm = asyncio.run(extractive_answer(deps, corpus, question, ranked))
+    assert warm is not None and warm.sentences == cold.sentences
