@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from graph.context import Context
 from graph.settings import Settings
 from graph.state import Passage
 from integrations.corpus import COLD_SENTENCES, Document, open_corpora
@@ -114,8 +115,9 @@ def test_fresh_corpus_answers_with_static_scores_without_embedding_sentences(
     # the model saw the question and the sentences static vectors chose, 2 of 3 per chunk
     assert embedded[0] == question and len(embedded) == 1 + COLD_SENTENCES * len(DOCS)
     assert "Cod liver oil is a dietary source of it." in embedded
-    deps: Any = SimpleNamespace(redactor=PatternRedactor())  # all the answerer reads of deps
-    cold = asyncio.run(extractive_answer(deps, corpus, question, ranked))
+    # all the answerer reads of deps
+    deps: Any = SimpleNamespace(redactor=PatternRedactor(), corpora=corpora)
+    cold = asyncio.run(extractive_answer(deps, Context(), question, ranked))
     assert cold is not None and cold.citations[0]["id"] == "d#0"
     assert corpus._sentences.count() == 0  # a query stores nothing: the warmer does
     # once the background warmer has embedded every chunk, the stored vectors are used, and
@@ -125,5 +127,5 @@ def test_fresh_corpus_answers_with_static_scores_without_embedding_sentences(
     assert corpus._sentences.count() == 9
     vectors = corpus.scoring_vectors(["d#0"], corpus.embed_query(question))
     assert vectors["d#0"][0] == [s + "." for s in DOCS[0].text.rstrip(".").split(". ")]
-    warm = asyncio.run(extractive_answer(deps, corpus, question, ranked))
+    warm = asyncio.run(extractive_answer(deps, Context(), question, ranked))
     assert warm is not None and warm.sentences == cold.sentences
