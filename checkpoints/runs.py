@@ -220,14 +220,16 @@ class RunStore:
             )
         return Run.from_row(rows[0]) if rows else None
 
-    async def claimable_threads(self, limit: int = 50) -> list[str]:
-        """Threads with a pending run and none running: work any replica may pick up."""
+    async def claimable_threads(self, waited_s: float, limit: int = 50) -> list[str]:
+        """Threads with a run pending for at least `waited_s` (since it was submitted or handed
+        back) and none running: work any replica may pick up."""
         async with self.reading() as tx:
             rows = await self.fetch(
                 tx,
-                "SELECT DISTINCT thread_id FROM keel_runs p WHERE status = 'pending' AND NOT EXISTS "
+                "SELECT DISTINCT thread_id FROM keel_runs p WHERE status = 'pending' "
+                "AND updated_at <= %s AND NOT EXISTS "
                 "(SELECT 1 FROM keel_runs r WHERE r.thread_id = p.thread_id AND r.status = 'running') LIMIT %s",
-                (limit,),
+                (time.time() - waited_s, limit),
             )
         return [r["thread_id"] for r in rows]
 

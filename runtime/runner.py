@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("keel.runs")
 Event = tuple[int, str, dict[str, Any]]  # (sequence number, name, data)
 POLL_S = 0.1
+# Another replica takes a pending run only once it has waited this long: the submitting replica
+# claims its own at once, so its streams read the run's events from memory, not by polling.
+CLAIM_AFTER_S = 1.0
 EVENT_BATCH = 500
 
 
@@ -118,8 +121,9 @@ class RunManager:
                             True,
                         )
                 metrics.RUNS_PENDING.set(await self.store.count_pending())
-                for thread_id in [] if self.draining else await self.store.claimable_threads():
-                    self._spawn(self._drain(thread_id))
+                if not self.draining:
+                    for thread_id in await self.store.claimable_threads(CLAIM_AFTER_S):
+                        self._spawn(self._drain(thread_id))
                 if settings.retention_events_s and ticks % 30 == 0:
                     await self.store.prune_events(settings.retention_events_s)
             except asyncio.CancelledError:
