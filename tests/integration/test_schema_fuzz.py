@@ -38,7 +38,7 @@ CHECKS = [
 ]
 # Bounded and reproducible: the same cases on every CI run, in well under three minutes.
 FUZZ = settings(
-    max_examples=25,
+    max_examples=15,
     deadline=None,
     derandomize=True,
     database=None,
