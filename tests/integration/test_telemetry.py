@@ -17,6 +17,7 @@ from httpx_sse import connect_sse
 
 from tests.collectors import LangSmithReceiver, OtlpReceiver
 from tests.integration.test_drain import replicas, stream
+from tests.integration.test_runs import llm_env
 
 EMAIL, PHONE, CARD = "jane.roe@example.com", "415-555-0132", "4111 1111 1111 1111"
 QUESTION = (
@@ -43,11 +44,7 @@ def test_a_turn_is_one_trace_with_genai_spans_and_logs_carry_its_ids(
 ):
     receiver = OtlpReceiver()
     server = start_server(
-        KEEL_DATABASE_URL=postgres_url,
-        KEEL_DATA_DIR=str(data_dir),
-        KEEL_LLM_BASE_URL=fake_llm_url,
-        KEEL_LLM_API_KEY="test",
-        KEEL_LLM_MODEL="slow-1-8",
+        **llm_env(postgres_url, data_dir, fake_llm_url, "slow-1-8"),
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
         OTEL_BSP_SCHEDULE_DELAY="100",
     )
@@ -153,11 +150,7 @@ def test_a_run_resumed_on_another_replica_stays_in_its_trace(
 def test_langsmith_gets_redacted_payloads_only(start_server, postgres_url, data_dir, fake_llm_url):
     receiver = LangSmithReceiver()
     server = start_server(
-        KEEL_DATABASE_URL=postgres_url,
-        KEEL_DATA_DIR=str(data_dir),
-        KEEL_LLM_BASE_URL=fake_llm_url,
-        KEEL_LLM_API_KEY="test",
-        KEEL_LLM_MODEL="slow-1-8",
+        **llm_env(postgres_url, data_dir, fake_llm_url, "slow-1-8"),
         LANGSMITH_TRACING="true",
         LANGSMITH_ENDPOINT=receiver.url,
         LANGSMITH_API_KEY="lsv2-test",
