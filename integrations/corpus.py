@@ -467,7 +467,7 @@ class Corpus:
 
     def dense_search(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Nearest chunks by cosine similarity, best first."""
-        k = min(k, max(int(self._chunks.count()), 1))
+        # No count() first: Chroma returns fewer rows when k exceeds the collection.
         rows = self._chunks.query(query_embeddings=[vector], n_results=k, include=["distances"])
         return [
             (cid, 1.0 - float(d))

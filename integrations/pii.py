@@ -2,7 +2,9 @@
 national ids) plus, optionally, person and place names from a local spaCy NER model. Offline."""
 
 import functools
+import hashlib
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -63,6 +65,9 @@ def _looks_like_name(text: str) -> bool:
         if not (_NAME_WORD.match(word) and word[0].isupper()) or (len(word) > 1 and word.isupper()):
             return False
     return True
+
+
+_MEMO_SIZE = 4096  # redactions remembered per redactor
 
 
 class _OfflineEmailRecognizer(EmailRecognizer):
@@ -149,6 +154,8 @@ class PatternRedactor:
             r for r in _pattern_recognizers() if self.entities & set(r.supported_entities)
         ]
         self._ner = load_ner() if self.entities & NAME_ENTITIES else None
+        self._memo: dict[bytes, Redaction] = {}
+        self._memo_lock = threading.Lock()
         self._context = {
             id(r): re.compile(
                 r"\b(" + "|".join(re.escape(w) for w in r.context) + r")", re.IGNORECASE
@@ -198,8 +205,18 @@ class PatternRedactor:
         return kept
 
     def redact(self, text: str) -> Redaction:
-        """Redacts every recognised value; overlapping findings keep the longest, best-scored."""
-        return apply(text, self.find(text))
+        """Redacts every recognised value; overlapping findings keep the longest, best-scored.
+        Results are remembered by the text's digest (a turn's message is redacted on submit and
+        in the guard; corpus sentences recur): the raw text itself is never kept."""
+        key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        if (found := self._memo.get(key)) is not None:
+            return found
+        redaction = apply(text, self.find(text))
+        with self._memo_lock:
+            if len(self._memo) >= _MEMO_SIZE:
+                del self._memo[next(iter(self._memo))]  # the oldest
+            self._memo[key] = redaction
+        return redaction
 
 
 def apply(text: str, findings: list[Finding]) -> Redaction:
