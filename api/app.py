@@ -6,11 +6,11 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 
 from fastapi import Depends, FastAPI
 from langchain_core.language_models import BaseChatModel
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import INVALID_SPAN, SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import audit
@@ -29,13 +29,15 @@ from runtime.keel import open_keel
 log = logging.getLogger("keel")
 access = logging.getLogger("keel.access")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# Probes and scrapes arrive every few seconds: no span, and a log line only when they fail.
+QUIET_PATHS = frozenset({"/health", "/ready", "/livez", "/readyz", "/startupz", "/metrics"})
 
 
 class RequestTelemetry:
     """Per request: a server span (continuing the caller's `traceparent`), an `X-Request-ID`
     (the caller's, if well-formed, else a new one) echoed on the response and tagged on every log
     line, the duration metric by route template (never the raw path: ids would make unbounded
-    series), method and status, and one JSON log line at the end."""
+    series), method and status, and one JSON log line at the end (probes: see QUIET_PATHS)."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -48,7 +50,7 @@ class RequestTelemetry:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         given = headers.get("x-request-id", "")
         request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-        method = scope["method"]
+        method, quiet = scope["method"], scope["path"] in QUIET_PATHS
 
         async def observed(message: Message) -> None:
             nonlocal status
@@ -62,7 +64,9 @@ class RequestTelemetry:
 
         with (
             logs.bind(request_id=request_id),
-            tracing.tracer.start_as_current_span(
+            nullcontext(INVALID_SPAN)
+            if quiet
+            else tracing.tracer.start_as_current_span(
                 method,
                 context=tracing.extract(headers),
                 kind=SpanKind.SERVER,
@@ -83,16 +87,17 @@ class RequestTelemetry:
                     span.set_attribute("keel.tenant.hash", tenant_tag)
                 if status >= 500:
                     tracing.fail(span, str(status))
-                access.info(
-                    "request",
-                    extra={
-                        "method": method,
-                        "route": route,
-                        "status": status,
-                        "duration_s": round(elapsed, 4),
-                        "tenant_hash": tenant_tag,
-                    },
-                )
+                if not quiet or status >= 400:
+                    access.info(
+                        "request",
+                        extra={
+                            "method": method,
+                            "route": route,
+                            "status": status,
+                            "duration_s": round(elapsed, 4),
+                            "tenant_hash": tenant_tag,
+                        },
+                    )
 
 
 class BodyLimit:

@@ -88,7 +88,10 @@ def test_a_turn_is_one_trace_with_genai_spans_and_logs_carry_its_ids(
     assert chat["attributes"]["gen_ai.response.finish_reasons"] == ["stop"]
     assert "gen_ai.input.messages" not in chat["attributes"]  # content is opt-in
 
+    probes = ("/metrics", "/health", "/ready", "/readyz", "/livez")
+    assert not [s for s in spans if s["attributes"].get("url.path") in probes]
     lines = json_lines(server.log)
+    assert not [line for line in lines if line.get("route") in probes]  # healthy probes are quiet
     request = next(line for line in lines if line.get("request_id") == "req-telemetry-1")
     assert request["message"] == "request" and request["status"] == 200
     assert request["route"] == "/v1/threads/{thread_id}/runs/stream"
