@@ -256,6 +256,10 @@ class RunManager:
             tracing.langsmith(self.keel.deps.redactor),
         ):
             outcome = await self._execute_run(run)
+            elapsed = time.monotonic() - started
+            if outcome is not None:
+                metrics.RUNS.labels(outcome).inc()
+                metrics.RUN_DURATION.labels(outcome).observe(elapsed)
             span.set_attribute("keel.run.outcome", outcome or "released")
             if outcome in ("failed", "cancelled"):
                 tracing.fail(span, outcome)
@@ -263,7 +267,7 @@ class RunManager:
                 "run ended",
                 extra={
                     "outcome": outcome or "released",
-                    "duration_s": round(time.monotonic() - started, 4),
+                    "duration_s": round(elapsed, 4),
                     "thread_id": run.thread_id,
                 },
             )
@@ -272,7 +276,7 @@ class RunManager:
         keel, store = self.keel, self.store
         seq = await store.last_seq(run.run_id)
 
-        started, outcome = time.monotonic(), None  # outcome: the run's terminal status
+        outcome: Status | None = None  # the run's terminal status
         metrics.RUNS_RUNNING.set(len(self._tasks))
         self._tails[run.run_id] = (seq + 1, [])
         writer = EventWriter(
@@ -392,9 +396,6 @@ class RunManager:
             error = {"code": "internal_error", "message": type(exc).__name__, "retryable": False}
             await conclude("failed", "run.error", error, type(exc).__name__)
         finally:
-            if outcome is not None:
-                metrics.RUNS.labels(outcome).inc()
-                metrics.RUN_DURATION.labels(outcome).observe(time.monotonic() - started)
             self._tasks.pop(run.run_id, None)
             metrics.RUNS_RUNNING.set(len(self._tasks))
             self._last_active = time.monotonic()
