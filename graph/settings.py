@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     chunk_size: int = 1200
     chunk_overlap: int = 150
     embed_batch_size: int = 16
+    embed_threads: int = Field(
+        default=1,
+        ge=0,
+        description="ONNX threads per embedding call (0: one per core). One does the most work "
+        "per CPU second and a server's concurrent requests use the other cores; two spin-wait "
+        "for each other on a busy machine",
+    )
     dense_head_tokens: int = Field(
         default=32,
         description="tokens of a document's head (title, then text) that make its dense vector",

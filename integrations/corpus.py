@@ -137,7 +137,7 @@ def open_chroma(settings: Settings) -> Any:
 def open_corpora(settings: Settings) -> "Corpora":
     """Every tenant's corpus on the configured Chroma, embedded with the local MiniLM (and, for
     lazy sentence vectors, its static token table cached in the data dir)."""
-    model = MiniLMEmbedder()
+    model = MiniLMEmbedder(threads=settings.embed_threads)
     static = None
     if settings.sentence_vectors == "lazy":
         static = StaticEmbedder(model, settings.data_dir / "static_tokens.npz")
