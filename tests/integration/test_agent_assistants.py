@@ -2,8 +2,6 @@
 in Postgres and per tenant, driven by the official Python client against a real `keel serve`;
 an assistant's knobs become its runs' knobs."""
 
-import json
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +12,11 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.errors import ConflictError, NotFoundError
 
-from api.auth import hash_key
-from tests.conftest import ROOT, Server
+from tests.conftest import Server, two_tenant_server
 
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
 INPUT = {"messages": [{"role": "user", "content": QUESTION}]}
 DEFAULT_UUID = str(uuid.uuid5(uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8"), "keel"))
-SAMPLES = ROOT / "samples" / "corpus"
 DEFAULT_KNOBS = {"top_k": 5, "candidates": 40, "use_cache": True, "rerank": True, "model": None}
 
 
@@ -28,28 +24,17 @@ DEFAULT_KNOBS = {"top_k": 5, "candidates": 40, "use_cache": True, "rerank": True
 def tenants(
     tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path, postgres_url: str, fake_llm_url: str
 ) -> Iterator[tuple[Server, dict[str, str]]]:
-    """One `keel serve` on Postgres with two tenants (fresh names: no assistants yet), and
-    their API keys; the fake LLM streams as many words as the model name says."""
-    tmp = tmp_path_factory.mktemp("assistants")
-    shutil.copytree(corpus_dir, tmp / "data")
-    keys = {n: (f"key-{n}-{uuid.uuid4().hex}", f"{n}{uuid.uuid4().hex[:8]}") for n in "ab"}
-    env = {
-        "KEEL_DATABASE_URL": postgres_url,
-        "KEEL_DATA_DIR": str(tmp / "data"),
-        "KEEL_API_KEYS": json.dumps({hash_key(k): t for k, t in keys.values()}),
-        "KEEL_LLM_BASE_URL": fake_llm_url,
-        "KEEL_LLM_API_KEY": "test",
-        "KEEL_LLM_MODEL": "slow-0-25",
-        "KEEL_LLM_ALLOWED_MODELS": "slow-0-7,slow-0-11",
-    }
-    with Server(env, tmp / "server.log") as server:
-        # Documents are per tenant: A's runs answer from the sample corpus.
-        files = [("files", (p.name, p.read_bytes())) for p in SAMPLES.iterdir()]
-        headers = {"X-API-Key": keys["a"][0]}
-        httpx.post(
-            f"{server.url}/v1/documents", files=files, headers=headers, timeout=120
-        ).raise_for_status()
-        yield server, {n: key for n, (key, _) in keys.items()}
+    """Two fresh tenants (no assistants yet); the fake LLM streams as many words as the model
+    name says."""
+    with two_tenant_server(
+        tmp_path_factory.mktemp("assistants"),
+        corpus_dir,
+        postgres_url,
+        fake_llm_url,
+        KEEL_LLM_MODEL="slow-0-25",
+        KEEL_LLM_ALLOWED_MODELS="slow-0-7,slow-0-11",
+    ) as server:
+        yield server
 
 
 def _knobs(postgres_url: str, run_id: str) -> dict:

@@ -1,8 +1,6 @@
 """Thread copy, breakpoints and commands, and forks from an earlier checkpoint (time travel),
 driven by the official Python client against a real `keel serve` on Postgres."""
 
-import json
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +12,8 @@ from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import NotFoundError
 
-from api.auth import hash_key
-from tests.conftest import ROOT, Server
+from tests.conftest import Server, two_tenant_server
 
-SAMPLES = ROOT / "samples" / "corpus"
 QUESTIONS = [
     "How does keel avoid duplicate chunks when the same file is ingested twice?",
     "Do chunks overlap?",
@@ -34,25 +30,14 @@ def _input(n: int) -> dict[str, Any]:
 def tenants(
     tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path, postgres_url: str, fake_llm_url: str
 ) -> Iterator[tuple[Server, dict[str, str]]]:
-    """One `keel serve` on Postgres with two tenants; A's documents are the sample corpus."""
-    tmp = tmp_path_factory.mktemp("branches")
-    shutil.copytree(corpus_dir, tmp / "data")
-    keys = {n: (f"key-{n}-{uuid.uuid4().hex}", f"{n}{uuid.uuid4().hex[:8]}") for n in "ab"}
-    env = {
-        "KEEL_DATABASE_URL": postgres_url,
-        "KEEL_DATA_DIR": str(tmp / "data"),
-        "KEEL_API_KEYS": json.dumps({hash_key(k): t for k, t in keys.values()}),
-        "KEEL_LLM_BASE_URL": fake_llm_url,
-        "KEEL_LLM_API_KEY": "test",
-        "KEEL_LLM_MODEL": "slow-0-9",
-    }
-    with Server(env, tmp / "server.log") as server:
-        files = [("files", (p.name, p.read_bytes())) for p in SAMPLES.iterdir()]
-        headers = {"X-API-Key": keys["a"][0]}
-        httpx.post(
-            f"{server.url}/v1/documents", files=files, headers=headers, timeout=120
-        ).raise_for_status()
-        yield server, {n: key for n, (key, _) in keys.items()}
+    with two_tenant_server(
+        tmp_path_factory.mktemp("branches"),
+        corpus_dir,
+        postgres_url,
+        fake_llm_url,
+        KEEL_LLM_MODEL="slow-0-9",
+    ) as server:
+        yield server
 
 
 @pytest.fixture
