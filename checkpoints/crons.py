@@ -63,6 +63,12 @@ def next_fire(schedule: str, timezone: str | None, after: float) -> float:
     return float(croniter(schedule, start).get_next(datetime).timestamp())
 
 
+def _first_due(spec: "CronSpec", now: float) -> float | None:
+    """When a new (or changed) cron is first due: None when that is past its end time."""
+    due = next_fire(spec.schedule, spec.timezone, now)
+    return None if spec.end_time is not None and due > spec.end_time else due
+
+
 def _iso(epoch_s: float | None) -> str | None:
     return None if epoch_s is None else datetime.fromtimestamp(epoch_s, UTC).isoformat()
 
@@ -157,9 +163,7 @@ class CronStore:
     async def create(self, tenant: str, spec: CronSpec) -> Cron:
         """Stores a new cron, first due at its schedule's next time after now."""
         now = time.time()
-        due: float | None = next_fire(spec.schedule, spec.timezone, now)
-        if spec.end_time is not None and due is not None and due > spec.end_time:
-            due = None  # ends before its first firing
+        due = _first_due(spec, now)
         async with self.db.transaction() as tx:
             rows = await self.db.fetch(
                 tx,
@@ -185,6 +189,34 @@ class CronStore:
                     now,
                 ),
             )
+        return Cron.from_row(rows[0])
+
+    async def update(self, tenant: str, cron_id: str, spec: CronSpec) -> Cron:
+        """Replaces the tenant's cron with `spec` (next due at its schedule's next time after
+        now); `NotFound` when the tenant has no such cron."""
+        now = time.time()
+        async with self.db.transaction() as tx:
+            rows = await self.db.fetch(
+                tx,
+                "UPDATE keel_crons SET schedule = %s, timezone = %s, end_time = %s, enabled = %s, "
+                "payload = %s, request = %s, metadata = %s, next_run_at = %s, updated_at = %s "
+                "WHERE tenant = %s AND cron_id = %s RETURNING *",
+                (
+                    spec.schedule,
+                    spec.timezone,
+                    spec.end_time,
+                    spec.enabled,
+                    json.dumps(spec.payload),
+                    json.dumps(spec.request),
+                    json.dumps(spec.metadata),
+                    _first_due(spec, now),
+                    now,
+                    tenant,
+                    cron_id,
+                ),
+            )
+        if not rows:
+            raise NotFound(f"cron {cron_id} not found")
         return Cron.from_row(rows[0])
 
     async def get(self, tenant: str, cron_id: str) -> Cron:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Response, status
 
 from api.agent.assistants import ASSISTANT_ID, GRAPH_ID, load_assistant
 from api.agent.runs import _knobs, _message, _modes
-from api.agent.schemas import CronCreate, CronSearch, RunCreate
+from api.agent.schemas import CronCreate, CronPatch, CronSearch, RunCreate
 from api.deps import Keel, KeelDep, TenantDep, ThreadIdPath
 from checkpoints.crons import CronSpec, next_fire
 from checkpoints.threads import get_thread
@@ -127,6 +127,38 @@ async def count(keel: KeelDep, tenant: TenantDep, query: CronSearch | None = Non
 async def get(cron_id: CronIdPath, keel: KeelDep, tenant: TenantDep) -> dict[str, Any]:
     """A cron of the tenant's."""
     return (await keel.persistence.crons.get(tenant, cron_id)).body()
+
+
+@router.patch("/runs/crons/{cron_id}")
+async def update(
+    cron_id: CronIdPath, body: CronPatch, keel: KeelDep, tenant: TenantDep
+) -> dict[str, Any]:
+    """Changes a cron of the tenant's: the given fields replace its own (metadata is merged,
+    new knobs start again from the assistant's); the whole is checked as on creation."""
+    crons = keel.persistence.crons
+    cron = await crons.get(tenant, cron_id)
+    changes = body.model_dump(exclude_unset=True)
+    if not changes:
+        raise InvalidInput("the update sets no field")
+    payload = cron.payload
+    current: dict[str, Any] = {
+        "schedule": cron.schedule,
+        "assistant_id": cron.assistant_id,
+        "input": payload["input"],
+        "metadata": cron.metadata,
+        "stream_mode": payload["stream_mode"],
+        "multitask_strategy": payload["multitask_strategy"],
+        "durability": payload["durability"],
+        "end_time": cron.body()["end_time"],
+        "enabled": cron.enabled,
+        "timezone": cron.timezone,
+    }
+    if "config" not in changes and "context" not in changes:
+        current["context"] = payload["context"]
+    changes["metadata"] = {**cron.metadata, **(changes.get("metadata") or {})}
+    merged = CronCreate.model_validate({**current, **changes})
+    spec = await _spec(keel, tenant, cron.thread_id, merged)
+    return (await crons.update(tenant, cron_id, spec)).body()
 
 
 @router.delete(

@@ -229,6 +229,28 @@ class CronCreate(BaseModel):
     interrupt_after: NodeNames | None = None
 
 
+class CronPatch(BaseModel):
+    """`PATCH /runs/crons/{cron_id}`: the given fields replace the cron's (metadata is merged;
+    `end_time: null` clears it); the cron is checked again as a whole."""
+
+    model_config = _LENIENT
+
+    schedule: str | None = Field(default=None, min_length=1, max_length=200)
+    input: Storable | None = None
+    config: RunConfig | None = None
+    context: RunKnobs | None = None
+    metadata: Storable | None = None
+    stream_mode: str | list[str] | None = None
+    durability: Literal["sync", "async", "exit"] | None = None
+    end_time: Annotated[AwareDatetime, Field(strict=False)] | None = None
+    enabled: bool | None = None
+    timezone: str | None = Field(default=None, max_length=100)
+    on_run_completed: Literal["keep", "delete"] | None = None
+    webhook: str | None = None
+    interrupt_before: NodeNames | None = None
+    interrupt_after: NodeNames | None = None
+
+
 class CronSearch(BaseModel):
     """`POST /runs/crons/search` and `/runs/crons/count`."""
 

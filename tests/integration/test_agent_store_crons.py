@@ -220,7 +220,18 @@ async def test_crons_create_search_count_and_delete(replicas: Replicas) -> None:
     selected = await a.crons.search(metadata={"tag": tag}, limit=1, select=["cron_id"])
     assert list(selected[0]) == ["cron_id"]
 
-    # Another tenant sees none of them, and cannot read, delete or add to A's thread.
+    updated = await a.crons.update(
+        stateless["cron_id"], schedule="0 12 * * *", metadata={"kind": "noon"}, enabled=False
+    )
+    assert updated["schedule"] == "0 12 * * *" and updated["enabled"] is False
+    assert updated["metadata"] == {"tag": tag, "kind": "noon"}
+    assert updated["next_run_date"][11:16] in ("10:00", "11:00")  # noon in Paris
+    assert updated["payload"]["context"]["top_k"] == 3 and updated["timezone"] == "Europe/Paris"
+    disabled = await a.crons.search(enabled=False, metadata={"tag": tag})
+    assert [c["cron_id"] for c in disabled] == [stateless["cron_id"]]
+    stateless = updated
+
+    # Another tenant sees none of them, and cannot read, change, delete or add to A's thread.
     assert await b.crons.search(metadata={"tag": tag}) == [] and await b.crons.count() == 0
     with replicas.http("b", replica=1) as http:
         for method in ("GET", "DELETE"):
@@ -230,6 +241,8 @@ async def test_crons_create_search_count_and_delete(replicas: Replicas) -> None:
         await b.crons.create_for_thread(thread_id, "keel", schedule=YEARLY, input=INPUT)
     with pytest.raises(NotFoundError):
         await b.crons.delete(stateless["cron_id"])
+    with pytest.raises(NotFoundError):
+        await b.crons.update(stateless["cron_id"], enabled=True)
 
     with replicas.http("a") as http:
         got = http.get(f"/runs/crons/{stateless['cron_id']}")
@@ -246,6 +259,9 @@ async def test_crons_create_search_count_and_delete(replicas: Replicas) -> None:
         for body in refusals:
             response = http.post("/runs/crons", json={"assistant_id": "keel", **body})
             assert response.status_code == 422, (body, response.text)
+        for patch in ({}, {"schedule": "* * *"}, {"on_run_completed": "delete"}):
+            response = http.patch(f"/runs/crons/{stateless['cron_id']}", json=patch)
+            assert response.status_code == 422, (patch, response.text)
         unknown = http.post(
             f"/threads/{uuid.uuid4()}/runs/crons", json={"schedule": YEARLY, "input": INPUT}
         )
