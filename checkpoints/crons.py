@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from checkpoints.containment import contains
 from checkpoints.runs import RunStore
@@ -50,7 +50,8 @@ _SCHEMA = [
 def next_fire(schedule: str, timezone: str | None, after: float) -> float:
     """The first time (epoch seconds) after `after` that `schedule` names, read in `timezone`
     (UTC when None); `InvalidInput` for a schedule or timezone that names nothing."""
-    if not croniter.is_valid(schedule):
+    fields = len(schedule.split())
+    if not (fields == 5 or schedule.startswith("@")) or not croniter.is_valid(schedule):
         raise InvalidInput(
             f"invalid cron schedule {schedule!r}: use five fields "
             "(minute hour day-of-month month day-of-week), e.g. '*/5 * * * *'"
@@ -60,7 +61,10 @@ def next_fire(schedule: str, timezone: str | None, after: float) -> float:
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidInput(f"unknown timezone {timezone!r}: use an IANA name") from None
     start = datetime.fromtimestamp(after, zone)
-    return float(croniter(schedule, start).get_next(datetime).timestamp())
+    try:
+        return float(croniter(schedule, start).get_next(datetime).timestamp())
+    except CroniterError:  # valid fields that name no date (`0 0 30 2 *`)
+        raise InvalidInput(f"cron schedule {schedule!r} names no date") from None
 
 
 def _first_due(spec: "CronSpec", now: float) -> float | None:

@@ -151,9 +151,13 @@ CheckpointId = Annotated[str, Field(pattern=r"^[0-9a-fA-F-]{1,64}$")]
 
 
 # A store namespace label: what LangGraph's stores accept (no dots: they join labels with them).
-StoreLabel = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^.\x00]+$")]
+StoreLabel = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=r"^[^.\x00]+$"), AfterValidator(_storable)
+]
 StoreNamespace = Annotated[list[StoreLabel], Field(max_length=20)]
-StoreKey = Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^[^\x00]+$")]
+StoreKey = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_storable)]
+# A cron schedule or timezone name: text the database can hold.
+CronText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_storable)]
 
 
 class StorePut(BaseModel):
@@ -210,7 +214,7 @@ class CronCreate(BaseModel):
 
     model_config = _LENIENT
 
-    schedule: str = Field(min_length=1, max_length=200)
+    schedule: CronText
     assistant_id: str = Field(default="keel", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     input: Storable | None = None
     config: RunConfig | None = None
@@ -221,7 +225,7 @@ class CronCreate(BaseModel):
     durability: Literal["sync", "async", "exit"] | None = None
     end_time: Annotated[AwareDatetime, Field(strict=False)] | None = None
     enabled: bool = True
-    timezone: str | None = Field(default=None, max_length=100)
+    timezone: CronText | None = None
     on_run_completed: Literal["keep", "delete"] | None = None
     # Accepted by the SDKs, not served on crons: a request that sets them is refused (422).
     webhook: str | None = None
@@ -235,7 +239,7 @@ class CronPatch(BaseModel):
 
     model_config = _LENIENT
 
-    schedule: str | None = Field(default=None, min_length=1, max_length=200)
+    schedule: CronText | None = None
     input: Storable | None = None
     config: RunConfig | None = None
     context: RunKnobs | None = None
@@ -244,7 +248,7 @@ class CronPatch(BaseModel):
     durability: Literal["sync", "async", "exit"] | None = None
     end_time: Annotated[AwareDatetime, Field(strict=False)] | None = None
     enabled: bool | None = None
-    timezone: str | None = Field(default=None, max_length=100)
+    timezone: CronText | None = None
     on_run_completed: Literal["keep", "delete"] | None = None
     webhook: str | None = None
     interrupt_before: NodeNames | None = None
@@ -256,8 +260,8 @@ class CronSearch(BaseModel):
 
     model_config = _LENIENT
 
-    assistant_id: str | None = Field(default=None, max_length=64)
-    thread_id: str | None = Field(default=None, max_length=64)
+    assistant_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    thread_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     enabled: bool | None = None
     metadata: Storable | None = None
     limit: int = Field(default=10, ge=1, le=1000)
