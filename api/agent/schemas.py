@@ -168,7 +168,8 @@ class StorePut(BaseModel):
     namespace: Annotated[StoreNamespace, Field(min_length=1)]
     key: StoreKey
     value: Storable
-    index: Literal[False] | list[str] | None = None
+    # Only `false` or none: keel's store embeds nothing (anything else is refused).
+    index: bool | list[str] | None = None
     ttl: Annotated[float, Field(gt=0, le=10_000_000)] | None = None
 
 
