@@ -1,7 +1,7 @@
 """Crons: runs on a schedule, per tenant, in the checkpoint database beside the runs.
 
-A cron row holds its schedule (cron fields, parsed by `croniter`), the run it submits (the
-redacted message, knobs, stream modes, metadata) and `next_run_at`. Replicas claim due rows in
+A cron row holds its schedule (cron fields, parsed by `croniter`), the run it submits (its
+payload: the redacted message, knobs, stream modes, metadata) and `next_run_at`. Replicas claim due rows in
 one transaction that also moves `next_run_at` on (`FOR UPDATE SKIP LOCKED` on Postgres), so each
 firing is claimed by exactly one replica; a replica that dies between that commit and submitting
 the run skips that one firing (at most once, never twice)."""
@@ -37,7 +37,6 @@ _SCHEMA = [
         enabled BOOLEAN NOT NULL,
         on_run_completed TEXT,
         payload TEXT NOT NULL,
-        request TEXT NOT NULL,
         metadata TEXT NOT NULL,
         next_run_at DOUBLE PRECISION,
         created_at DOUBLE PRECISION NOT NULL,
@@ -79,7 +78,7 @@ def _iso(epoch_s: float | None) -> str | None:
 
 @dataclass
 class Cron:
-    """A cron row; `request` is what each firing submits to the run manager."""
+    """A cron row; its `payload` is the run each firing submits."""
 
     cron_id: str
     tenant: str
@@ -91,7 +90,6 @@ class Cron:
     enabled: bool
     on_run_completed: str | None
     payload: dict[str, Any]
-    request: dict[str, Any]
     metadata: dict[str, Any]
     next_run_at: float | None
     created_at: float
@@ -107,7 +105,6 @@ class Cron:
             enabled=bool(row["enabled"]),
             on_run_completed=row["on_run_completed"],
             payload=json.loads(row["payload"]),
-            request=json.loads(row["request"]),
             metadata=json.loads(row["metadata"]),
             next_run_at=row["next_run_at"],
             created_at=float(row["created_at"]),
@@ -146,7 +143,6 @@ class CronSpec:
     enabled: bool
     on_run_completed: str | None
     payload: dict[str, Any]
-    request: dict[str, Any]
     metadata: dict[str, Any]
 
 
@@ -172,9 +168,9 @@ class CronStore:
             rows = await self.db.fetch(
                 tx,
                 "INSERT INTO keel_crons (cron_id, tenant, assistant_id, thread_id, schedule, "
-                "timezone, end_time, enabled, on_run_completed, payload, request, metadata, "
-                "next_run_at, created_at, updated_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+                "timezone, end_time, enabled, on_run_completed, payload, metadata, next_run_at, "
+                "created_at, updated_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
                 (
                     str(uuid.uuid4()),
                     tenant,
@@ -186,7 +182,6 @@ class CronStore:
                     spec.enabled,
                     spec.on_run_completed,
                     json.dumps(spec.payload),
-                    json.dumps(spec.request),
                     json.dumps(spec.metadata),
                     due,
                     now,
@@ -203,7 +198,7 @@ class CronStore:
             rows = await self.db.fetch(
                 tx,
                 "UPDATE keel_crons SET schedule = %s, timezone = %s, end_time = %s, enabled = %s, "
-                "payload = %s, request = %s, metadata = %s, next_run_at = %s, updated_at = %s "
+                "payload = %s, metadata = %s, next_run_at = %s, updated_at = %s "
                 "WHERE tenant = %s AND cron_id = %s RETURNING *",
                 (
                     spec.schedule,
@@ -211,7 +206,6 @@ class CronStore:
                     spec.end_time,
                     spec.enabled,
                     json.dumps(spec.payload),
-                    json.dumps(spec.request),
                     json.dumps(spec.metadata),
                     _first_due(spec, now),
                     now,

@@ -20,7 +20,8 @@ async def fire_due_crons(keel: "Keel") -> int:
     allowed) is logged and skipped. Returns how many runs were submitted."""
     submitted = 0
     for cron in await keel.persistence.crons.claim_due(time.time()):
-        request = cron.request
+        payload = cron.payload
+        (message,) = payload["input"]["messages"]  # the redacted user message
         try:
             thread_id = cron.thread_id
             if thread_id is None:
@@ -31,12 +32,12 @@ async def fire_due_crons(keel: "Keel") -> int:
             await keel.runs.submit(
                 cron.tenant,
                 thread_id,
-                request["message"],
-                request["context"],
-                multitask_strategy=request["multitask_strategy"],
-                durability=request["durability"],
-                stream_modes=request["stream_modes"],
-                metadata={**request["metadata"], "cron_id": cron.cron_id},
+                message["content"],
+                payload["context"],
+                multitask_strategy=payload["multitask_strategy"],
+                durability=payload["durability"],
+                stream_modes=payload["stream_mode"],
+                metadata={**payload["metadata"], "cron_id": cron.cron_id},
                 assistant_id=cron.assistant_id,
             )
             submitted += 1

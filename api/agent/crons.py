@@ -63,14 +63,6 @@ async def _spec(keel: Keel, tenant: str, thread_id: str | None, body: CronCreate
             "multitask_strategy": strategy,
             "durability": durability,
         },
-        request={
-            "message": redacted,
-            "context": knobs,
-            "stream_modes": modes,
-            "metadata": metadata,
-            "multitask_strategy": strategy,
-            "durability": durability,
-        },
         metadata=metadata,
     )
 
