@@ -273,12 +273,15 @@ class CronStore:
     async def claim_due(self, now: float, limit: int = 20) -> list[Cron]:
         """Enabled crons due at `now`, each moved on to its next time (none past its end time)
         in the same transaction: another replica's claim skips them."""
+        due_rows = "FROM keel_crons WHERE next_run_at <= %s AND enabled = %s"
+        async with self.db.reading() as tx:  # most ticks find nothing: no transaction for that
+            if not await self.db.fetch(tx, f"SELECT cron_id {due_rows} LIMIT 1", (now, True)):
+                return []
         claimed = []
         async with self.db.transaction() as tx:
             rows = await self.db.fetch(
                 tx,
-                "SELECT * FROM keel_crons WHERE next_run_at <= %s AND enabled = %s "
-                "ORDER BY next_run_at LIMIT %s" + self._skip_locked,
+                f"SELECT * {due_rows} ORDER BY next_run_at LIMIT %s{self._skip_locked}",
                 (now, True, limit),
             )
             for cron in map(Cron.from_row, rows):
