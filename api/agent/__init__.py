@@ -1,5 +1,6 @@
 """The LangGraph Agent Server API dialect at the root paths (`/assistants`, `/threads`, `/runs`,
-`/store`, `/ok`, `/info`), over keel's runtime, so the official SDKs and LangGraph Studio work unchanged."""
+`/store`, `/ok`, `/info`), over keel's runtime, so the official SDKs and LangGraph Studio work
+unchanged."""
 
 from fastapi import APIRouter, Depends, Request
 
