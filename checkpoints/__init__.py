@@ -12,33 +12,42 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.store.base import BaseStore
+from langgraph.store.base import BaseStore, TTLConfig
 
 from checkpoints.assistants import AssistantStore
+from checkpoints.crons import CronStore
 from checkpoints.runs import PostgresRunStore, RunStore, SqliteRunStore
 from graph.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class Persistence:
-    """The checkpointer, a key-value store (thread records), the run store and the assistant
-    store, on one database."""
+    """The checkpointer, a key-value store (thread records and the Agent Server's store), the
+    run store, the assistant store and the cron store, on one database."""
 
     saver: BaseCheckpointSaver
     store: BaseStore
     runs: RunStore
     assistants: AssistantStore
+    crons: CronStore
     kind: str
 
 
+# Items put with a `ttl`: hidden once expired (Postgres), deleted by a sweep every minute.
+STORE_TTL: TTLConfig = {"omit_expired": True, "sweep_interval_minutes": 1}
+
+
 async def _set_up(saver: Any, store: Any, runs: RunStore, kind: str) -> Persistence:
-    """Runs each part's idempotent `setup()` (creates tables, migrates) once, at open."""
+    """Runs each part's idempotent `setup()` (creates tables, migrates) once, at open, and
+    starts the store's TTL sweep (the caller stops it)."""
     await saver.setup()
     await store.setup()
+    await store.start_ttl_sweeper()
     await runs.setup()
-    assistants = AssistantStore(runs)
+    assistants, crons = AssistantStore(runs), CronStore(runs, postgres=kind == "postgres")
     await assistants.setup()
-    return Persistence(saver, store, runs, assistants, kind)
+    await crons.setup()
+    return Persistence(saver, store, runs, assistants, crons, kind)
 
 
 async def _sqlite_conn(path: str) -> Any:
@@ -69,10 +78,11 @@ async def open_persistence(
         try:
             runs = SqliteRunStore(conn)
             await runs.setup()
-            assistants = AssistantStore(runs)
+            assistants, crons = AssistantStore(runs), CronStore(runs, postgres=False)
             await assistants.setup()
+            await crons.setup()
             yield Persistence(
-                InMemorySaver(serde=serde), InMemoryStore(), runs, assistants, "memory"
+                InMemorySaver(serde=serde), InMemoryStore(), runs, assistants, crons, "memory"
             )
         finally:
             await conn.close()
@@ -88,15 +98,14 @@ async def open_persistence(
         saver_conn = await aiosqlite.connect(path)
         store_conn = await _sqlite_conn(str(path))
         runs_conn = await _sqlite_conn(str(path))
+        sqlite_saver = AsyncSqliteSaver(saver_conn, serde=serde)
+        sqlite_store = AsyncSqliteStore(store_conn, ttl=STORE_TTL)
         try:
             await saver_conn.execute("PRAGMA journal_mode=WAL")
             await saver_conn.execute("PRAGMA busy_timeout = 10000")
-            sqlite_saver, sqlite_store = (
-                AsyncSqliteSaver(saver_conn, serde=serde),
-                AsyncSqliteStore(store_conn),
-            )
             yield await _set_up(sqlite_saver, sqlite_store, SqliteRunStore(runs_conn), "sqlite")
         finally:
+            await sqlite_store.stop_ttl_sweeper()
             for conn in (runs_conn, store_conn, saver_conn):
                 await conn.close()
     elif url.startswith(("postgresql://", "postgres://")):
@@ -123,8 +132,12 @@ async def open_persistence(
 
             # With a serializer, primitive channel values go through it too (not inline JSONB).
             saver_type = AsyncPostgresSaver if serde is None else SealedAsyncPostgresSaver
-            pg_saver, pg_store = saver_type(pool, serde=serde), AsyncPostgresStore(pool)
-            yield await _set_up(pg_saver, pg_store, PostgresRunStore(pool), "postgres")
+            pg_saver = saver_type(pool, serde=serde)
+            pg_store = AsyncPostgresStore(pool, ttl=STORE_TTL)
+            try:
+                yield await _set_up(pg_saver, pg_store, PostgresRunStore(pool), "postgres")
+            finally:
+                await pg_store.stop_ttl_sweeper()
         finally:
             await pool.close()
     else:

@@ -93,8 +93,10 @@ async def copy_thread(p: Persistence, tenant: str, thread_id: str) -> dict[str, 
 
 
 async def delete_thread(p: Persistence, tenant: str, thread_id: str) -> None:
-    """Removes the thread's runs, event logs, checkpoints, writes and blobs, then its record."""
+    """Removes the thread's crons, runs, event logs, checkpoints, writes and blobs, then its
+    record."""
     await get_thread(p, tenant, thread_id)
+    await p.crons.delete_for_thread(thread_id)
     await p.runs.delete_thread(thread_id)
     await p.saver.adelete_thread(thread_id)
     await p.store.adelete(thread_namespace(tenant), thread_id)

@@ -28,6 +28,7 @@ from graph.state import Citation
 from integrations import metrics, tracing
 from runtime import logs
 from runtime.control import RunControl, graph_config, graph_input
+from runtime.crons import fire_due_crons
 from runtime.eventlog import EventWriter
 from runtime.events import graph_events
 
@@ -124,6 +125,7 @@ class RunManager:
                 if not self.draining:
                     for thread_id in await self.store.claimable_threads(CLAIM_AFTER_S):
                         self._spawn(self._drain(thread_id))
+                    await fire_due_crons(self.keel)
                 if settings.retention_events_s and ticks % 30 == 0:
                     await self.store.prune_events(settings.retention_events_s)
             except asyncio.CancelledError:

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.schemas import _check_storable
 
@@ -148,6 +148,136 @@ NodeNames = (
 
 # LangGraph checkpoint ids are UUIDs; anything else can name no checkpoint.
 CheckpointId = Annotated[str, Field(pattern=r"^[0-9a-fA-F-]{1,64}$")]
+
+
+# A store namespace label: what LangGraph's stores accept (no dots: they join labels with them).
+StoreLabel = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=r"^[^.\x00]+$"), AfterValidator(_storable)
+]
+StoreNamespace = Annotated[list[StoreLabel], Field(max_length=20)]
+StoreKey = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_storable)]
+# A cron schedule or timezone name: text the database can hold.
+CronText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_storable)]
+
+
+class StorePut(BaseModel):
+    """`PUT /store/items`: `ttl` in minutes (None: kept until deleted)."""
+
+    model_config = _LENIENT
+
+    namespace: Annotated[StoreNamespace, Field(min_length=1)]
+    key: StoreKey
+    value: Storable
+    # Only `false` or none: keel's store embeds nothing (anything else is refused).
+    index: bool | list[str] | None = None
+    ttl: Annotated[float, Field(gt=0, le=10_000_000)] | None = None
+
+
+class StoreDelete(BaseModel):
+    """`DELETE /store/items`."""
+
+    model_config = _LENIENT
+
+    namespace: Annotated[StoreNamespace, Field(min_length=1)]
+    key: StoreKey
+
+
+class StoreSearch(BaseModel):
+    """`POST /store/items/search`: items under a namespace prefix whose values match `filter`
+    (field equality, or `$eq` `$ne` `$gt` `$gte` `$lt` `$lte` operators), newest first."""
+
+    model_config = _LENIENT
+
+    namespace_prefix: StoreNamespace = Field(default_factory=list)
+    filter: Storable | None = None
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: Offset = 0
+    query: str | None = Field(default=None, max_length=2000)
+    refresh_ttl: bool | None = None
+
+
+class StoreNamespaces(BaseModel):
+    """`POST /store/namespaces`: the namespaces under `prefix` ending with `suffix` ("*" matches
+    any one label), cut at `max_depth` labels."""
+
+    model_config = _LENIENT
+
+    prefix: StoreNamespace | None = None
+    suffix: StoreNamespace | None = None
+    max_depth: int | None = Field(default=None, ge=1, le=20)
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: Offset = 0
+
+
+class CronCreate(BaseModel):
+    """`POST /runs/crons` and `/threads/{thread_id}/runs/crons`: a run on a schedule (five
+    cron fields, in `timezone`, UTC by default), until `end_time`."""
+
+    model_config = _LENIENT
+
+    schedule: CronText
+    assistant_id: str = Field(default="keel", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    input: Storable | None = None
+    config: RunConfig | None = None
+    context: RunKnobs | None = None
+    metadata: Storable | None = None
+    multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] | None = None
+    stream_mode: str | list[str] = "values"
+    durability: Literal["sync", "async", "exit"] | None = None
+    end_time: Annotated[AwareDatetime, Field(strict=False)] | None = None
+    enabled: bool = True
+    timezone: CronText | None = None
+    on_run_completed: Literal["keep", "delete"] | None = None
+    # Accepted by the SDKs, not served on crons: a request that sets them is refused (422).
+    webhook: str | None = None
+    interrupt_before: NodeNames | None = None
+    interrupt_after: NodeNames | None = None
+
+
+class CronPatch(BaseModel):
+    """`PATCH /runs/crons/{cron_id}`: the given fields replace the cron's (metadata is merged;
+    `end_time: null` clears it); the cron is checked again as a whole."""
+
+    model_config = _LENIENT
+
+    schedule: CronText | None = None
+    input: Storable | None = None
+    config: RunConfig | None = None
+    context: RunKnobs | None = None
+    metadata: Storable | None = None
+    stream_mode: str | list[str] | None = None
+    durability: Literal["sync", "async", "exit"] | None = None
+    end_time: Annotated[AwareDatetime, Field(strict=False)] | None = None
+    enabled: bool | None = None
+    timezone: CronText | None = None
+    on_run_completed: Literal["keep", "delete"] | None = None
+    webhook: str | None = None
+    interrupt_before: NodeNames | None = None
+    interrupt_after: NodeNames | None = None
+
+
+class CronSearch(BaseModel):
+    """`POST /runs/crons/search` and `/runs/crons/count`."""
+
+    model_config = _LENIENT
+
+    assistant_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    thread_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    enabled: bool | None = None
+    metadata: Storable | None = None
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: Offset = 0
+    sort_by: Literal[
+        "cron_id",
+        "assistant_id",
+        "thread_id",
+        "created_at",
+        "updated_at",
+        "next_run_date",
+        "end_time",
+    ] = "created_at"
+    sort_order: Literal["asc", "desc"] = "desc"
+    select: list[str] | None = Field(default=None, max_length=20)
 
 
 class CheckpointRef(BaseModel):

@@ -19,6 +19,6 @@ async def info() -> dict[str, object]:
     return {
         "version": version("keel"),
         "langgraph_py_version": version("langgraph"),
-        "flags": {"assistants": True, "crons": False, "langsmith": False},
+        "flags": {"assistants": True, "crons": True, "langsmith": False},
         "host": {"kind": "self-hosted", "project_id": None, "revision_id": None},
     }
