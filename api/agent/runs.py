@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from api import audit
 from api.agent.assistants import ASSISTANT_ID, knobs_of, load_assistant
 from api.agent.schemas import RunCreate, RunKnobs
 from api.agent.threads import redacted
@@ -352,6 +353,24 @@ async def cancel(
         await keel.runs.outcome(run)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return Response(status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.delete(
+    "/threads/{thread_id}/runs/{run_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+)
+async def delete(
+    thread_id: ThreadIdPath,
+    run_id: ThreadIdPath,
+    keel: KeelDep,
+    tenant: TenantDep,
+    request: Request,
+) -> Response:
+    """Removes an ended run and its event log (409 while it runs: cancel it first)."""
+    await keel.persistence.runs.delete(await _run(keel, tenant, thread_id, run_id))
+    audit.action(request, "run_deleted", thread_id=thread_id, run_id=run_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(

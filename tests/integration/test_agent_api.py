@@ -256,6 +256,38 @@ async def test_cancel_with_rollback_restores_the_thread(server: Server) -> None:
     assert frames[-1].event == "error" and frames[-1].data["error"] == "cancelled"
 
 
+async def test_delete_a_run_and_its_event_log(server: Server, postgres_url: str) -> None:
+    client = get_client(url=server.url)
+    thread_id = (await client.threads.create())["thread_id"]
+    run = await client.runs.create(
+        thread_id, "keel", input=INPUT, stream_mode="messages-tuple", context=FRESH
+    )
+    async for part in client.runs.join_stream(thread_id, run["run_id"]):
+        if part.event == "messages":
+            break  # generating
+    with pytest.raises(ConflictError):  # a running run is not deleted: cancel it first
+        await client.runs.delete(thread_id, run["run_id"])
+    await client.runs.join(thread_id, run["run_id"])
+    kept = await client.runs.create(thread_id, "keel", input=INPUT, context=FRESH)
+    await client.runs.join(thread_id, kept["run_id"])
+
+    await client.runs.delete(thread_id, run["run_id"])
+    with pytest.raises(NotFoundError):
+        await client.runs.get(thread_id, run["run_id"])
+    with pytest.raises(NotFoundError):
+        await client.runs.delete(thread_id, run["run_id"])
+    assert [r["run_id"] for r in await client.runs.list(thread_id)] == [kept["run_id"]]
+    with psycopg.connect(postgres_url) as conn:
+        for table in ("keel_runs", "keel_run_events"):
+            rows = conn.execute(
+                f"SELECT run_id, count(*) FROM {table} WHERE run_id IN (%s, %s) GROUP BY run_id",
+                (run["run_id"], kept["run_id"]),
+            ).fetchall()
+            assert [r[0] for r in rows] == [kept["run_id"]], table
+    # The thread keeps its state: deleting a run's record is not a rollback.
+    assert len((await client.threads.get_state(thread_id))["values"]["messages"]) == 4
+
+
 def test_stateless_runs_and_refusals_through_the_sync_client(server: Server) -> None:
     client = get_sync_client(url=server.url)
     values = client.runs.wait(None, "keel", input=INPUT)
@@ -331,6 +363,7 @@ def test_tenants_see_only_their_own_threads_and_runs(
             ("GET", f"/threads/{tid}/runs/{rid}/stream", None, {}),
             ("GET", f"/threads/{tid}/runs/{rid}/stream", None, {"Last-Event-ID": f"{rid}:2"}),
             ("POST", f"/threads/{tid}/runs/{rid}/cancel", None, {}),
+            ("DELETE", f"/threads/{tid}/runs/{rid}", None, {}),
             ("POST", f"/threads/{tid}/runs/stream", body, {}),
             ("POST", f"/threads/{tid}/runs/wait", body, {}),
             ("POST", f"/threads/{tid}/runs", body, {}),
