@@ -144,6 +144,7 @@ class RunManager:
         multitask_strategy: str | None = None,
         durability: str | None = None,
         stream_modes: list[str] | None = None,
+        subgraphs: bool = False,
         metadata: dict[str, Any] | None = None,
         assistant_id: str | None = None,
         control: RunControl | None = None,
@@ -151,7 +152,8 @@ class RunManager:
         """Records a pending run (applying the multitask strategy) and starts it when it may.
 
         `context` holds the run's knobs (`graph.context.Context` fields a client may set);
-        `stream_modes` the Agent Server stream modes its log records (`runtime.agent_events`);
+        `stream_modes` the Agent Server stream modes its log records (`runtime.agent_events`),
+        with subgraphs' when `subgraphs`;
         `control` how it enters the graph (`runtime.control`: no `message` and no command
         continues the thread where it stopped)."""
         settings = self.keel.settings
@@ -170,6 +172,8 @@ class RunManager:
         }
         if stream_modes is not None:
             stored |= {"stream_modes": stream_modes, "metadata": metadata or {}}
+            if subgraphs:
+                stored["subgraphs"] = True
         if assistant_id is not None:
             stored["assistant_id"] = assistant_id
         if control:
@@ -347,6 +351,7 @@ class RunManager:
                 request.get("stream_modes", ()),
                 control.get("interrupt_before"),
                 control.get("interrupt_after"),
+                request.get("subgraphs", False),
             ):
                 emit(name, data)
             snapshot = await keel.graph.aget_state(config)

@@ -162,6 +162,7 @@ async def _start(keel: Keel, tenant: str, thread_id: str, body: RunCreate) -> Ru
         multitask_strategy=body.multitask_strategy,
         durability=body.durability,
         stream_modes=_modes(body),
+        subgraphs=body.stream_subgraphs,
         metadata=body.metadata,
         assistant_id=assistant["assistant_id"],
         control=control,

@@ -223,4 +223,4 @@ class RunCreate(BaseModel):
     interrupt_after: NodeNames | None = None
     # Accepted by the SDKs, not served by keel: a request that sets it is refused (422).
     webhook: str | None = None
-    subgraphs: bool = False
+    stream_subgraphs: bool = False
