@@ -4,14 +4,13 @@ durable log (so `join_stream` with `Last-Event-ID` resumes exactly, on any repli
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api import audit
-from api.agent.assistants import ASSISTANT_ID, knobs_of, load_assistant
+from api.agent.assistants import knobs_of, load_assistant
 from api.agent.schemas import RunCreate, RunKnobs
 from api.agent.threads import redacted
 from api.deps import Keel, KeelDep, TenantDep, ThreadIdPath
@@ -22,34 +21,11 @@ from checkpoints.threads import create_thread, delete_thread, get_thread
 from graph.builder import NODES
 from graph.errors import InvalidInput, NotFound
 from runtime.agent_events import PREFIX, STREAM_MODES
+from runtime.agent_runs import run_body
 from runtime.control import RunControl
 
 router = APIRouter(tags=["agent: runs"])
 QUOTA = [Depends(enforce_token_quota)]
-RUN_STATUS = {
-    "pending": "pending",
-    "running": "running",
-    "succeeded": "success",
-    "failed": "error",
-    "cancelled": "interrupted",
-    "interrupted": "error",  # its replica kept dying; one stopped at a breakpoint: interrupted
-}
-
-
-def run_body(run: Run) -> dict[str, Any]:
-    """A run row in the Agent Server's shape."""
-    at_breakpoint = run.status == "interrupted" and run.result is not None
-    return {
-        "run_id": run.run_id,
-        "thread_id": run.thread_id,
-        "assistant_id": run.request.get("assistant_id", ASSISTANT_ID),
-        "created_at": datetime.fromtimestamp(run.created_at, UTC).isoformat(),
-        "updated_at": datetime.fromtimestamp(run.updated_at, UTC).isoformat(),
-        "status": "interrupted" if at_breakpoint else RUN_STATUS[run.status],
-        "metadata": run.request.get("metadata") or {},
-        "multitask_strategy": run.strategy,
-        "kwargs": {"stream_mode": run.request.get("stream_modes", [])},
-    }
 
 
 def _message(body: RunCreate) -> str | None:
@@ -139,8 +115,6 @@ def _knobs(assistant: dict[str, Any], body: RunCreate) -> dict[str, Any]:
 
 
 async def _start(keel: Keel, tenant: str, thread_id: str, body: RunCreate) -> Run:
-    if body.webhook:
-        raise InvalidInput("keel does not serve webhook on runs")
     assistant = await load_assistant(keel, tenant, body.assistant_id)
     knobs = _knobs(assistant, body)
     message = _message(body)
@@ -166,6 +140,7 @@ async def _start(keel: Keel, tenant: str, thread_id: str, body: RunCreate) -> Ru
         metadata=body.metadata,
         assistant_id=assistant["assistant_id"],
         control=control,
+        webhook=body.webhook,
     )
 
 

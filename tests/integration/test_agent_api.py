@@ -372,7 +372,7 @@ def test_stateless_runs_and_refusals_through_the_sync_client(server: Server) -> 
 
     thread_id = client.threads.create()["thread_id"]
     refusals = [
-        (lambda: client.runs.wait(thread_id, "keel", input=INPUT, webhook="http://x"), "webhook"),
+        (lambda: client.runs.wait(thread_id, "keel", input=INPUT, webhook="ftp://x"), "webhook"),
         (lambda: client.runs.create(thread_id, "keel", input=INPUT, stream_mode="tools"), "mode"),
         (lambda: client.runs.wait(thread_id, "keel", input={"messages": []}), "user message"),
     ]
