@@ -430,8 +430,12 @@ class RunManager:
             if name == "run.error":
                 error = {"error": data["code"], "message": data["message"]}
             sent = webhooks.payload(run_body(ended), started_at, values, error)
+            settings = self.keel.settings
             await webhooks.deliver(
-                run.request["webhook"], sent, self.keel.settings.webhook_timeout_s
+                run.request["webhook"],
+                sent,
+                settings.webhook_timeout_s,
+                settings.webhook_allow_private,
             )
         except Exception:
             log.exception("webhook of run %s failed", run.run_id)

@@ -23,23 +23,32 @@ RETRY_AFTER_S = 0.5
 def check_url(url: str, allow_private: bool) -> str:
     """`url` when keel may post to it: http(s) with a host; unless `allow_private`, not a
     loopback, private or link-local address (literal IPs and `localhost`), so a client cannot
-    make the server call into its own network. Else `InvalidInput` (422)."""
+    make the server call into its own network. Else `InvalidInput` (422). `deliver` checks
+    again what the host name resolves to."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput("webhook must be an http(s) URL with a host")
-    if allow_private:
-        return url
     host = parts.hostname.lower()
-    try:
-        address = ipaddress.ip_address(host)
-        internal = any(
-            (address.is_private, address.is_loopback, address.is_link_local, address.is_unspecified)
-        )
-    except ValueError:
-        internal = host == "localhost" or host.endswith(".localhost")
-    if internal:
+    named_local = host == "localhost" or host.endswith(".localhost")
+    if not allow_private and (named_local or _internal(host)):
         raise InvalidInput("webhook must not point at a loopback or private address")
     return url
+
+
+def _internal(address: str) -> bool:
+    """Whether `address` is a loopback, private, link-local or unspecified IP (False: a name)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_unspecified
+
+
+async def _resolves_internal(url: str) -> bool:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    found = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port)
+    return any(_internal(str(info[4][0])) for info in found)
 
 
 def payload(
@@ -61,10 +70,21 @@ def payload(
     return sent
 
 
-async def deliver(url: str, sent: dict[str, Any], timeout_s: float) -> int | None:
+async def deliver(
+    url: str, sent: dict[str, Any], timeout_s: float, allow_private: bool
+) -> int | None:
     """POSTs `sent` to `url`, retrying once on a 5xx answer or a transport error; returns the
-    last status code (None: no answer). Failures are logged, never raised."""
+    last status code (None: no answer). Failures are logged, never raised. Unless
+    `allow_private`, a host name that resolves to an internal address gets nothing."""
     status: int | None = None
+    if not allow_private:
+        try:
+            internal = await _resolves_internal(url)
+        except OSError:
+            internal = False  # unresolvable: the post fails, and is logged, below
+        if internal:
+            log.warning("webhook host resolves to an internal address: not posted")
+            return None
     async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
         for attempt in (1, 2):
             try:

@@ -273,12 +273,33 @@ async def read(
     return run_body(await _run(keel, tenant, thread_id, run_id))
 
 
+# The Python SDK sends true/false, the JS SDK 1/0.
+CancelOnDisconnect = Annotated[Literal["true", "false", "1", "0"], Query()]
+DISCONNECT_POLL_S = 0.5
+
+
 @router.get("/threads/{thread_id}/runs/{run_id}/join")
 async def join(
-    thread_id: ThreadIdPath, run_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep
+    thread_id: ThreadIdPath,
+    run_id: ThreadIdPath,
+    keel: KeelDep,
+    tenant: TenantDep,
+    request: Request,
+    cancel_on_disconnect: CancelOnDisconnect = "false",
 ) -> dict[str, Any]:
-    """Waits for a run and returns the thread's values."""
-    return await _result(keel, await _run(keel, tenant, thread_id, run_id))
+    """Waits for a run and returns the thread's values; with `cancel_on_disconnect`, a client
+    that goes away first takes the run with it."""
+    run = await _run(keel, tenant, thread_id, run_id)
+    if cancel_on_disconnect in ("false", "0"):
+        return await _result(keel, run)
+    result = asyncio.ensure_future(_result(keel, run))
+    while not result.done():
+        await asyncio.wait({result}, timeout=DISCONNECT_POLL_S)
+        if not result.done() and await request.is_disconnected():
+            result.cancel()
+            await keel.runs.cancel(run)
+            return {}  # nobody is left to read it
+    return result.result()
 
 
 @router.get(
@@ -292,8 +313,7 @@ async def join_stream(
     keel: KeelDep,
     tenant: TenantDep,
     last_event_id: Annotated[str | None, Header(max_length=200)] = None,
-    # The Python SDK sends true/false, the JS SDK 1/0.
-    cancel_on_disconnect: Annotated[Literal["true", "false", "1", "0"], Query()] = "false",
+    cancel_on_disconnect: CancelOnDisconnect = "false",
     stream_mode: Annotated[list[str] | None, Query(max_length=10)] = None,
     namespace: Annotated[list[str] | None, Query(max_length=10)] = None,
     checkpoint_id: Annotated[str | None, Query(max_length=200)] = None,

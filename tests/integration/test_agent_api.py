@@ -362,6 +362,18 @@ async def test_delete_a_run_and_its_event_log(server: Server, postgres_url: str)
     assert len((await client.threads.get_state(thread_id))["values"]["messages"]) == 4
 
 
+async def test_join_with_cancel_on_disconnect_takes_the_run_along(server: Server) -> None:
+    client = get_client(url=server.url)
+    thread_id = (await client.threads.create())["thread_id"]
+    run = await client.runs.create(thread_id, "keel", input=INPUT, context=FRESH)
+    url = f"{server.url}/threads/{thread_id}/runs/{run['run_id']}/join"
+    async with httpx.AsyncClient(timeout=0.3) as http:
+        with pytest.raises(httpx.ReadTimeout):  # the client goes away mid-run
+            await http.get(url, params={"cancel_on_disconnect": "1"})
+    await client.runs.join(thread_id, run["run_id"])
+    assert (await client.runs.get(thread_id, run["run_id"]))["status"] == "interrupted"
+
+
 def test_stateless_runs_and_refusals_through_the_sync_client(server: Server) -> None:
     client = get_sync_client(url=server.url)
     values = client.runs.wait(None, "keel", input=INPUT)
