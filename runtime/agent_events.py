@@ -68,7 +68,8 @@ class ModeEvents:
     def start(self, graph_input: Any) -> Iterator[Event]:
         """Before the graph runs: the root chain's start (events)."""
         if EVENTS_MODE in self.modes:
-            yield self._chain("on_chain_start", GRAPH_NAME, self.run_id, [], {"input": graph_input})
+            start = {"input": to_json(graph_input)}
+            yield self._chain("on_chain_start", GRAPH_NAME, self.run_id, [], start)
 
     def part(self, part: dict[str, Any]) -> Iterator[Event]:
         """The events of one `astream(..., version="v2")` part."""
@@ -78,11 +79,13 @@ class ModeEvents:
             self._values = data
         if kind in self.modes:
             yield _event(kind, to_json(data), ns)
-        if kind == "tasks" and not ns:
+        if kind == "tasks" and not ns and self.modes & {EVENTS_MODE, MESSAGES_MODE}:
             yield from self._task(data)
 
     def token(self, node: str, text: str) -> Iterator[Event]:
         """The events of one token keel streamed from `node`."""
+        if not self.modes & {TOKEN_MODE, MESSAGES_MODE, EVENTS_MODE}:
+            return  # a /v1 run: its own `token` events say it all
         message_id = f"run-{self.run_id}-{node}"
         first = node not in self._text
         self._text[node] = self._text.get(node, "") + text
@@ -112,7 +115,8 @@ class ModeEvents:
         task_id, node = data["id"], data["name"]
         if "input" in data:  # a task starts
             self._step += 1
-            self._tasks[task_id] = (node, self._step, to_json(data["input"]))
+            task_input = to_json(data["input"]) if EVENTS_MODE in self.modes else None
+            self._tasks[task_id] = (node, self._step, task_input)
             self._task_of[node] = task_id
             if EVENTS_MODE in self.modes:
                 start = {"input": self._tasks[task_id][2]}

@@ -11,7 +11,7 @@ from langgraph.types import Command
 from graph.builder import NODES
 from graph.context import Context
 from integrations import metrics
-from runtime.agent_events import ModeEvents, to_json
+from runtime.agent_events import ModeEvents
 
 
 def node_summary(node: str, update: dict[str, Any]) -> dict[str, Any]:
@@ -63,7 +63,7 @@ async def graph_events(
     modes = ModeEvents(str((config.get("metadata") or {}).get("run_id")), stream_modes)
     started: dict[str, tuple[int, float]] = {}
     step = 0
-    for event in modes.start(to_json(graph_input)):
+    for event in modes.start(graph_input):
         yield event
     async for part in graph.astream(
         graph_input,
