@@ -421,6 +421,18 @@ class RunStore:
             )
         return [(int(r["seq"]), r["event"], json.loads(r["data"])) for r in rows]
 
+    async def delete(self, run: Run) -> None:
+        """Removes an ended run and its event log; `Conflict` while it is pending or running."""
+        async with self.transaction(lock_key=run.thread_id) as tx:
+            removed = await self.execute(
+                tx,
+                "DELETE FROM keel_runs WHERE run_id = %s AND status NOT IN ('pending', 'running')",
+                (run.run_id,),
+            )
+            if not removed:
+                raise Conflict(f"run {run.run_id} is still in progress: cancel it first")
+            await self.execute(tx, "DELETE FROM keel_run_events WHERE run_id = %s", (run.run_id,))
+
     # -- retention ------------------------------------------------------------------------
     async def delete_thread(self, thread_id: str) -> None:
         """Removes a thread's runs and event logs."""

@@ -128,6 +128,14 @@ class Settings(BaseSettings):
     )
     max_message_chars: int = 8000
     sse_ping_s: float = 15.0
+    # Run webhooks (Agent Server API, runtime/webhooks.py).
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, description="seconds a webhook delivery may take (retried once)"
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="let runs name webhooks on loopback, private or link-local addresses",
+    )
 
     # LLM resilience (integrations/llm.py LLMChain, integrations/breakers.py): three timeouts,
     # one retry owner with a budget, and the run's total deadline.

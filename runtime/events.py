@@ -11,7 +11,7 @@ from langgraph.types import Command
 from graph.builder import NODES
 from graph.context import Context
 from integrations import metrics
-from runtime.agent_events import graph_modes, part_events, token_events
+from runtime.agent_events import ModeEvents
 
 
 def node_summary(node: str, update: dict[str, Any]) -> dict[str, Any]:
@@ -54,29 +54,36 @@ async def graph_events(
     stream_modes: Sequence[str] = (),
     interrupt_before: list[str] | None = None,
     interrupt_after: list[str] | None = None,
+    subgraphs: bool = False,
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """`node.started`, `node.finished` and `token` events of one graph run, as (name, data),
-    and the Agent Server stream-mode events of `stream_modes` (see `runtime.agent_events`);
-    the run stops before `interrupt_before` and after `interrupt_after` nodes."""
-    run_id = str((config.get("metadata") or {}).get("run_id"))
+    and the Agent Server stream-mode events of `stream_modes` (see `runtime.agent_events`),
+    with those of subgraphs when `subgraphs`; the run stops before `interrupt_before` and after
+    `interrupt_after` nodes."""
+    modes = ModeEvents(str((config.get("metadata") or {}).get("run_id")), stream_modes)
     started: dict[str, tuple[int, float]] = {}
     step = 0
+    for event in modes.start(graph_input):
+        yield event
     async for part in graph.astream(
         graph_input,
         config,
         context=context,
-        stream_mode=["tasks", "custom", *graph_modes(stream_modes)],
+        stream_mode=["tasks", "custom", *modes.graph_modes()],
         version="v2",
         durability=durability,
         interrupt_before=interrupt_before,
         interrupt_after=interrupt_after,
+        subgraphs=subgraphs,
     ):
-        for event in part_events(part, stream_modes):  # type: ignore[arg-type]
+        for event in modes.part(part):  # type: ignore[arg-type]
             yield event
+        if part["ns"]:  # keel's own events describe the graph's nodes, not a subgraph's
+            continue
         data: dict[str, Any] = part["data"]  # type: ignore[assignment]
         if part["type"] == "custom":
             yield "token", {"text": data["token"], "node": data["node"]}
-            for event in token_events(run_id, data["node"], data["token"], stream_modes):
+            for event in modes.token(data["node"], data["token"]):
                 yield event
             continue
         if part["type"] != "tasks":
@@ -106,3 +113,5 @@ async def graph_events(
             result = "hit" if hit["hit"] else "miss"
             metrics.CACHE_LOOKUPS.labels(result, hit.get("kind") or "none").inc()
         yield "node.finished", finished
+    for event in modes.end():
+        yield event

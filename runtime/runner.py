@@ -26,7 +26,9 @@ from graph.context import Context
 from graph.errors import InvalidInput, KeelError
 from graph.state import Citation
 from integrations import metrics, tracing
-from runtime import logs
+from runtime import logs, webhooks
+from runtime.agent_events import to_json
+from runtime.agent_runs import run_body
 from runtime.control import RunControl, graph_config, graph_input
 from runtime.crons import fire_due_crons
 from runtime.eventlog import EventWriter
@@ -146,16 +148,20 @@ class RunManager:
         multitask_strategy: str | None = None,
         durability: str | None = None,
         stream_modes: list[str] | None = None,
+        subgraphs: bool = False,
         metadata: dict[str, Any] | None = None,
         assistant_id: str | None = None,
         control: RunControl | None = None,
+        webhook: str | None = None,
     ) -> Run:
         """Records a pending run (applying the multitask strategy) and starts it when it may.
 
         `context` holds the run's knobs (`graph.context.Context` fields a client may set);
-        `stream_modes` the Agent Server stream modes its log records (`runtime.agent_events`);
+        `stream_modes` the Agent Server stream modes its log records (`runtime.agent_events`),
+        with subgraphs' when `subgraphs`;
         `control` how it enters the graph (`runtime.control`: no `message` and no command
-        continues the thread where it stopped)."""
+        continues the thread where it stopped); `webhook` where its replica posts the run once
+        it has ended (`runtime.webhooks`)."""
         settings = self.keel.settings
         if message is not None and len(message) > settings.max_message_chars:
             raise InvalidInput(f"message longer than {settings.max_message_chars} characters")
@@ -172,10 +178,14 @@ class RunManager:
         }
         if stream_modes is not None:
             stored |= {"stream_modes": stream_modes, "metadata": metadata or {}}
+            if subgraphs:
+                stored["subgraphs"] = True
         if assistant_id is not None:
             stored["assistant_id"] = assistant_id
         if control:
             stored["control"] = control
+        if webhook is not None:
+            stored["webhook"] = webhooks.check_url(webhook, settings.webhook_allow_private)
         if trace_context := tracing.inject():  # the replica that runs it continues this trace
             stored["trace"] = trace_context
         run, stopped = await self.store.create(tenant, thread_id, strategy, stored, None)
@@ -262,6 +272,8 @@ class RunManager:
             if outcome is not None:
                 metrics.RUNS.labels(outcome).inc()
                 metrics.RUN_DURATION.labels(outcome).observe(elapsed)
+                if "webhook" in run.request:
+                    self._spawn(self._post_webhook(run, time.time() - elapsed))
             span.set_attribute("keel.run.outcome", outcome or "released")
             if outcome in ("failed", "cancelled"):
                 tracing.fail(span, outcome)
@@ -353,6 +365,7 @@ class RunManager:
                 request.get("stream_modes", ()),
                 control.get("interrupt_before"),
                 control.get("interrupt_after"),
+                request.get("subgraphs", False),
             ):
                 emit(name, data)
             snapshot = await keel.graph.aget_state(config)
@@ -407,6 +420,28 @@ class RunManager:
             if not self._stopping:
                 self._spawn(self._drain(run.thread_id))
         return outcome
+
+    async def _post_webhook(self, run: Run, started_at: float) -> None:
+        """Posts the ended run to its webhook: the thread's values, and the error of a run that
+        did not succeed. Never raises: the run's outcome stands."""
+        try:
+            ended = await self.store.get(run.run_id)
+            config: RunnableConfig = {"configurable": {"thread_id": run.thread_id}}
+            values = to_json(dict((await self.keel.graph.aget_state(config)).values))
+            error = None
+            name, data = await self.outcome(ended)
+            if name == "run.error":
+                error = {"error": data["code"], "message": data["message"]}
+            sent = webhooks.payload(run_body(ended), started_at, values, error)
+            settings = self.keel.settings
+            await webhooks.deliver(
+                run.request["webhook"],
+                sent,
+                settings.webhook_timeout_s,
+                settings.webhook_allow_private,
+            )
+        except Exception:
+            log.exception("webhook of run %s failed", run.run_id)
 
     async def _already_ended(self, run: Run, seq: int) -> bool:
         """A run whose replica died after logging its answer: record it, don't answer twice.

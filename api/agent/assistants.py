@@ -25,13 +25,10 @@ from checkpoints.containment import contains
 from checkpoints.thread_search import search_threads
 from checkpoints.threads import delete_thread
 from graph.errors import InvalidInput
+from runtime.agent_runs import ASSISTANT_ID, GRAPH_ID
 from runtime.keel import Keel
 
 router = APIRouter(prefix="/assistants", tags=["agent: assistants"])
-GRAPH_ID = "keel"
-# The reference server's namespace: the SDKs and Studio derive an assistant's id from its graph.
-NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
-ASSISTANT_ID = str(uuid.uuid5(NAMESPACE_GRAPH, GRAPH_ID))
 # Context fields the server sets itself: a client may neither see nor send them.
 SERVER_CONTEXT = ("tenant", "user_message")
 _CREATED = datetime.now(UTC).isoformat()

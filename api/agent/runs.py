@@ -4,13 +4,13 @@ durable log (so `join_stream` with `Last-Event-ID` resumes exactly, on any repli
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.agent.assistants import ASSISTANT_ID, knobs_of, load_assistant
+from api import audit
+from api.agent.assistants import knobs_of, load_assistant
 from api.agent.schemas import RunCreate, RunKnobs
 from api.agent.threads import redacted
 from api.deps import Keel, KeelDep, TenantDep, ThreadIdPath
@@ -21,34 +21,11 @@ from checkpoints.threads import create_thread, delete_thread, get_thread
 from graph.builder import NODES
 from graph.errors import InvalidInput, NotFound
 from runtime.agent_events import PREFIX, STREAM_MODES
+from runtime.agent_runs import run_body
 from runtime.control import RunControl
 
 router = APIRouter(tags=["agent: runs"])
 QUOTA = [Depends(enforce_token_quota)]
-RUN_STATUS = {
-    "pending": "pending",
-    "running": "running",
-    "succeeded": "success",
-    "failed": "error",
-    "cancelled": "interrupted",
-    "interrupted": "error",  # its replica kept dying; one stopped at a breakpoint: interrupted
-}
-
-
-def run_body(run: Run) -> dict[str, Any]:
-    """A run row in the Agent Server's shape."""
-    at_breakpoint = run.status == "interrupted" and run.result is not None
-    return {
-        "run_id": run.run_id,
-        "thread_id": run.thread_id,
-        "assistant_id": run.request.get("assistant_id", ASSISTANT_ID),
-        "created_at": datetime.fromtimestamp(run.created_at, UTC).isoformat(),
-        "updated_at": datetime.fromtimestamp(run.updated_at, UTC).isoformat(),
-        "status": "interrupted" if at_breakpoint else RUN_STATUS[run.status],
-        "metadata": run.request.get("metadata") or {},
-        "multitask_strategy": run.strategy,
-        "kwargs": {"stream_mode": run.request.get("stream_modes", [])},
-    }
 
 
 def _message(body: RunCreate) -> str | None:
@@ -138,8 +115,6 @@ def _knobs(assistant: dict[str, Any], body: RunCreate) -> dict[str, Any]:
 
 
 async def _start(keel: Keel, tenant: str, thread_id: str, body: RunCreate) -> Run:
-    if body.webhook:
-        raise InvalidInput("keel does not serve webhook on runs")
     assistant = await load_assistant(keel, tenant, body.assistant_id)
     knobs = _knobs(assistant, body)
     message = _message(body)
@@ -161,9 +136,11 @@ async def _start(keel: Keel, tenant: str, thread_id: str, body: RunCreate) -> Ru
         multitask_strategy=body.multitask_strategy,
         durability=body.durability,
         stream_modes=_modes(body),
+        subgraphs=body.stream_subgraphs,
         metadata=body.metadata,
         assistant_id=assistant["assistant_id"],
         control=control,
+        webhook=body.webhook,
     )
 
 
@@ -296,12 +273,33 @@ async def read(
     return run_body(await _run(keel, tenant, thread_id, run_id))
 
 
+# The Python SDK sends true/false, the JS SDK 1/0.
+CancelOnDisconnect = Annotated[Literal["true", "false", "1", "0"], Query()]
+DISCONNECT_POLL_S = 0.5
+
+
 @router.get("/threads/{thread_id}/runs/{run_id}/join")
 async def join(
-    thread_id: ThreadIdPath, run_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep
+    thread_id: ThreadIdPath,
+    run_id: ThreadIdPath,
+    keel: KeelDep,
+    tenant: TenantDep,
+    request: Request,
+    cancel_on_disconnect: CancelOnDisconnect = "false",
 ) -> dict[str, Any]:
-    """Waits for a run and returns the thread's values."""
-    return await _result(keel, await _run(keel, tenant, thread_id, run_id))
+    """Waits for a run and returns the thread's values; with `cancel_on_disconnect`, a client
+    that goes away first takes the run with it."""
+    run = await _run(keel, tenant, thread_id, run_id)
+    if cancel_on_disconnect in ("false", "0"):
+        return await _result(keel, run)
+    result = asyncio.ensure_future(_result(keel, run))
+    while not result.done():
+        await asyncio.wait({result}, timeout=DISCONNECT_POLL_S)
+        if not result.done() and await request.is_disconnected():
+            result.cancel()
+            await keel.runs.cancel(run)
+            return {}  # nobody is left to read it
+    return result.result()
 
 
 @router.get(
@@ -315,8 +313,7 @@ async def join_stream(
     keel: KeelDep,
     tenant: TenantDep,
     last_event_id: Annotated[str | None, Header(max_length=200)] = None,
-    # The Python SDK sends true/false, the JS SDK 1/0.
-    cancel_on_disconnect: Annotated[Literal["true", "false", "1", "0"], Query()] = "false",
+    cancel_on_disconnect: CancelOnDisconnect = "false",
     stream_mode: Annotated[list[str] | None, Query(max_length=10)] = None,
     namespace: Annotated[list[str] | None, Query(max_length=10)] = None,
     checkpoint_id: Annotated[str | None, Query(max_length=200)] = None,
@@ -352,6 +349,24 @@ async def cancel(
         await keel.runs.outcome(run)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return Response(status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.delete(
+    "/threads/{thread_id}/runs/{run_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+)
+async def delete(
+    thread_id: ThreadIdPath,
+    run_id: ThreadIdPath,
+    keel: KeelDep,
+    tenant: TenantDep,
+    request: Request,
+) -> Response:
+    """Removes an ended run and its event log (409 while it runs: cancel it first)."""
+    await keel.persistence.runs.delete(await _run(keel, tenant, thread_id, run_id))
+    audit.action(request, "run_deleted", thread_id=thread_id, run_id=run_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(

@@ -351,6 +351,6 @@ class RunCreate(BaseModel):
     checkpoint_id: CheckpointId | None = None
     interrupt_before: NodeNames | None = None
     interrupt_after: NodeNames | None = None
-    # Accepted by the SDKs, not served by keel: a request that sets it is refused (422).
-    webhook: str | None = None
-    subgraphs: bool = False
+    # Posted the run once it has ended (http(s) only; see runtime/webhooks.py).
+    webhook: str | None = Field(default=None, max_length=2000)
+    stream_subgraphs: bool = False

@@ -1,6 +1,7 @@
 """The LangGraph Agent Server API at the root paths, driven by the official Python client
 (`langgraph-sdk`, async and sync) against a real `keel serve` on Postgres."""
 
+import itertools
 import json
 import shutil
 import uuid
@@ -215,6 +216,79 @@ async def test_stream_modes_through_the_async_client(server: Server, postgres_ur
     assert row == (MODES, "succeeded")
 
 
+async def test_messages_and_events_modes_with_subgraphs(server: Server) -> None:
+    client = get_client(url=server.url)
+    thread_id = (await client.threads.create())["thread_id"]
+    parts = [
+        p
+        async for p in client.runs.stream(
+            thread_id,
+            "keel",
+            input=INPUT,
+            stream_mode=["messages", "events"],
+            stream_subgraphs=True,  # keel's graph has none: the same frames, no namespaces
+            context=FRESH,
+        )
+    ]
+    assert parts[0].event == "metadata"
+    assert {p.event for p in parts} == {
+        "metadata",
+        "events",
+        "messages/metadata",
+        "messages/partial",
+        "messages/complete",
+    }
+    messages = [(p.event, p.data) for p in parts if p.event.startswith("messages/")]
+    streamed_id = f"run-{parts[0].data['run_id']}-generate"
+    assert messages[0] == (
+        "messages/metadata",
+        {
+            streamed_id: {
+                "metadata": {"run_id": parts[0].data["run_id"], "langgraph_node": "generate"}
+            }
+        },
+    )
+    partials = [data[0] for event, data in messages if event == "messages/partial"]
+    assert len(partials) == 25 and {m["id"] for m in partials} == {streamed_id}
+    texts = [m["content"] for m in partials]
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(texts))
+    # The answer as the thread stores it, under its own id, named by a metadata frame first.
+    (kind, meta), (last, [complete]) = messages[-2:]
+    assert (kind, last) == ("messages/metadata", "messages/complete")
+    assert complete["type"] == "ai" and complete["content"] == texts[-1]
+    assert list(meta) == [complete["id"]] and meta[complete["id"]]["metadata"][
+        "langgraph_node"
+    ] == ("generate")
+
+    events = [p.data for p in parts if p.event == "events"]
+    assert (events[0]["event"], events[0]["name"]) == ("on_chain_start", "keel")
+    assert (events[-1]["event"], events[-1]["name"]) == ("on_chain_end", "keel")
+    assert events[-1]["data"]["output"]["answer"] == texts[-1]
+    chains = [(e["event"], e["name"]) for e in events[1:-1] if e["event"].startswith("on_chain")]
+    nodes = ["guard", "cache_lookup", "retrieve", "rerank", "generate"]
+    assert chains == [
+        (kind, node)
+        for node in nodes
+        for kind in ("on_chain_start", "on_chain_stream", "on_chain_end")
+    ]
+    node_runs = {e["name"]: e["run_id"] for e in events if e["event"] == "on_chain_start"}
+    model = [e for e in events if e["event"].startswith("on_chat_model")]
+    assert [e["event"] for e in model] == [
+        "on_chat_model_start",
+        *["on_chat_model_stream"] * 25,
+        "on_chat_model_end",
+    ]
+    assert all(e["parent_ids"] == [node_runs["keel"], node_runs["generate"]] for e in model)
+    assert "".join(e["data"]["chunk"]["content"] for e in model[1:-1]) == texts[-1]
+    generate_end = next(
+        e for e in events if e["event"] == "on_chain_end" and e["name"] == "generate"
+    )
+    assert generate_end["data"]["output"]["answer"] == texts[-1]
+    assert generate_end["metadata"]["langgraph_step"] == 5 and generate_end["tags"] == [
+        "graph:step:5"
+    ]
+
+
 async def test_join_stream_resumes_exactly_after_a_last_event_id(server: Server) -> None:
     client = get_client(url=server.url)
     thread_id = (await client.threads.create())["thread_id"]
@@ -256,6 +330,50 @@ async def test_cancel_with_rollback_restores_the_thread(server: Server) -> None:
     assert frames[-1].event == "error" and frames[-1].data["error"] == "cancelled"
 
 
+async def test_delete_a_run_and_its_event_log(server: Server, postgres_url: str) -> None:
+    client = get_client(url=server.url)
+    thread_id = (await client.threads.create())["thread_id"]
+    run = await client.runs.create(
+        thread_id, "keel", input=INPUT, stream_mode="messages-tuple", context=FRESH
+    )
+    async for part in client.runs.join_stream(thread_id, run["run_id"]):
+        if part.event == "messages":
+            break  # generating
+    with pytest.raises(ConflictError):  # a running run is not deleted: cancel it first
+        await client.runs.delete(thread_id, run["run_id"])
+    await client.runs.join(thread_id, run["run_id"])
+    kept = await client.runs.create(thread_id, "keel", input=INPUT, context=FRESH)
+    await client.runs.join(thread_id, kept["run_id"])
+
+    await client.runs.delete(thread_id, run["run_id"])
+    with pytest.raises(NotFoundError):
+        await client.runs.get(thread_id, run["run_id"])
+    with pytest.raises(NotFoundError):
+        await client.runs.delete(thread_id, run["run_id"])
+    assert [r["run_id"] for r in await client.runs.list(thread_id)] == [kept["run_id"]]
+    with psycopg.connect(postgres_url) as conn:
+        for table in ("keel_runs", "keel_run_events"):
+            rows = conn.execute(
+                f"SELECT run_id, count(*) FROM {table} WHERE run_id IN (%s, %s) GROUP BY run_id",
+                (run["run_id"], kept["run_id"]),
+            ).fetchall()
+            assert [r[0] for r in rows] == [kept["run_id"]], table
+    # The thread keeps its state: deleting a run's record is not a rollback.
+    assert len((await client.threads.get_state(thread_id))["values"]["messages"]) == 4
+
+
+async def test_join_with_cancel_on_disconnect_takes_the_run_along(server: Server) -> None:
+    client = get_client(url=server.url)
+    thread_id = (await client.threads.create())["thread_id"]
+    run = await client.runs.create(thread_id, "keel", input=INPUT, context=FRESH)
+    url = f"{server.url}/threads/{thread_id}/runs/{run['run_id']}/join"
+    async with httpx.AsyncClient(timeout=0.3) as http:
+        with pytest.raises(httpx.ReadTimeout):  # the client goes away mid-run
+            await http.get(url, params={"cancel_on_disconnect": "1"})
+    await client.runs.join(thread_id, run["run_id"])
+    assert (await client.runs.get(thread_id, run["run_id"]))["status"] == "interrupted"
+
+
 def test_stateless_runs_and_refusals_through_the_sync_client(server: Server) -> None:
     client = get_sync_client(url=server.url)
     values = client.runs.wait(None, "keel", input=INPUT)
@@ -266,8 +384,8 @@ def test_stateless_runs_and_refusals_through_the_sync_client(server: Server) -> 
 
     thread_id = client.threads.create()["thread_id"]
     refusals = [
-        (lambda: client.runs.wait(thread_id, "keel", input=INPUT, webhook="http://x"), "webhook"),
-        (lambda: client.runs.create(thread_id, "keel", input=INPUT, stream_mode="events"), "mode"),
+        (lambda: client.runs.wait(thread_id, "keel", input=INPUT, webhook="ftp://x"), "webhook"),
+        (lambda: client.runs.create(thread_id, "keel", input=INPUT, stream_mode="tools"), "mode"),
         (lambda: client.runs.wait(thread_id, "keel", input={"messages": []}), "user message"),
     ]
     for call, reason in refusals:
@@ -331,6 +449,7 @@ def test_tenants_see_only_their_own_threads_and_runs(
             ("GET", f"/threads/{tid}/runs/{rid}/stream", None, {}),
             ("GET", f"/threads/{tid}/runs/{rid}/stream", None, {"Last-Event-ID": f"{rid}:2"}),
             ("POST", f"/threads/{tid}/runs/{rid}/cancel", None, {}),
+            ("DELETE", f"/threads/{tid}/runs/{rid}", None, {}),
             ("POST", f"/threads/{tid}/runs/stream", body, {}),
             ("POST", f"/threads/{tid}/runs/wait", body, {}),
             ("POST", f"/threads/{tid}/runs", body, {}),

@@ -1,6 +1,7 @@
 """The official JavaScript client (`@langchain/langgraph-sdk` from npm, under Node) against a
-real `keel serve` on Postgres: runs.stream, joinStream with a last event id, threads.getHistory,
-threads.updateState. `npm ci` installs the locked client into tests/js/ when it is missing."""
+real `keel serve` on Postgres: runs.stream, joinStream with a last event id (also on another
+replica), threads.getHistory, threads.updateState, runs.delete. `npm ci` installs the locked
+client into tests/js/ when it is missing."""
 
 import json
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Server
+from tests.integration.test_runs import replicas  # noqa: F401 (the two-replica fixture)
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 
@@ -71,3 +73,29 @@ def test_official_js_client(js_client: Path, server: Server) -> None:
     assert state["values"]["answer"] == "edited by js"
     assert state["parent_checkpoint"] == history[0]["checkpoint"]
     assert state["metadata"]["source"] == "update"
+
+
+def test_official_js_client_across_replicas(js_client: Path, replicas) -> None:  # noqa: F811
+    node = shutil.which("node")
+    assert node, "node is needed for the JS client tests"
+    a, b = replicas
+    done = subprocess.run(
+        [node, "replicas.mjs", a.url, b.url],
+        cwd=js_client,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    seen, rest, whole = report["seen"], report["rest"], report["whole"]
+
+    # joinStream on B from the last frame A delivered: exactly the rest, no gap, no repeat.
+    assert seen + rest == whole and whole[0]["event"] == "metadata"
+    assert whole[0]["data"]["run_id"] == report["runId"]
+    seqs = [int(f["id"].rsplit(":", 1)[1]) for f in whole]
+    assert seqs == sorted(set(seqs))
+    assert sum(1 for f in whole if f["event"] == "messages") == 40
+
+    assert report["whileRunning"] == 409 and report["afterDelete"] == 404
+    assert report["deletedRunId"] not in report["runs"] and report["runId"] in report["runs"]
