@@ -79,6 +79,9 @@ async def _control(keel: Keel, thread_id: str, body: RunCreate, has_message: boo
     control: RunControl = {}
     if body.command is not None:
         command = body.command.model_dump(exclude_none=True)
+        for key in ("update", "goto"):  # an empty update or goto writes nothing
+            if key in command and not command[key]:
+                del command[key]
         if not command:
             raise InvalidInput("command sets none of resume, update, goto")
         if "update" in command:

@@ -189,6 +189,7 @@ async def test_bad_commands_and_breakpoints_are_refused(
         {**body, "command": {"update": ["not", "an", "object"]}},
         {**body, "input": _input(0), "webhook": "http://127.0.0.1:9/hook"},
         {**body, "command": {"resume": None}},  # a command that says nothing
+        {**body, "command": {"update": {}, "goto": []}},  # nor does this one
         body,  # no input on a thread with nothing to continue
     ]
     headers = {"X-API-Key": keys["a"]}
