@@ -38,7 +38,7 @@ _FINAL_PUNCTUATION = tuple(".!?:;\"')]")
 
 def is_heading(sentence: str) -> bool:
     """A title-like line: at most `HEADING_WORDS` words and no final punctuation."""
-    return len(sentence.split()) <= HEADING_WORDS and not sentence.endswith(_FINAL_PUNCTUATION)
+    return not sentence.endswith(_FINAL_PUNCTUATION) and len(sentence.split()) <= HEADING_WORDS
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,9 @@ def select_sentences(
 
     `candidates` holds each ranked passage's sentences and their unit vectors, `doc_ranks` the
     rank of each passage's document (default: the passage's own rank); `query` is the question's
-    unit vector. Title-like lines (`is_heading`), sentences under `MIN_RELEVANCE` or more than `MAX_GAP` below the best
-    are left out, as are near-duplicates of a chosen one; at most `MAX_SENTENCES` are returned.
+    unit vector. Title-like lines (`is_heading`), sentences under `MIN_RELEVANCE` or more than
+    `MAX_GAP` below the best are left out, as are near-duplicates of a chosen one; at most
+    `MAX_SENTENCES` are returned.
     """
     texts: list[str] = []
     owners: list[tuple[int, int]] = []
@@ -74,7 +75,8 @@ def select_sentences(
             continue
         texts.extend(sentences[i] for i in kept)
         owners.extend((rank, i) for i in kept)
-        blocks.append(np.asarray(vectors, dtype=np.float32).reshape(len(sentences), -1)[kept])
+        block = np.asarray(vectors, dtype=np.float32).reshape(len(sentences), -1)
+        blocks.append(block if len(kept) == len(sentences) else block[kept])
     if not texts:
         return []
     matrix = np.vstack(blocks)
