@@ -30,6 +30,15 @@ MAX_SENTENCES = 4
 # to the question (SciFact train, first 200, cold: evidence P/R 0.320/0.268 with 2, 0.340/0.326
 # with 4, 0.367/0.358 with 6 but generate p50 x4.6; 0.373/0.384 with all, embedded).
 COLD_SENTENCES = 4
+# A short line without final punctuation is a title or heading ("Ingesting documents" atop a
+# .txt file): it names a topic and answers nothing.
+HEADING_WORDS = 8
+_FINAL_PUNCTUATION = tuple(".!?:;\"')]")
+
+
+def is_heading(sentence: str) -> bool:
+    """A title-like line: at most `HEADING_WORDS` words and no final punctuation."""
+    return not sentence.endswith(_FINAL_PUNCTUATION) and len(sentence.split()) <= HEADING_WORDS
 
 
 @dataclass(frozen=True)
@@ -53,18 +62,21 @@ def select_sentences(
 
     `candidates` holds each ranked passage's sentences and their unit vectors, `doc_ranks` the
     rank of each passage's document (default: the passage's own rank); `query` is the question's
-    unit vector. Sentences under `MIN_RELEVANCE` or more than `MAX_GAP` below the best
-    are left out, as are near-duplicates of a chosen one; at most `MAX_SENTENCES` are returned.
+    unit vector. Title-like lines (`is_heading`), sentences under `MIN_RELEVANCE` or more than
+    `MAX_GAP` below the best are left out, as are near-duplicates of a chosen one; at most
+    `MAX_SENTENCES` are returned.
     """
     texts: list[str] = []
     owners: list[tuple[int, int]] = []
     blocks: list[np.ndarray] = []
     for rank, (sentences, vectors) in enumerate(candidates):
-        if not sentences:
+        kept = [i for i, sentence in enumerate(sentences) if not is_heading(sentence)]
+        if not kept:
             continue
-        texts.extend(sentences)
-        owners.extend((rank, position) for position in range(len(sentences)))
-        blocks.append(np.asarray(vectors, dtype=np.float32).reshape(len(sentences), -1))
+        texts.extend(sentences[i] for i in kept)
+        owners.extend((rank, i) for i in kept)
+        block = np.asarray(vectors, dtype=np.float32).reshape(len(sentences), -1)
+        blocks.append(block if len(kept) == len(sentences) else block[kept])
     if not texts:
         return []
     matrix = np.vstack(blocks)

@@ -26,51 +26,54 @@ QUERY = unit(1, 0, 0, 0)
 
 
 def test_sentences_come_in_relevance_order_across_passages():
-    first = (["weak match here", "unrelated"], np.stack([unit(0.85, 0.53, 0, 0), unit(0, 0, 1, 0)]))
-    second = (["strong match here"], np.stack([unit(0.99, -0.14, 0, 0)]))
+    first = (
+        ["Weak match here.", "Unrelated."],
+        np.stack([unit(0.85, 0.53, 0, 0), unit(0, 0, 1, 0)]),
+    )
+    second = (["Strong match here."], np.stack([unit(0.99, -0.14, 0, 0)]))
     picked = select_sentences("question words", QUERY, [first, second], [0, 0])
-    assert [s.text for s in picked] == ["strong match here", "weak match here"]
+    assert [s.text for s in picked] == ["Strong match here.", "Weak match here."]
     assert [(s.passage, s.position) for s in picked] == [(1, 0), (0, 0)]
     assert picked[0].relevance > picked[1].relevance
 
 
 def test_a_later_document_needs_a_better_sentence():
     same = np.stack([unit(1, 0.1, 0, 0)])
-    picked = select_sentences("q", QUERY, [(["in doc 2"], same), (["in doc 1"], same)], [1, 0])
-    assert picked[0].text == "in doc 1"
+    picked = select_sentences("q", QUERY, [(["In doc 2."], same), (["In doc 1."], same)], [1, 0])
+    assert picked[0].text == "In doc 1."
 
 
 def test_nothing_over_the_threshold_selects_nothing():
-    far = (["off topic", "also off topic"], np.stack([unit(0.2, 1, 0, 0), unit(0, 0, 1, 0.1)]))
+    far = (["Off topic.", "Also off topic."], np.stack([unit(0.2, 1, 0, 0), unit(0, 0, 1, 0.1)]))
     assert float(far[1][0] @ QUERY) < MIN_RELEVANCE
     assert select_sentences("question", QUERY, [far]) == []
     assert select_sentences("question", QUERY, [([], np.zeros((0, 4)))]) == []
 
 
 def test_sentences_far_below_the_best_are_left_out():
-    one = (["best", "much weaker"], np.stack([unit(1, 0, 0, 0), unit(1, 1, 0, 0)]))
+    one = (["Best.", "Much weaker."], np.stack([unit(1, 0, 0, 0), unit(1, 1, 0, 0)]))
     assert float(one[1][1] @ QUERY) > MIN_RELEVANCE
-    assert [s.text for s in select_sentences("q", QUERY, [one])] == ["best"]
+    assert [s.text for s in select_sentences("q", QUERY, [one])] == ["Best."]
 
 
 def test_near_duplicates_are_removed_and_the_cap_holds():
-    dup = (["a fact", "the same fact"], np.stack([unit(1, 0.05, 0, 0), unit(1, 0.05, 0.01, 0)]))
-    assert [s.text for s in select_sentences("q", QUERY, [dup])] == ["a fact"]
+    dup = (["A fact.", "The same fact."], np.stack([unit(1, 0.05, 0, 0), unit(1, 0.05, 0.01, 0)]))
+    assert [s.text for s in select_sentences("q", QUERY, [dup])] == ["A fact."]
     # Six equally relevant sentences that each say something else (pairwise cosine 0.64).
     basis = np.eye(8, dtype=np.float32)
     distinct = np.stack([0.8 * basis[0] + 0.6 * basis[i] for i in range(1, 7)])
-    texts = [f"s{i}" for i in range(6)]
+    texts = [f"Sentence {i}." for i in range(6)]
     picked = select_sentences("q", basis[0], [(texts, distinct)])
     assert [s.text for s in picked] == texts[:MAX_SENTENCES]
 
 
 def test_lexical_overlap_breaks_ties_towards_the_question_words():
     tie = (
-        ["reindeer graze tundra", "lighthouse keeper rotates lamp"],
+        ["Reindeer graze the tundra.", "The lighthouse keeper rotates the lamp."],
         np.stack([unit(1, 0.3, 0, 0), unit(1, 0, 0.3, 0)]),
     )
     picked = select_sentences("Who rotates the lighthouse lamp?", QUERY, [tie])
-    assert picked[0].text == "lighthouse keeper rotates lamp"
+    assert picked[0].text == "The lighthouse keeper rotates the lamp."
 
 
 def test_markdown_headings_and_blank_lines_end_sentences():
@@ -135,3 +138,19 @@ def test_generated_citations_are_renumbered_and_out_of_range_ones_dropped():
     assert checked.dropped == [9] and checked.degraded == ["citations_dropped: [9]"]
     clean = check_citations("Fine [1].", given)
     assert clean.answer == "Fine [1]." and clean.degraded == []
+
+
+async def test_a_plain_text_title_line_is_never_an_answer(deps):
+    question = "What file types can be ingested?"
+    passages = await passages_for(deps, question)
+    answer = await extractive_answer(deps, Context(), question, passages)
+    assert answer is not None
+    chosen = [s for s, _ in answer.sentences] + [c["snippet"] for c in answer.citations]
+    assert "Ingesting documents" not in chosen
+    assert chosen[0] == "keel ingests plain text, Markdown, HTML, PDF and JSON Lines files."
+
+
+def test_title_like_lines_are_never_chosen():
+    lines = ["Ingesting documents", "Documents are split into chunks."]
+    picked = select_sentences("q", QUERY, [(lines, np.stack([QUERY, unit(1, 0.2, 0, 0)]))])
+    assert [(s.text, s.position) for s in picked] == [("Documents are split into chunks.", 1)]
