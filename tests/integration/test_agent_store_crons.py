@@ -254,7 +254,6 @@ async def test_crons_create_search_count_and_delete(replicas: Replicas) -> None:
             {"schedule": YEARLY},
             {"schedule": YEARLY, "input": INPUT, "webhook": "http://127.0.0.1:1/hook"},
             {"schedule": YEARLY, "input": INPUT, "on_run_completed": "delete"},
-            {"schedule": YEARLY, "input": INPUT, "stream_mode": "events"},
         ]
         for body in refusals:
             response = http.post("/runs/crons", json={"assistant_id": "keel", **body})

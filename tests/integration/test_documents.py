@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -215,7 +216,14 @@ def test_direct_ingestion_with_a_chroma_server_reaches_the_running_server(
             assert ingested.returncode == 0, ingested.stderr
             assert json.loads(ingested.stdout)["via"] == "local"
             assert not (tmp_path / "data" / LOCK_NAME).exists()
-            answer = ask(client, "What does the barn owl of Harbor Wood hunt?")
+            # "Within seconds": Chroma's server caches a collection's metadata (the corpus
+            # version) for a moment, so the first turns after the ingest may not see it yet.
+            deadline = time.monotonic() + 15
+            while not (answer := ask(client, "What does the barn owl of Harbor Wood hunt?"))[
+                "citations"
+            ]:
+                assert time.monotonic() < deadline, answer
+                time.sleep(0.5)
             assert answer["citations"][0]["source"] == "owls.md", answer
             assert answer["citations"][0]["section"] == "Owls"
     finally:
