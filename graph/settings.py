@@ -42,11 +42,11 @@ class Settings(BaseSettings):
     chunk_overlap: int = 150
     embed_batch_size: int = 16
     embed_threads: int = Field(
-        default=1,
+        default=0,
         ge=0,
-        description="ONNX threads per embedding call (0: one per core). One does the most work "
-        "per CPU second and a server's concurrent requests use the other cores; two spin-wait "
-        "for each other on a busy machine",
+        description="ONNX threads per embedding call; 0: one per core, fastest for ingestion "
+        "on an idle machine. 1 halves the CPU per query embedding on a busy server (two "
+        "threads spin-wait for each other when other work holds a core)",
     )
     dense_head_tokens: int = Field(
         default=32,

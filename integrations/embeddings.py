@@ -50,7 +50,7 @@ class MiniLMEmbedder:
     name = "all-MiniLM-L6-v2-onnx-int8"
     dim = 384
 
-    def __init__(self, max_tokens: int = 256, threads: int = 1, cache_size: int = 20_000):
+    def __init__(self, max_tokens: int = 256, threads: int = 0, cache_size: int = 20_000):
         model_path, tokenizer_path = _model_files()
         # What a derived table (`StaticEmbedder`) must match: the weights file it came from.
         self.fingerprint = f"{self.name}:{model_path.stat().st_size}"
