@@ -161,7 +161,8 @@ CronText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_s
 
 
 class StorePut(BaseModel):
-    """`PUT /store/items`: `ttl` in minutes (None: kept until deleted)."""
+    """`PUT /store/items`: `ttl` in minutes, at least one (the store keeps whole minutes; None:
+    kept until deleted)."""
 
     model_config = _LENIENT
 
@@ -170,7 +171,7 @@ class StorePut(BaseModel):
     value: Storable
     # Only `false` or none: keel's store embeds nothing (anything else is refused).
     index: bool | list[str] | None = None
-    ttl: Annotated[float, Field(gt=0, le=10_000_000)] | None = None
+    ttl: Annotated[float, Field(ge=1, le=10_000_000)] | None = None
 
 
 class StoreDelete(BaseModel):
