@@ -153,6 +153,7 @@ def test_bad_store_requests_are_refused(replicas: Replicas) -> None:
             ("PUT", "/store/items", {"namespace": ["a"], "key": "", "value": {}}),
             ("PUT", "/store/items", {"namespace": ["a"], "key": "k", "value": []}),
             ("PUT", "/store/items", {"namespace": ["a"], "key": "k", "value": {}, "ttl": -1}),
+            ("PUT", "/store/items", {"namespace": ["a"], "key": "k", "value": {}, "ttl": 1e-269}),
             ("DELETE", "/store/items", {"namespace": ["a.b"], "key": "k"}),
             ("POST", "/store/items/search", {"namespace_prefix": ["a."]}),
             ("POST", "/store/items/search", {"filter": {"n": {"$regex": "x"}}}),

@@ -1,8 +1,10 @@
 """Schemathesis against the OpenAPI schema of a real `keel serve` (Postgres, Redis, API keys).
 
 Every operation of the live `/openapi.json` is fuzzed twice: once with generated ids (mostly
-unknown threads: validation and 404 paths), once with the ids of a real thread and run (the 2xx
-paths and their bodies). No response may be a 5xx, and every status code, content type and body
+unknown threads: validation and 404 paths), with schemathesis's coverage phase (each field's
+boundary and wrong-type values), once with the ids of a real thread and run (the 2xx paths and
+their bodies; fuzzing only: the coverage cases' generation is most of this file's time, and
+they are already sent above). No response may be a 5xx, and every status code, content type and body
 must be one the schema declares; data the schema forbids must get a 4xx.
 """
 
@@ -89,14 +91,15 @@ def api(
             conn.execute("DELETE FROM keel_crons WHERE tenant = %s", (tenant,))
 
 
-def _load(api: Api, request: pytest.FixtureRequest) -> schemathesis.BaseSchema:
+def _load(api: Api, request: pytest.FixtureRequest, coverage: bool) -> schemathesis.BaseSchema:
     # schemathesis 4.15 renames the test node through `_nodeid`, which pytest 9.2 dropped.
     request.node._nodeid = request.node.nodeid
     # The key authenticates under either declared scheme; without this, schemathesis would
     # fill the `Authorization` header (tried before X-API-Key) with generated junk.
     key = api.headers["X-API-Key"]
     auth = {"HTTPBearer": {"bearer": key}, "APIKeyHeader": {"api_key": key}}
-    config = schemathesis.Config.from_dict({"auth": {"openapi": auth}})
+    phases = {"coverage": {"enabled": coverage}}
+    config = schemathesis.Config.from_dict({"auth": {"openapi": auth}, "phases": phases})
     schema = schemathesis.openapi.from_url(
         f"{api.server.url}/openapi.json", config=config, timeout=10
     )
@@ -106,12 +109,12 @@ def _load(api: Api, request: pytest.FixtureRequest) -> schemathesis.BaseSchema:
 
 @pytest.fixture
 def generated_ids_schema(api: Api, request: pytest.FixtureRequest) -> schemathesis.BaseSchema:
-    return _load(api, request)
+    return _load(api, request, coverage=True)
 
 
 @pytest.fixture
 def real_ids_schema(api: Api, request: pytest.FixtureRequest) -> schemathesis.BaseSchema:
-    schema = _load(api, request)
+    schema = _load(api, request, coverage=False)
     schema.config.update(parameters={"path.thread_id": api.thread_id, "path.run_id": api.run_id})
     return schema
 
