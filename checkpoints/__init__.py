@@ -1,7 +1,8 @@
 """Checkpointer and thread store, opened from one URL: `memory://`, `sqlite:///path`, `postgresql://...`.
 
-Each backend has exactly one owner of its connection (an aiosqlite connection or an
-`AsyncConnectionPool`), `setup()` runs once at open, and everything closes on exit.
+Each backend has exactly one owner of its connections (`sqlite3` connections called inline, see
+`checkpoints.sqlite`, or an `AsyncConnectionPool`), `setup()` runs once at open, and everything
+closes on exit.
 """
 
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from langgraph.store.base import BaseStore, TTLConfig
 from checkpoints.assistants import AssistantStore
 from checkpoints.crons import CronStore
 from checkpoints.runs import PostgresRunStore, RunStore, SqliteRunStore
+from checkpoints.sqlite import InlineSqliteSaver, InlineSqliteStore, connect
 from graph.errors import ConfigError
 
 
@@ -37,26 +39,13 @@ class Persistence:
 STORE_TTL: TTLConfig = {"omit_expired": True, "sweep_interval_minutes": 1}
 
 
-async def _set_up(saver: Any, store: Any, runs: RunStore, kind: str) -> Persistence:
-    """Runs each part's idempotent `setup()` (creates tables, migrates) once, at open, and
-    starts the store's TTL sweep (the caller stops it)."""
-    await saver.setup()
-    await store.setup()
-    await store.start_ttl_sweeper()
+async def _keel_tables(saver: Any, store: Any, runs: RunStore, kind: str) -> Persistence:
+    """Creates keel's own tables (runs, assistants, crons) on the run store's connection."""
     await runs.setup()
     assistants, crons = AssistantStore(runs), CronStore(runs, postgres=kind == "postgres")
     await assistants.setup()
     await crons.setup()
     return Persistence(saver, store, runs, assistants, crons, kind)
-
-
-async def _sqlite_conn(path: str) -> Any:
-    """An autocommit connection for code that runs its own BEGIN ... COMMIT."""
-    import aiosqlite
-
-    conn = await aiosqlite.connect(path, isolation_level=None)
-    await conn.execute("PRAGMA busy_timeout = 10000")
-    return conn
 
 
 @asynccontextmanager
@@ -74,40 +63,31 @@ async def open_persistence(
         from langgraph.checkpoint.memory import InMemorySaver
         from langgraph.store.memory import InMemoryStore
 
-        conn = await _sqlite_conn(":memory:")
+        conn = connect(":memory:")
         try:
             runs = SqliteRunStore(conn)
-            await runs.setup()
-            assistants, crons = AssistantStore(runs), CronStore(runs, postgres=False)
-            await assistants.setup()
-            await crons.setup()
-            yield Persistence(
-                InMemorySaver(serde=serde), InMemoryStore(), runs, assistants, crons, "memory"
-            )
+            yield await _keel_tables(InMemorySaver(serde=serde), InMemoryStore(), runs, "memory")
         finally:
-            await conn.close()
+            conn.close()
     elif url.startswith("sqlite:///"):
-        import aiosqlite
-        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-        from langgraph.store.sqlite.aio import AsyncSqliteStore
-
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection each: the saver commits implicitly, the store and the run store run
-        # explicit transactions; sharing a connection would let one commit the other's work.
-        saver_conn = await aiosqlite.connect(path)
-        store_conn = await _sqlite_conn(str(path))
-        runs_conn = await _sqlite_conn(str(path))
-        sqlite_saver = AsyncSqliteSaver(saver_conn, serde=serde)
-        sqlite_store = AsyncSqliteStore(store_conn, ttl=STORE_TTL)
+        # One connection each: the saver lets sqlite3 open its transactions, the store and the
+        # run store run explicit ones; sharing one would let one commit the other's work.
+        saver_conn, store_conn, runs_conn = connect(path, False), connect(path), connect(path)
+        sqlite_saver = InlineSqliteSaver(saver_conn, serde=serde)
+        sqlite_store = InlineSqliteStore(store_conn, ttl=STORE_TTL)
         try:
-            await saver_conn.execute("PRAGMA journal_mode=WAL")
-            await saver_conn.execute("PRAGMA busy_timeout = 10000")
-            yield await _set_up(sqlite_saver, sqlite_store, SqliteRunStore(runs_conn), "sqlite")
+            sqlite_saver.setup()
+            sqlite_store.setup()
+            sqlite_store.start_ttl_sweeper()
+            yield await _keel_tables(
+                sqlite_saver, sqlite_store, SqliteRunStore(runs_conn), "sqlite"
+            )
         finally:
-            await sqlite_store.stop_ttl_sweeper()
+            sqlite_store.stop_ttl_sweeper()
             for conn in (runs_conn, store_conn, saver_conn):
-                await conn.close()
+                conn.close()
     elif url.startswith(("postgresql://", "postgres://")):
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
         from langgraph.store.postgres.aio import AsyncPostgresStore
@@ -134,8 +114,11 @@ async def open_persistence(
             saver_type = AsyncPostgresSaver if serde is None else SealedAsyncPostgresSaver
             pg_saver = saver_type(pool, serde=serde)
             pg_store = AsyncPostgresStore(pool, ttl=STORE_TTL)
+            await pg_saver.setup()
+            await pg_store.setup()
+            await pg_store.start_ttl_sweeper()
             try:
-                yield await _set_up(pg_saver, pg_store, PostgresRunStore(pool), "postgres")
+                yield await _keel_tables(pg_saver, pg_store, PostgresRunStore(pool), "postgres")
             finally:
                 await pg_store.stop_ttl_sweeper()
         finally:

@@ -28,13 +28,12 @@ async def _delete_where(p: Persistence, thread_id: str, op: str, checkpoint_id: 
                 )
             await conn.execute(_PG_ORPHAN_BLOBS, (thread_id,))
     elif p.kind == "sqlite":
-        async with saver.lock:
+        with saver.cursor() as cursor:  # one transaction, committed on exit
             for table in ("writes", "checkpoints"):
-                await saver.conn.execute(
+                cursor.execute(
                     f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_id {op} ?",
                     (thread_id, checkpoint_id),
                 )
-            await saver.conn.commit()
     else:
         keep = (
             (lambda cid: cid <= checkpoint_id) if op == ">" else (lambda cid: cid >= checkpoint_id)

@@ -6,8 +6,8 @@ rest. Multitask rules are enforced under a per-thread lock in the database (a tr
 advisory lock on Postgres, `BEGIN IMMEDIATE` on SQLite), never in a process's memory.
 """
 
-import asyncio
 import json
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -492,37 +492,35 @@ class PostgresRunStore(RunStore):
 
 
 class SqliteRunStore(RunStore):
-    """Runs on the embedded SQLite connection; `BEGIN IMMEDIATE` takes the database's write lock."""
+    """Runs on a `sqlite3` connection of their own, called inline (see `checkpoints.sqlite`):
+    a transaction's statements never suspend, so `BEGIN IMMEDIATE` ... `COMMIT` is one step of
+    the event loop and no other coroutine can interleave a statement on this connection."""
 
     placeholder = "?"
 
-    def __init__(self, conn: Any):
+    def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
-        self._lock = asyncio.Lock()  # one aiosqlite connection: one transaction at a time
 
     @asynccontextmanager
     async def transaction(self, lock_key: str | None = None) -> AsyncIterator[Any]:
-        async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
-            await self._conn.execute("COMMIT")
+        self._conn.execute("BEGIN IMMEDIATE")  # raises if a body ever suspended mid-transaction
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[Any]:
-        async with self._lock:  # a SELECT opens no transaction in sqlite3's default mode
-            yield self._conn
+        yield self._conn  # a SELECT in autocommit mode is its own transaction
 
     async def fetch(
         self, tx: Any, query: str, params: tuple[Any, ...] = ()
     ) -> list[dict[str, Any]]:
-        async with tx.execute(self._q(query), params) as cursor:
-            names = [c[0] for c in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+        cursor = tx.execute(self._q(query), params)
+        names = [c[0] for c in cursor.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     async def execute(self, tx: Any, query: str, params: tuple[Any, ...] = ()) -> int:
-        async with tx.execute(self._q(query), params) as cursor:
-            return int(cursor.rowcount or 0)
+        return int(tx.execute(self._q(query), params).rowcount or 0)
