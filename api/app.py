@@ -1,5 +1,6 @@
 """The FastAPI application: lifespan-owned clients, routers per resource, error mapping."""
 
+import gc
 import json
 import logging
 import re
@@ -179,7 +180,15 @@ def create_app(
             )
         async with open_keel(settings, chat_models) as keel:
             app.state.keel, app.state.limiter = keel, keel.limiter
-            yield
+            # Everything built at start-up (models, tokenizers, corpora) lives as long as the
+            # process: out of the collector's sight, a full collection no longer walks it (one
+            # paused the event loop for 270 ms in a cache-hit benchmark).
+            gc.collect()
+            gc.freeze()
+            try:
+                yield
+            finally:
+                gc.unfreeze()  # collectable again once the app is gone (tests build many)
 
     app = FastAPI(
         title="keel",

@@ -12,8 +12,9 @@ from api.schemas import THREAD_ID_PATTERN
 from runtime.keel import Keel
 
 
-def get_keel(request: Request) -> Keel:
-    """The application's `Keel`, built in the lifespan."""
+async def get_keel(request: Request) -> Keel:
+    """The application's `Keel`, built in the lifespan (`async`: FastAPI runs a plain `def`
+    dependency on a worker thread, a thread hop per request)."""
     return request.app.state.keel
 
 

@@ -11,7 +11,7 @@ from api.errors import RateLimited
 from runtime.limits import Limiter, seconds_to_midnight
 
 
-def get_limiter(request: Request) -> Limiter:
+async def get_limiter(request: Request) -> Limiter:
     """The replica's `Limiter` (built with the app)."""
     return request.app.state.limiter
 

@@ -4,17 +4,28 @@ Besides answers by exact key, each store keeps the cached questions' vectors per
 corpus version, answer settings) and searches them in process (`SemanticIndexes`)."""
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
-import aiosqlite
 import numpy as np
 import redis.asyncio as redis
 
+from checkpoints.sqlite import connect
 from graph.errors import StoreUnavailable
 from integrations.semantic_index import Candidate, Entry, SemanticIndexes
 
+_SQLITE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS answer_cache "
+    "(key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS answer_cache_expiry ON answer_cache (expires_at)",
+    "CREATE TABLE IF NOT EXISTS cache_questions (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " scope TEXT NOT NULL, key TEXT NOT NULL, question TEXT NOT NULL,"
+    " vector BLOB NOT NULL, expires_at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS cache_questions_scope ON cache_questions (scope, id)",
+    "CREATE INDEX IF NOT EXISTS cache_questions_expiry ON cache_questions (expires_at)",
+)
 # Vectors rest as float16: half the bytes, cosine changes by ~1e-3.
 VECTOR_DTYPE = np.float16
 
@@ -52,88 +63,90 @@ class CacheStore(Protocol):
 
 
 class SqliteCacheStore:
-    """A cache table in a SQLite file; expired rows are ignored on read and purged on write."""
+    """A cache table in a SQLite file, called inline (see `checkpoints.sqlite`); expired rows are
+    ignored on read and purged (by index) on write."""
 
     def __init__(self, path: Path, indexes: SemanticIndexes | None = None):
         self._path = path
         path.parent.mkdir(parents=True, exist_ok=True)  # at start-up, not in the event loop
-        self._db: aiosqlite.Connection | None = None
+        self._db: sqlite3.Connection | None = None
         self._indexes = indexes or SemanticIndexes(start_cursor="0")
 
-    async def _conn(self) -> aiosqlite.Connection:
+    def _conn(self) -> sqlite3.Connection:
         if self._db is None:
-            self._db = await aiosqlite.connect(self._path)
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute(
-                "CREATE TABLE IF NOT EXISTS answer_cache "
-                "(key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL)"
-            )
-            await self._db.execute(
-                "CREATE TABLE IF NOT EXISTS cache_questions (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-                " scope TEXT NOT NULL, key TEXT NOT NULL, question TEXT NOT NULL,"
-                " vector BLOB NOT NULL, expires_at REAL NOT NULL)"
-            )
-            await self._db.execute(
-                "CREATE INDEX IF NOT EXISTS cache_questions_scope ON cache_questions (scope, id)"
-            )
-            await self._db.execute(
-                "CREATE INDEX IF NOT EXISTS cache_questions_expiry ON cache_questions (expires_at)"
-            )
-            await self._db.commit()
+            db = connect(self._path)
+            for statement in _SQLITE_SCHEMA:
+                db.execute(statement)
+            self._db = db
         return self._db
 
+    def _write(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for query, params in statements:
+                db.execute(query, params)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
     async def get(self, key: str) -> dict[str, Any] | None:
-        db = await self._conn()
-        async with db.execute(
-            "SELECT value FROM answer_cache WHERE key = ? AND expires_at > ?", (key, time.time())
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT value FROM answer_cache WHERE key = ? AND expires_at > ?",
+                (key, time.time()),
+            )
+            .fetchone()
+        )
         return json.loads(row[0]) if row else None
 
     async def put(self, key: str, value: dict[str, Any], ttl_s: int) -> None:
-        db = await self._conn()
         now = time.time()
-        await db.execute("DELETE FROM answer_cache WHERE expires_at <= ?", (now,))
-        await db.execute(
-            "INSERT OR REPLACE INTO answer_cache (key, value, expires_at) VALUES (?, ?, ?)",
-            (key, json.dumps(value), now + ttl_s),
+        self._write(
+            ("DELETE FROM answer_cache WHERE expires_at <= ?", (now,)),
+            (
+                "INSERT OR REPLACE INTO answer_cache (key, value, expires_at) VALUES (?, ?, ?)",
+                (key, json.dumps(value), now + ttl_s),
+            ),
         )
-        await db.commit()
 
     async def add_question(
         self, scope: str, key: str, question: str, vector: np.ndarray, ttl_s: int
     ) -> None:
-        db = await self._conn()
         now = time.time()
-        await db.execute("DELETE FROM cache_questions WHERE expires_at <= ?", (now,))
-        await db.execute(
-            "INSERT INTO cache_questions (scope, key, question, vector, expires_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (scope, key, question, pack_vector(vector), now + ttl_s),
+        self._write(
+            ("DELETE FROM cache_questions WHERE expires_at <= ?", (now,)),
+            (
+                "INSERT INTO cache_questions (scope, key, question, vector, expires_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (scope, key, question, pack_vector(vector), now + ttl_s),
+            ),
         )
-        await db.commit()
 
     async def similar(self, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
         return await self._indexes.search(scope, vector, k, self._read)
 
     async def _read(self, scope: str, cursor: str, limit: int) -> tuple[list[Entry], str]:
-        db = await self._conn()
-        async with db.execute(
-            "SELECT id, key, question, vector, expires_at FROM cache_questions "
-            "WHERE scope = ? AND id > ? ORDER BY id LIMIT ?",
-            (scope, int(cursor), limit),
-        ) as rows:
-            found = list(await rows.fetchall())
+        found = (
+            self._conn()
+            .execute(
+                "SELECT id, key, question, vector, expires_at FROM cache_questions "
+                "WHERE scope = ? AND id > ? ORDER BY id LIMIT ?",
+                (scope, int(cursor), limit),
+            )
+            .fetchall()
+        )
         entries = [Entry(r[1], r[2], unpack_vector(r[3]), r[4]) for r in found]
         return entries, str(found[-1][0]) if found else cursor
 
     async def ping(self) -> None:
-        db = await self._conn()
-        await db.execute("SELECT 1")
+        self._conn().execute("SELECT 1")
 
     async def aclose(self) -> None:
         if self._db is not None:
-            await self._db.close()
+            self._db.close()
             self._db = None
 
 

@@ -254,6 +254,17 @@ class Corpus:
                 self._version, self._version_at = self._stored_version(), time.monotonic()
             return self._version
 
+    def fresh_version(self) -> int | None:
+        """The version as last read while it is fresh, else None: no store read, so the event
+        loop may ask (and calls `version` in a thread only on None)."""
+        if not self._version_lock.acquire(blocking=False):
+            return None  # another thread is reading the store
+        try:
+            fresh = time.monotonic() - self._version_at < VERSION_TTL_S
+            return self._version if fresh else None
+        finally:
+            self._version_lock.release()
+
     def _stored_version(self) -> int:
         collection = self._client.get_collection(f"{self._name}_chunks", embedding_function=None)
         return int((collection.metadata or {}).get("corpus_version", 0))

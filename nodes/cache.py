@@ -45,7 +45,10 @@ def _digest(material: list[Any]) -> str:
 async def cache_keys(deps: Deps, context: Context, question: str) -> tuple[str, str]:
     """The exact key (tenant + normalised question + corpus version + answer settings) and the
     semantic scope (the same without the question), hashed, from one corpus-version read."""
-    version = await asyncio.to_thread(deps.corpora.get(context.tenant).version)
+    corpus = deps.corpora.get(context.tenant)
+    version = corpus.fresh_version()
+    if version is None:
+        version = await asyncio.to_thread(corpus.version)
     scope = [context.tenant, version, answer_settings(deps, context)]
     return _digest([context.tenant, normalize_question(question), *scope[1:]]), _digest(scope)
 
