@@ -3,11 +3,14 @@
 Besides answers by exact key, each store keeps the cached questions' vectors per scope (tenant,
 corpus version, answer settings) and searches them in process (`SemanticIndexes`)."""
 
+import asyncio
 import json
 import sqlite3
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import redis.asyncio as redis
@@ -16,6 +19,7 @@ from checkpoints.sqlite import connect
 from graph.errors import StoreUnavailable
 from integrations.semantic_index import Candidate, Entry, SemanticIndexes
 
+T = TypeVar("T")
 _SQLITE_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS answer_cache "
     "(key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL)",
@@ -63,14 +67,20 @@ class CacheStore(Protocol):
 
 
 class SqliteCacheStore:
-    """A cache table in a SQLite file, called inline (see `checkpoints.sqlite`); expired rows are
-    ignored on read and purged (by index) on write."""
+    """A cache table in a SQLite file; expired rows are ignored on read and purged (by index) on
+    write. Each operation is one call on the store's own thread (one hop, not one per statement
+    as with aiosqlite): graph nodes call it, and they must not block the loop (LangGraph's dev
+    server refuses blocking calls, `checkpoints.sqlite` explains why the runtime may)."""
 
     def __init__(self, path: Path, indexes: SemanticIndexes | None = None):
         self._path = path
         path.parent.mkdir(parents=True, exist_ok=True)  # at start-up, not in the event loop
         self._db: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-cache")
         self._indexes = indexes or SemanticIndexes(start_cursor="0")
+
+    async def _call(self, operation: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, operation, *args)
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -91,20 +101,21 @@ class SqliteCacheStore:
             raise
         db.execute("COMMIT")
 
+    def _fetch(self, query: str, params: tuple[Any, ...]) -> list[Any]:
+        return self._conn().execute(query, params).fetchall()
+
     async def get(self, key: str) -> dict[str, Any] | None:
-        row = (
-            self._conn()
-            .execute(
-                "SELECT value FROM answer_cache WHERE key = ? AND expires_at > ?",
-                (key, time.time()),
-            )
-            .fetchone()
+        rows = await self._call(
+            self._fetch,
+            "SELECT value FROM answer_cache WHERE key = ? AND expires_at > ?",
+            (key, time.time()),
         )
-        return json.loads(row[0]) if row else None
+        return json.loads(rows[0][0]) if rows else None
 
     async def put(self, key: str, value: dict[str, Any], ttl_s: int) -> None:
         now = time.time()
-        self._write(
+        await self._call(
+            self._write,
             ("DELETE FROM answer_cache WHERE expires_at <= ?", (now,)),
             (
                 "INSERT OR REPLACE INTO answer_cache (key, value, expires_at) VALUES (?, ?, ?)",
@@ -116,7 +127,8 @@ class SqliteCacheStore:
         self, scope: str, key: str, question: str, vector: np.ndarray, ttl_s: int
     ) -> None:
         now = time.time()
-        self._write(
+        await self._call(
+            self._write,
             ("DELETE FROM cache_questions WHERE expires_at <= ?", (now,)),
             (
                 "INSERT INTO cache_questions (scope, key, question, vector, expires_at) "
@@ -129,25 +141,23 @@ class SqliteCacheStore:
         return await self._indexes.search(scope, vector, k, self._read)
 
     async def _read(self, scope: str, cursor: str, limit: int) -> tuple[list[Entry], str]:
-        found = (
-            self._conn()
-            .execute(
-                "SELECT id, key, question, vector, expires_at FROM cache_questions "
-                "WHERE scope = ? AND id > ? ORDER BY id LIMIT ?",
-                (scope, int(cursor), limit),
-            )
-            .fetchall()
+        found = await self._call(
+            self._fetch,
+            "SELECT id, key, question, vector, expires_at FROM cache_questions "
+            "WHERE scope = ? AND id > ? ORDER BY id LIMIT ?",
+            (scope, int(cursor), limit),
         )
         entries = [Entry(r[1], r[2], unpack_vector(r[3]), r[4]) for r in found]
         return entries, str(found[-1][0]) if found else cursor
 
     async def ping(self) -> None:
-        self._conn().execute("SELECT 1")
+        await self._call(self._fetch, "SELECT 1", ())
 
     async def aclose(self) -> None:
         if self._db is not None:
-            self._db.close()
+            await self._call(self._db.close)
             self._db = None
+        self._thread.shutdown(wait=False)
 
 
 class RedisCacheStore:
