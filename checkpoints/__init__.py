@@ -114,10 +114,10 @@ async def open_persistence(
             saver_type = AsyncPostgresSaver if serde is None else SealedAsyncPostgresSaver
             pg_saver = saver_type(pool, serde=serde)
             pg_store = AsyncPostgresStore(pool, ttl=STORE_TTL)
-            await pg_saver.setup()
-            await pg_store.setup()
-            await pg_store.start_ttl_sweeper()
             try:
+                await pg_saver.setup()
+                await pg_store.setup()
+                await pg_store.start_ttl_sweeper()
                 yield await _keel_tables(pg_saver, pg_store, PostgresRunStore(pool), "postgres")
             finally:
                 await pg_store.stop_ttl_sweeper()
