@@ -89,7 +89,6 @@ async def open_persistence(
             for conn in (runs_conn, store_conn, saver_conn):
                 conn.close()
     elif url.startswith(("postgresql://", "postgres://")):
-        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
         from langgraph.store.postgres.aio import AsyncPostgresStore
         from psycopg import AsyncConnection
         from psycopg.rows import DictRow, dict_row
@@ -108,11 +107,10 @@ async def open_persistence(
             from checkpoints.capacity import check_connection_budget, max_connections
 
             check_connection_budget(pool_max, *pools, await max_connections(pool))
-            from checkpoints.crypto import SealedAsyncPostgresSaver
+            from checkpoints.postgres import PostgresSaver
 
             # With a serializer, primitive channel values go through it too (not inline JSONB).
-            saver_type = AsyncPostgresSaver if serde is None else SealedAsyncPostgresSaver
-            pg_saver = saver_type(pool, serde=serde)
+            pg_saver = PostgresSaver(pool, serde=serde, sealed=serde is not None)
             pg_store = AsyncPostgresStore(pool, ttl=STORE_TTL)
             try:
                 await pg_saver.setup()

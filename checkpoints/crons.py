@@ -219,7 +219,7 @@ class CronStore:
 
     async def get(self, tenant: str, cron_id: str) -> Cron:
         """The tenant's cron; `NotFound` for any other."""
-        async with self.db.reading() as tx:
+        async with self.db.single() as tx:
             rows = await self.db.fetch(
                 tx,
                 "SELECT * FROM keel_crons WHERE tenant = %s AND cron_id = %s",
@@ -257,7 +257,7 @@ class CronStore:
         A tenant keeps a handful of crons: metadata is matched here, not by an index."""
         column = _SORT_COLUMNS.get(sort_by, sort_by)
         order = "DESC" if descending else "ASC"
-        async with self.db.reading() as tx:
+        async with self.db.single() as tx:
             rows = await self.db.fetch(
                 tx,
                 "SELECT * FROM keel_crons WHERE tenant = %s "
@@ -274,7 +274,7 @@ class CronStore:
         """Enabled crons due at `now`, each moved on to its next time (none past its end time)
         in the same transaction: another replica's claim skips them."""
         due_rows = "FROM keel_crons WHERE next_run_at <= %s AND enabled = %s"
-        async with self.db.reading() as tx:  # most ticks find nothing: no transaction for that
+        async with self.db.single() as tx:  # most ticks find nothing: no transaction for that
             if not await self.db.fetch(tx, f"SELECT cron_id {due_rows} LIMIT 1", (now, True)):
                 return []
         claimed = []

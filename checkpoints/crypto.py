@@ -7,7 +7,7 @@
 - Rotation: new rows use the current key; rows sealed with a key in `KEEL_ENCRYPTION_OLD_KEYS`
   stay readable. A plaintext row, or one sealed with an unknown key, raises `CheckpointCryptoError`.
 - Postgres keeps `str`/`int`/`float`/`bool` channel values inline in the `checkpoints` JSONB
-  column, outside the serializer; `SealedAsyncPostgresSaver` routes them through it too.
+  column, outside the serializer; `checkpoints.postgres.PostgresSaver` routes them through it too.
 """
 
 import base64
@@ -19,9 +19,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
-from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.base import Checkpoint
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from pydantic import SecretStr
@@ -159,20 +157,6 @@ def seal_inline_values(checkpoint: Checkpoint) -> Checkpoint:
         for k, v in checkpoint["channel_values"].items()
     }
     return {**checkpoint, "channel_values": values}
-
-
-class SealedAsyncPostgresSaver(AsyncPostgresSaver):
-    """`AsyncPostgresSaver` that also encrypts primitive channel values (the question, the answer)
-    by storing them as blobs rather than inline in the `checkpoints` JSONB column."""
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return await super().aput(config, seal_inline_values(checkpoint), metadata, new_versions)
 
 
 def old_keys_from(values: Sequence[str]) -> list[SecretStr]:

@@ -108,8 +108,8 @@ class RunStore:
         yield  # pragma: no cover
 
     @asynccontextmanager
-    async def reading(self) -> AsyncIterator[Any]:
-        """A connection for one read statement: no BEGIN/COMMIT round trips."""
+    async def single(self) -> AsyncIterator[Any]:
+        """A connection for one statement, atomic on its own: no BEGIN/COMMIT round trips."""
         raise NotImplementedError
         yield  # pragma: no cover
 
@@ -184,7 +184,7 @@ class RunStore:
         self, run_id: str, tenant: str | None = None, thread_id: str | None = None
     ) -> Run:
         """A run; `NotFound` unless it exists for this tenant and thread (when given)."""
-        async with self.reading() as tx:
+        async with self.single() as tx:
             rows = await self.fetch(tx, "SELECT * FROM keel_runs WHERE run_id = %s", (run_id,))
         if not rows:
             raise NotFound(f"run {run_id} not found")
@@ -197,7 +197,7 @@ class RunStore:
 
     async def list_for_thread(self, thread_id: str, limit: int = 100) -> list[Run]:
         """The thread's runs, newest first."""
-        async with self.reading() as tx:
+        async with self.single() as tx:
             rows = await self.fetch(
                 tx,
                 "SELECT * FROM keel_runs WHERE thread_id = %s ORDER BY created_at DESC LIMIT %s",
@@ -223,7 +223,7 @@ class RunStore:
     async def claimable_threads(self, waited_s: float, limit: int = 50) -> list[str]:
         """Threads with a run pending for at least `waited_s` (since it was submitted or handed
         back) and none running: work any replica may pick up."""
-        async with self.reading() as tx:
+        async with self.single() as tx:
             rows = await self.fetch(
                 tx,
                 "SELECT DISTINCT thread_id FROM keel_runs p WHERE status = 'pending' "
@@ -235,7 +235,7 @@ class RunStore:
 
     async def count_pending(self) -> int:
         """Runs waiting for a replica, across all replicas."""
-        async with self.reading() as tx:
+        async with self.single() as tx:
             rows = await self.fetch(
                 tx, "SELECT count(*) AS n FROM keel_runs WHERE status = 'pending'", ()
             )
@@ -308,7 +308,7 @@ class RunStore:
 
     async def set_start_checkpoint(self, run_id: str, checkpoint_id: str | None) -> None:
         """Records the checkpoint a run started from (what `rollback` returns the thread to)."""
-        async with self.transaction() as tx:
+        async with self.single() as tx:
             await self.execute(
                 tx,
                 "UPDATE keel_runs SET start_checkpoint_id = %s WHERE run_id = %s",
@@ -368,8 +368,8 @@ class RunStore:
         await self.append_many(run_id, [(seq, event, data)])
 
     async def append_many(self, run_id: str, events: list[tuple[int, str, dict[str, Any]]]) -> None:
-        """Appends (seq, event, data) rows in one transaction and one multi-row INSERT."""
-        async with self.transaction() as tx:
+        """Appends (seq, event, data) rows in one transaction, one multi-row INSERT per 1,000."""
+        async with self.single() if len(events) <= 1000 else self.transaction() as tx:
             await self._insert_events(tx, run_id, events)
 
     async def _insert_events(
@@ -390,7 +390,7 @@ class RunStore:
 
     async def last_seq(self, run_id: str) -> int:
         """The highest event sequence number of a run (0 when none)."""
-        async with self.reading() as tx:
+        async with self.single() as tx:
             rows = await self.fetch(
                 tx,
                 "SELECT COALESCE(MAX(seq), 0) AS seq FROM keel_run_events WHERE run_id = %s",
@@ -400,7 +400,7 @@ class RunStore:
 
     async def last_event(self, run_id: str) -> tuple[int, str] | None:
         """The sequence number and name of the run's latest logged event."""
-        async with self.reading() as tx:
+        async with self.single() as tx:
             rows = await self.fetch(
                 tx,
                 "SELECT seq, event FROM keel_run_events WHERE run_id = %s ORDER BY seq DESC LIMIT 1",
@@ -412,7 +412,7 @@ class RunStore:
         self, run_id: str, seq: int, limit: int = 500
     ) -> list[tuple[int, str, dict[str, Any]]]:
         """Events with a sequence number above `seq`, in order."""
-        async with self.reading() as tx:
+        async with self.single() as tx:
             rows = await self.fetch(
                 tx,
                 "SELECT seq, event, data FROM keel_run_events WHERE run_id = %s AND seq > %s "
@@ -476,7 +476,7 @@ class PostgresRunStore(RunStore):
             yield conn
 
     @asynccontextmanager
-    async def reading(self) -> AsyncIterator[Any]:
+    async def single(self) -> AsyncIterator[Any]:
         async with self._pool.connection() as conn:  # autocommit: the statement is its own tx
             yield conn
 
@@ -512,8 +512,8 @@ class SqliteRunStore(RunStore):
         self._conn.execute("COMMIT")
 
     @asynccontextmanager
-    async def reading(self) -> AsyncIterator[Any]:
-        yield self._conn  # a SELECT in autocommit mode is its own transaction
+    async def single(self) -> AsyncIterator[Any]:
+        yield self._conn  # a statement in autocommit mode is its own transaction
 
     async def fetch(
         self, tx: Any, query: str, params: tuple[Any, ...] = ()

@@ -14,12 +14,12 @@ from runtime import logs
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from api.app import create_app
     from api.auth import unauthenticated_bind_refusal
     from cli.datadir import hold_for_serving
     from cli.serving import serve
 
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    given = (("host", args.host), ("port", args.port), ("workers", args.workers))
+    overrides = {k: v for k, v in given if v is not None}
     if args.allow_unauthenticated:
         overrides["allow_unauthenticated"] = True
     settings = Settings(**overrides)
@@ -30,11 +30,10 @@ def _serve(args: argparse.Namespace) -> int:
     logs.configure(settings.log_format, args.verbose)
     lock = hold_for_serving(settings)
     try:
-        serve(create_app(settings), settings.host, settings.port, settings.drain_timeout)
+        return serve(settings, args.verbose)
     finally:
         if lock:
             lock.release()
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP server (uvicorn)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="worker processes (KEEL_WORKERS)")
     serve.add_argument(
         "--allow-unauthenticated",
         action="store_true",

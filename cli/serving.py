@@ -1,12 +1,25 @@
-"""`keel serve`'s uvicorn server, which drains on SIGTERM before it stops."""
+"""`keel serve`'s uvicorn server, which drains on SIGTERM before it stops, in this process or in
+`KEEL_WORKERS` worker processes sharing one listening socket."""
 
 import asyncio
+import contextlib
+import functools
 import logging
+import os
 import signal
+import tempfile
+from collections.abc import Iterator
+from multiprocessing.connection import wait
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn._subprocess import get_subprocess
+
+from graph.errors import ConfigError
+from graph.settings import Settings
+from runtime import logs
 
 log = logging.getLogger("keel")
 
@@ -15,37 +28,125 @@ class DrainingServer(uvicorn.Server):
     """On the first SIGTERM: `/readyz` answers 503 at once, the replica claims no more runs,
     running runs get `drain_timeout_s` to finish, then open streams end with a `retry:` hint
     and uvicorn shuts down (runs still running are handed back to another replica from their
-    last checkpoint). A second signal stops at once."""
+    last checkpoint). A repeated SIGTERM changes nothing (a process group's and a supervisor's
+    may both arrive); SIGINT stops at once."""
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float):
+    def __init__(self, config: uvicorn.Config, drain_timeout_s: float):
         super().__init__(config)
-        self.app, self.drain_timeout_s = app, drain_timeout_s
+        self.drain_timeout_s = drain_timeout_s
         self._draining: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        keel = getattr(self.app.state, "keel", None)
-        if sig != signal.SIGTERM or self._draining is not None or keel is None:
+        keel = self._keel()
+        if sig != signal.SIGTERM or keel is None:
             super().handle_exit(sig, frame)
-            return
-        self._draining = asyncio.get_event_loop().create_task(self._drain(keel))
+        elif self._draining is None:
+            self._draining = asyncio.get_event_loop().create_task(self._drain(keel))
 
-    async def _drain(self, keel: object) -> None:
+    def _keel(self) -> Any:
+        """The running app's `Keel` (None before startup), under uvicorn's middleware."""
+        app = getattr(self.config, "loaded_app", None)
+        while app is not None and not isinstance(app, FastAPI):
+            app = getattr(app, "app", None)
+        return getattr(app.state, "keel", None) if app is not None else None
+
+    async def _drain(self, keel: Any) -> None:
         log.info("SIGTERM: draining (up to %.0f s)", self.drain_timeout_s)
-        left = await keel.runs.drain(self.drain_timeout_s)  # type: ignore[attr-defined]
+        left = await keel.runs.drain(self.drain_timeout_s)
         if left:
             log.warning("drain timeout: handing %d running runs to another replica", left)
         self.should_exit = True
 
 
-def serve(app: FastAPI, host: str, port: int, drain_timeout_s: float) -> None:
-    """Runs `app` until SIGTERM (drained) or SIGINT."""
+def _app(settings: Settings, verbose: bool) -> FastAPI:
+    """The app of one server process (a worker process sets up its own logging)."""
+    from api.app import create_app
+
+    logs.configure(settings.log_format, verbose)
+    return create_app(settings)
+
+
+def check_workers(settings: Settings) -> None:
+    """Several workers are several replicas on one socket: they need the shared stores."""
+    if settings.workers < 1:
+        raise ConfigError("KEEL_WORKERS must be at least 1")
+    missing = [
+        name
+        for name, value in (
+            ("KEEL_DATABASE_URL", settings.database_url),
+            ("KEEL_CHROMA_URL", settings.chroma_url),
+            ("KEEL_REDIS_URL", settings.redis_url),
+        )
+        if not value
+    ]
+    if settings.workers > 1 and missing:
+        raise ConfigError(
+            f"KEEL_WORKERS={settings.workers} needs the shared stores, as replicas do; "
+            f"set {', '.join(missing)} (embedded stores serve one process)"
+        )
+
+
+def serve(settings: Settings, verbose: bool = False) -> int:
+    """Serves until SIGTERM (drained) or SIGINT; returns the exit code."""
+    check_workers(settings)
     # keel logs each request itself (JSON, with trace ids): no uvicorn logging config or access log.
     config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
+        functools.partial(_app, settings, verbose),
+        factory=True,
+        host=settings.host,
+        port=settings.port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-    DrainingServer(config, app, drain_timeout_s).run()
+    server = DrainingServer(config, settings.drain_timeout)
+    if settings.workers == 1:
+        server.run()
+        return 0
+    with _multiprocess_metrics():
+        return _supervise(config, server, settings.workers)
+
+
+@contextlib.contextmanager
+def _multiprocess_metrics() -> Iterator[None]:
+    """One scrape sums every worker's metrics: prometheus_client's multiprocess directory."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="keel-metrics-") as directory:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        try:
+            yield
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def _supervise(config: uvicorn.Config, server: DrainingServer, workers: int) -> int:
+    """Runs `workers` processes on one socket. SIGTERM or SIGINT drains each of them; a worker
+    that exits on its own stops the replica (exit code 1) so its supervisor restarts it whole:
+    its runs resume elsewhere when their leases lapse, as after any crash."""
+    sock = config.bind_socket()
+    processes = [get_subprocess(config, server.run, [sock]) for _ in range(workers)]
+    stopping = False
+
+    def stop(sig: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for process in processes:
+        process.start()
+    log.info("serving on %s:%d with %d workers", config.host, config.port, workers)
+    wait([process.sentinel for process in processes])
+    crashed = not stopping
+    if crashed:
+        log.error("a worker exited unexpectedly: stopping the other workers")
+        stop(signal.SIGTERM, None)
+    for process in processes:
+        process.join()
+    sock.close()
+    return 1 if crashed else 0

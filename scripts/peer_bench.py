@@ -11,6 +11,7 @@ backends, from /proc through psutil). Numbers on a shared machine are upper boun
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -99,47 +100,43 @@ async def _turn(client: httpx.AsyncClient, peer: Peer, question: str) -> tuple[f
 
 
 class CpuMeter:
-    """CPU seconds of a server's process tree plus the Postgres backends of one database."""
+    """CPU seconds of a server's process tree, the Postgres backends of one database, and other
+    services it uses (a Chroma server, Redis), by process id."""
 
-    def __init__(self, pid: int, database: str | None):
+    def __init__(self, pid: int, database: str | None, services: tuple[int, ...] = ()):
         self.root, self.database = psutil.Process(pid), database
+        self.services = [psutil.Process(p) for p in services]
 
-    def _processes(self) -> list[psutil.Process]:
-        procs = [self.root, *self.root.children(recursive=True)]
+    def _processes(self) -> list[tuple[psutil.Process, str]]:
+        procs = [(p, "server") for p in [self.root, *self.root.children(recursive=True)]]
+        procs += [(p, "services") for p in self.services]
         if self.database:
             for proc in psutil.process_iter(["cmdline"]):
                 cmd = " ".join(proc.info["cmdline"] or [])
                 if cmd.startswith("postgres: ") and f" {self.database} " in cmd:
-                    procs.append(proc)
+                    procs.append((proc, "postgres"))
         return procs
 
-    def sample(self) -> dict[int, tuple[float, bool]]:
-        """pid -> (CPU seconds, is a Postgres backend)."""
+    def sample(self) -> dict[int, tuple[float, str]]:
+        """pid -> (CPU seconds, "server" | "postgres" | "services")."""
         out = {}
-        for proc in self._processes():
+        for proc, kind in self._processes():
             try:
                 times = proc.cpu_times()
-                out[proc.pid] = (
-                    times.user + times.system,
-                    proc.pid != self.root.pid and proc.name().startswith("postgres"),
-                )
+                out[proc.pid] = (times.user + times.system, kind)
             except psutil.Error:
                 continue
         return out
 
     @staticmethod
     def delta(
-        before: dict[int, tuple[float, bool]], after: dict[int, tuple[float, bool]]
-    ) -> tuple[float, float]:
-        """(server seconds, Postgres seconds) spent between two samples."""
-        server = pg = 0.0
-        for pid, (cpu, is_pg) in after.items():
-            spent = cpu - before.get(pid, (0.0, is_pg))[0]
-            if is_pg:
-                pg += spent
-            else:
-                server += spent
-        return server, pg
+        before: dict[int, tuple[float, str]], after: dict[int, tuple[float, str]]
+    ) -> dict[str, float]:
+        """CPU seconds spent between two samples, by kind."""
+        spent = {"server": 0.0, "postgres": 0.0, "services": 0.0}
+        for pid, (cpu, kind) in after.items():
+            spent[kind] += cpu - before.get(pid, (0.0, kind))[0]
+        return spent
 
 
 async def _measure(
@@ -163,7 +160,7 @@ async def _measure(
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(load_turns)))
         wall = time.perf_counter() - started
-        server_s, pg_s = CpuMeter.delta(before, meter.sample())
+        spent = CpuMeter.delta(before, meter.sample())
     first, total = [f for f, _ in sequential], [t for _, t in sequential]
     return {
         "server": peer.name,
@@ -173,8 +170,9 @@ async def _measure(
         "turn_p95_ms": round(_pct(total, 0.95), 1),
         "turn_mean_ms": round(statistics.fmean(total), 1),
         f"turns_per_s_c{concurrency}": round(load_turns / wall, 2),
-        "server_cpu_ms_per_turn": round(server_s * 1000 / load_turns, 1),
-        "postgres_cpu_ms_per_turn": round(pg_s * 1000 / load_turns, 1),
+        "server_cpu_ms_per_turn": round(spent["server"] * 1000 / load_turns, 1),
+        "postgres_cpu_ms_per_turn": round(spent["postgres"] * 1000 / load_turns, 1),
+        "chroma_redis_cpu_ms_per_turn": round(spent["services"] * 1000 / load_turns, 1),
     }
 
 
@@ -205,6 +203,16 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
         **extra,
     )
     return env
+
+
+def _chroma_server(work: Path) -> ServerProcess:
+    """A Chroma server on loopback (the store several workers or replicas share)."""
+    port = free_port()
+    chroma = str(Path(sys.executable).parent / "chroma")
+    command = [chroma, "run", "--path", str(work / "chroma"), "--host", "127.0.0.1"]
+    command += ["--port", str(port)]
+    log = work / "chroma.log"
+    return ServerProcess(command, port, dict(os.environ), log, ready_path="/api/v2/heartbeat")
 
 
 def _span_cost(receiver_url: str, turns: int = 2000) -> float:
@@ -248,6 +256,17 @@ def main(argv: list[str] | None = None) -> int:
         "--turns", type=int, default=40, help="sequential turns (and at least that many under load)"
     )
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="keel worker processes, one row each; more than one serves from a Chroma server "
+        "and Redis, as replicas do",
+    )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("KEEL_REDIS_URL", "redis://127.0.0.1:6379/13")
+    )
     parser.add_argument("--skip-langgraph", action="store_true")
     parser.add_argument(
         "--telemetry",
@@ -258,27 +277,43 @@ def main(argv: list[str] | None = None) -> int:
     if not args.postgres_url:
         parser.error("pass --postgres-url or set KEEL_DATABASE_URL")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         data_dir = work / "data"
-        subprocess.run(
-            [sys.executable, "-m", "cli.main", "ingest", str(args.corpus)],
-            env=_env(data_dir),
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-        )
-        variants: list[tuple[str, dict[str, str]]] = [(KEEL.name, {})]
+        ingest = [sys.executable, "-m", "cli.main", "ingest", str(args.corpus)]
+        subprocess.run(ingest, env=_env(data_dir), cwd=REPO, check=True, capture_output=True)
+        shared: dict[str, str] = {}
+        services: tuple[int, ...] = ()
+        if max(args.workers) > 1:  # workers share stores as replicas do
+            chroma = stack.enter_context(_chroma_server(work))
+            shared = {"KEEL_CHROMA_URL": chroma.url, "KEEL_REDIS_URL": args.redis_url}
+            env = _env(work / "shared", **shared)
+            subprocess.run(ingest, env=env, cwd=REPO, check=True, capture_output=True)
+            redis = [
+                p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "redis-server"
+            ]
+            services = (chroma.proc.pid, *redis)
+        variants: list[tuple[str, int, dict[str, str]]] = [
+            (KEEL.name if n == 1 else f"keel (Postgres, {n} workers)", n, {}) for n in args.workers
+        ]
         if args.telemetry:  # the same server exporting every span to a loopback OTLP receiver
             receiver = OtlpReceiver()
             otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url}
-            variants.append(("keel (Postgres) + OTLP traces", otlp))
-        for name, extra in variants:
+            variants.append(("keel (Postgres) + OTLP traces", 1, otlp))
+        for name, workers, extra in variants:
             port = free_port()
-            keel_env = _env(data_dir, KEEL_DATABASE_URL=args.postgres_url, **extra)
+            stores = shared if workers > 1 else {}
+            keel_env = _env(
+                work / "shared" if workers > 1 else data_dir,
+                KEEL_DATABASE_URL=args.postgres_url,
+                KEEL_WORKERS=str(workers),
+                **stores,
+                **extra,
+            )
             command = [sys.executable, "-m", "cli.main", "serve", "--port", str(port)]
             with ServerProcess(command, port, keel_env, work / "keel.log", cwd=REPO) as server:
-                meter = CpuMeter(server.proc.pid, urlparse(args.postgres_url).path.lstrip("/"))
+                database = urlparse(args.postgres_url).path.lstrip("/")
+                meter = CpuMeter(server.proc.pid, database, services if workers > 1 else ())
                 row = asyncio.run(_measure(server.url, KEEL, meter, args.turns, args.concurrency))
                 rows.append(row | {"server": name})
         if args.telemetry:

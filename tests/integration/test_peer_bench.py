@@ -1,7 +1,8 @@
-"""Smoke of scripts/peer_bench.py: both servers answer a few turns and the table holds sane numbers.
+"""Smoke of scripts/peer_bench.py: every server answers a few turns and the table holds sane numbers.
 
-Runs the real script (keel on the suite's Postgres, then `langgraph dev`); the timings themselves
-are for the benchmark, not this test."""
+Runs the real script (keel on the suite's Postgres with one worker, then two workers sharing a
+Chroma server and the suite's Redis, then `langgraph dev`); the timings are for the benchmark,
+not this test."""
 
 import json
 import os
@@ -16,17 +17,22 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_peer_bench_prints_positive_numbers_for_both_servers(postgres_url: str) -> None:
+def test_peer_bench_prints_positive_numbers_for_every_server(
+    postgres_url: str, redis_url: str
+) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, str(REPO / "scripts" / "peer_bench.py")]
-    command += ["--postgres-url", postgres_url, "--turns", "2", "--concurrency", "2"]
+    command += ["--postgres-url", postgres_url, "--redis-url", redis_url]
+    command += ["--turns", "2", "--concurrency", "2"]
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     assert lines[0].startswith("| server | first_event_p50_ms")
-    keel, peer = json.loads(lines[-1])
-    assert keel["server"].startswith("keel") and peer["server"].startswith("langgraph dev")
-    for row in (keel, peer):
+    keel, workers, peer = json.loads(lines[-1])
+    assert keel["server"] == "keel (Postgres)"
+    assert workers["server"] == "keel (Postgres, 2 workers)"
+    assert peer["server"].startswith("langgraph dev")
+    for row in (keel, workers, peer):
         for key in (
             "first_event_p50_ms",
             "turn_p50_ms",
@@ -35,4 +41,6 @@ def test_peer_bench_prints_positive_numbers_for_both_servers(postgres_url: str) 
         ):
             assert 0 < row[key] < 60_000, (key, row)
         assert row["first_event_p50_ms"] <= row["turn_p95_ms"]
-    assert keel["postgres_cpu_ms_per_turn"] > 0  # durability on: the database does work
+    for row in (keel, workers):  # durability on: the database does work
+        assert row["postgres_cpu_ms_per_turn"] > 0
+    assert workers["chroma_redis_cpu_ms_per_turn"] > 0  # the workers share a Chroma server
