@@ -180,6 +180,17 @@ def start_server(tmp_path: Path) -> Iterator:
         server.stop()
 
 
+@pytest.fixture
+def chroma_url(tmp_path: Path) -> Iterator[str]:
+    """A real Chroma server (`chroma run`) on loopback, empty, for this test."""
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "chroma"), "run", "--path"]
+    command += [str(tmp_path / "chroma"), "--host", "127.0.0.1", "--port", str(port)]
+    log = tmp_path / "chroma.log"
+    with ServerProcess(command, port, dict(os.environ), log, ready_path="/api/v2/heartbeat"):
+        yield f"http://127.0.0.1:{port}"
+
+
 @pytest.fixture(scope="session")
 def fake_llm_url() -> Iterator[str]:
     """A fake OpenAI-compatible endpoint (the only faked part), as a real HTTP server."""

@@ -14,7 +14,6 @@ import httpx
 
 from api.auth import hash_key
 from cli.datadir import LOCK_NAME
-from cli.process import ServerProcess, free_port
 from tests.conftest import ROOT
 
 HARBOR = """# Harbor
@@ -186,45 +185,30 @@ def test_ingest_while_serving_goes_through_the_server(start_server, data_dir: Pa
 
 
 def test_direct_ingestion_with_a_chroma_server_reaches_the_running_server(
-    start_server, tmp_path: Path
+    start_server, chroma_url: str, tmp_path: Path
 ):
     """With a Chroma server, `keel ingest` writes directly (no lock, no routing) and the running
     keel server notices the new corpus version by itself."""
-    port = free_port()
-    chroma = ServerProcess(
-        [str(Path(sys.executable).parent / "chroma"), "run", "--path", str(tmp_path / "chroma"),
-         "--host", "127.0.0.1", "--port", str(port)],
-        port,
-        dict(os.environ),
-        tmp_path / "chroma.log",
-        ready_path="/api/v2/heartbeat",
-    )  # fmt: skip
-    try:
-        env = {
-            "KEEL_DATA_DIR": str(tmp_path / "data"),
-            "KEEL_CHROMA_URL": f"http://127.0.0.1:{port}",
-        }
-        server = start_server(**env)
-        docs = tmp_path / "docs"
-        docs.mkdir()
-        (docs / "owls.md").write_text(
-            "# Owls\n\nThe barn owl of Harbor Wood hunts voles over the meadow every night."
-        )
-        with httpx.Client(base_url=server.url, timeout=120) as client:
-            assert ask(client, "What does the barn owl of Harbor Wood hunt?")["citations"] == []
-            ingested = keel("ingest", "--quiet", "owls.md", env=env, cwd=docs)
-            assert ingested.returncode == 0, ingested.stderr
-            assert json.loads(ingested.stdout)["via"] == "local"
-            assert not (tmp_path / "data" / LOCK_NAME).exists()
-            # "Within seconds": Chroma's server caches a collection's metadata (the corpus
-            # version) for a moment, so the first turns after the ingest may not see it yet.
-            deadline = time.monotonic() + 15
-            while not (answer := ask(client, "What does the barn owl of Harbor Wood hunt?"))[
-                "citations"
-            ]:
-                assert time.monotonic() < deadline, answer
-                time.sleep(0.5)
-            assert answer["citations"][0]["source"] == "owls.md", answer
-            assert answer["citations"][0]["section"] == "Owls"
-    finally:
-        chroma.stop()
+    env = {"KEEL_DATA_DIR": str(tmp_path / "data"), "KEEL_CHROMA_URL": chroma_url}
+    server = start_server(**env)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "owls.md").write_text(
+        "# Owls\n\nThe barn owl of Harbor Wood hunts voles over the meadow every night."
+    )
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        assert ask(client, "What does the barn owl of Harbor Wood hunt?")["citations"] == []
+        ingested = keel("ingest", "--quiet", "owls.md", env=env, cwd=docs)
+        assert ingested.returncode == 0, ingested.stderr
+        assert json.loads(ingested.stdout)["via"] == "local"
+        assert not (tmp_path / "data" / LOCK_NAME).exists()
+        # "Within seconds": Chroma's server caches a collection's metadata (the corpus
+        # version) for a moment, so the first turns after the ingest may not see it yet.
+        deadline = time.monotonic() + 15
+        while not (answer := ask(client, "What does the barn owl of Harbor Wood hunt?"))[
+            "citations"
+        ]:
+            assert time.monotonic() < deadline, answer
+            time.sleep(0.5)
+        assert answer["citations"][0]["source"] == "owls.md", answer
+        assert answer["citations"][0]["section"] == "Owls"
