@@ -39,6 +39,7 @@ _WRITE_BATCH = 1000
 VERSION_TTL_S = 1.0
 # A chunk not embedded yet is scored by this many of its sentences (`Corpus.scoring_vectors`).
 COLD_SENTENCES = 2
+MAX_WANTED = 10_000  # cold chunks remembered for the warmer
 
 
 class Section(NamedTuple):
@@ -180,16 +181,17 @@ class Corpora:
             return self._settings.collection
         return f"{self._settings.collection}_t{hashlib.sha256(tenant.encode()).hexdigest()[:16]}"
 
-    def warm_step(self, chunks: int) -> int:
+    def warm_step(self, chunks: int, wanted_only: bool = False) -> int:
         """Embeds the sentences of up to `chunks` chunks that have none yet, in the default
-        corpus first, then in the other open ones; returns how many (0: nothing left)."""
+        corpus first, then in the other open ones; returns how many (0: nothing left). With
+        `wanted_only`, only chunks queries scored cold (`Corpus.warm`)."""
         if self._settings.sentence_vectors == "eager":
             return 0
         self.get()  # the default corpus is warmed even before its first query
         with self._lock:
             opened = list(self._open.values())
         for corpus in opened:
-            if done := corpus.warm(chunks):
+            if done := corpus.warm(chunks, wanted_only):
                 return done
         return 0
 
@@ -242,6 +244,8 @@ class Corpus:
         # Chunks known to have sentence vectors (read from the store by `warm`, then kept up).
         self._warm: set[str] | None = None
         self._warm_version = -1
+        # Chunks a query scored cold (oldest first): warmed first, even while runs go on.
+        self._wanted: dict[str, None] = {}
 
     # -- versions -------------------------------------------------------------------------
     def version(self) -> int:
@@ -304,15 +308,24 @@ class Corpus:
             self._info = info
             self._bm25_version = version
 
-    def warm(self, chunks: int) -> int:
-        """Embeds and stores the sentences of up to `chunks` chunks that have none yet; returns
-        how many it took (0 when every chunk has them)."""
+    def warm(self, chunks: int, wanted_only: bool = False) -> int:
+        """Embeds and stores the sentences of up to `chunks` chunks that have none yet, those
+        queries scored cold first (with `wanted_only`, only those); returns how many it took
+        (0 when none is left)."""
         self.refresh()
         if self._warm is None or self._warm_version != self._bm25_version:
             rows = self._sentences.get(include=["metadatas"])
             self._warm = {str(m["chunk_id"]) for m in rows["metadatas"]}
             self._warm_version = self._bm25_version
-        todo = [(cid, c.text) for cid, c in self._info.items() if cid not in self._warm][:chunks]
+        wanted = list(self._wanted)[:chunks]
+        for cid in wanted:
+            self._wanted.pop(cid, None)
+        order = wanted if wanted_only else [*wanted, *self._info]
+        todo = [
+            (cid, chunk.text)
+            for cid in dict.fromkeys(order)
+            if cid not in self._warm and (chunk := self._info.get(cid)) is not None
+        ][:chunks]
         if todo:
             self._store_sentences(todo)
             self._warm.update(cid for cid, _ in todo)  # also those without any sentence
@@ -528,6 +541,8 @@ class Corpus:
         texts = [s for sentences in cold.values() for s in sentences]
         if not texts:
             return out
+        if len(self._wanted) < MAX_WANTED:
+            self._wanted.update(dict.fromkeys(cold))
         closeness = self._static.embed(texts) @ query.astype(np.float32)
         picked, offset = {}, 0
         for cid, sentences in cold.items():

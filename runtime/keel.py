@@ -23,8 +23,9 @@ from runtime.runner import RunManager
 log = logging.getLogger("keel")
 # Background sentence embedding: after this many seconds without a run, this many chunks per
 # step (~0.25 s of both cores, so a run arriving meanwhile waits little), and once every chunk
-# has its vectors, a look every WARM_DONE_S.
-WARM_AFTER_IDLE_S, WARM_CHUNKS, WARM_DONE_S = 2.0, 4, 5.0
+# has its vectors, a look every WARM_DONE_S. While runs go on, only the chunks queries scored
+# cold, one step every WARM_BUSY_S.
+WARM_AFTER_IDLE_S, WARM_CHUNKS, WARM_DONE_S, WARM_BUSY_S = 2.0, 4, 5.0, 0.5
 
 
 @dataclass
@@ -80,16 +81,15 @@ async def open_keel(
 
 
 async def _warm_sentences(corpora: Corpora, runs: RunManager) -> None:
-    """Embeds the sentence vectors no query has needed yet (rerank and extractive answers then
-    find them stored), a few chunks at a time and only while this replica runs nothing: on two
-    cores, warming beside live runs doubled their latency."""
+    """Embeds the sentence vectors of chunks (rerank and extractive answers then find them
+    stored), a few at a time: all of them while this replica runs nothing (on two cores, warming
+    everything beside live runs doubled their latency), and meanwhile the chunks queries scored
+    cold, which queries will likely want again (a cold chunk costs model time every turn)."""
     while True:
-        if runs.idle_s() < WARM_AFTER_IDLE_S:
-            await asyncio.sleep(0.5)
-            continue
+        busy = runs.idle_s() < WARM_AFTER_IDLE_S
         try:
-            done = await asyncio.to_thread(corpora.warm_step, WARM_CHUNKS)
+            done = await asyncio.to_thread(corpora.warm_step, WARM_CHUNKS, busy)
         except Exception:
             log.exception("background sentence embedding failed; retrying")
             done = 0
-        await asyncio.sleep(0 if done else WARM_DONE_S)
+        await asyncio.sleep(WARM_BUSY_S if busy else 0 if done else WARM_DONE_S)

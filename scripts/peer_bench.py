@@ -155,7 +155,7 @@ async def _measure(
             async with gate:
                 await _turn(client, peer, QUESTIONS[i % len(QUESTIONS)])
 
-        load_turns = max(turns, 2 * concurrency)
+        load_turns = max(turns, 10 * concurrency)
         before = meter.sample()
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(load_turns)))
@@ -253,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--corpus", type=Path, default=REPO / "samples" / "corpus")
     parser.add_argument(
-        "--turns", type=int, default=40, help="sequential turns (and at least that many under load)"
+        "--turns",
+        type=int,
+        default=100,
+        help="sequential turns (under load: as many, and at least 10 x concurrency)",
     )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument(

@@ -129,3 +129,19 @@ def test_fresh_corpus_answers_with_static_scores_without_embedding_sentences(
     assert vectors["d#0"][0] == [s + "." for s in DOCS[0].text.rstrip(".").split(". ")]
     warm = asyncio.run(extractive_answer(deps, Context(), question, ranked))
     assert warm is not None and warm.sentences == cold.sentences
+
+
+def test_chunks_scored_cold_are_warmed_first_even_while_busy(tmp_path: Path):
+    corpora = open_corpora(Settings(data_dir=tmp_path))
+    corpus = corpora.get()
+    corpus.ingest(DOCS)
+    corpus.refresh()
+    query = corpus.embed_query("What causes kidney stones?")
+    assert len(corpus.scoring_vectors(["k#0"], query)["k#0"][0]) == COLD_SENTENCES
+    # while runs go on, the warmer embeds only the chunk a query needed, all its sentences
+    assert corpora.warm_step(chunks=8, wanted_only=True) == 1
+    assert corpus._sentences.count() == 3
+    assert len(corpus.scoring_vectors(["k#0"], query)["k#0"][0]) == 3  # stored: all of them
+    assert corpora.warm_step(chunks=8, wanted_only=True) == 0
+    assert corpora.warm_step(chunks=8) == 2  # idle: the rest
+    assert corpus._sentences.count() == 9
