@@ -15,7 +15,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +40,8 @@ VERSION_TTL_S = 1.0
 # A chunk not embedded yet is scored by this many of its sentences (`Corpus.scoring_vectors`).
 COLD_SENTENCES = 2
 MAX_WANTED = 10_000  # cold chunks remembered for the warmer
+# Chunks whose stored sentences and vectors stay in memory (~15 KB each), most recently used.
+MAX_CACHED_CHUNKS = 4096
 
 
 class Section(NamedTuple):
@@ -246,6 +248,9 @@ class Corpus:
         self._warm_version = -1
         # Chunks a query scored cold (oldest first): warmed first, even while runs go on.
         self._wanted: dict[str, None] = {}
+        # (corpus version, chunk id) -> stored sentences and vectors, least recently used first
+        self._cached: OrderedDict[tuple[int, str], tuple[list[str], np.ndarray]] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     # -- versions -------------------------------------------------------------------------
     def version(self) -> int:
@@ -561,6 +566,25 @@ class Corpus:
     def _stored_sentences(
         self, chunk_ids: Sequence[str]
     ) -> dict[str, tuple[list[str], np.ndarray]]:
+        """The stored sentences and vectors of those chunks that have them: from memory when a
+        recent query read them at this corpus version, else from the store."""
+        version, out = self._bm25_version, {}
+        with self._cache_lock:
+            for cid in chunk_ids:
+                if (hit := self._cached.get((version, cid))) is not None:
+                    self._cached.move_to_end((version, cid))
+                    out[cid] = hit
+        if missing := [cid for cid in chunk_ids if cid not in out]:
+            fetched = self._read_sentences(missing)
+            with self._cache_lock:
+                for cid, value in fetched.items():
+                    self._cached[(version, cid)] = value
+                while len(self._cached) > MAX_CACHED_CHUNKS:
+                    self._cached.popitem(last=False)
+            out.update(fetched)
+        return out
+
+    def _read_sentences(self, chunk_ids: Sequence[str]) -> dict[str, tuple[list[str], np.ndarray]]:
         rows = self._sentences.get(
             where={"chunk_id": {"$in": list(chunk_ids)}},
             include=["documents", "metadatas", "embeddings"],
@@ -573,8 +597,7 @@ class Corpus:
         out = {}
         for cid, items in grouped.items():
             items.sort(key=lambda item: item[0])
-            out[cid] = (
-                [t for _, t, _ in items],
-                np.asarray([v for *_, v in items], dtype=np.float32),
-            )
+            vectors = np.asarray([v for *_, v in items], dtype=np.float32)
+            vectors.flags.writeable = False  # shared by every query through the cache
+            out[cid] = ([t for _, t, _ in items], vectors)
         return out

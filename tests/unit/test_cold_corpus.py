@@ -145,3 +145,32 @@ def test_chunks_scored_cold_are_warmed_first_even_while_busy(tmp_path: Path):
     assert corpora.warm_step(chunks=8, wanted_only=True) == 0
     assert corpora.warm_step(chunks=8) == 2  # idle: the rest
     assert corpus._sentences.count() == 9
+
+
+def test_stored_sentences_are_read_once_per_corpus_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    corpora = open_corpora(Settings(data_dir=tmp_path))
+    corpus = corpora.get()
+    corpus.ingest(DOCS)
+    corpus.refresh()
+    while corpora.warm_step(chunks=8):
+        pass
+    reads: list[Any] = []
+    real_get = corpus._sentences.get
+    monkeypatch.setattr(corpus._sentences, "get", lambda **kw: reads.append(kw) or real_get(**kw))
+    query = corpus.embed_query("What causes kidney stones?")
+    first = corpus.scoring_vectors(["k#0", "d#0"], query)
+    again = corpus.scoring_vectors(["d#0", "k#0"], query)
+    assert len(reads) == 1 and again == first  # the second query read nothing from the store
+    with pytest.raises(ValueError):  # shared between queries: nobody may change them
+        again["k#0"][1][0, 0] = 1.0
+    # a changed document moves the corpus version: its new sentences are read, not the old
+    corpus.ingest([Document("k", "Kidney stones are hard deposits. They hurt.", title="K")])
+    corpus.refresh()
+    while corpora.warm_step(chunks=8):
+        pass
+    assert corpus.scoring_vectors(["k#0"], query)["k#0"][0] == [
+        "Kidney stones are hard deposits.",
+        "They hurt.",
+    ]
