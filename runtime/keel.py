@@ -24,7 +24,7 @@ log = logging.getLogger("keel")
 # Background sentence embedding: after this many seconds without a run, this many chunks per
 # step (~0.25 s of both cores, so a run arriving meanwhile waits little), and once every chunk
 # has its vectors, a look every WARM_DONE_S. While runs go on, only the chunks queries scored
-# cold, one step every WARM_BUSY_S.
+# cold, one chunk every WARM_BUSY_S (a few percent of a core).
 WARM_AFTER_IDLE_S, WARM_CHUNKS, WARM_DONE_S, WARM_BUSY_S = 2.0, 4, 5.0, 0.5
 
 
@@ -88,7 +88,7 @@ async def _warm_sentences(corpora: Corpora, runs: RunManager) -> None:
     while True:
         busy = runs.idle_s() < WARM_AFTER_IDLE_S
         try:
-            done = await asyncio.to_thread(corpora.warm_step, WARM_CHUNKS, busy)
+            done = await asyncio.to_thread(corpora.warm_step, 1 if busy else WARM_CHUNKS, busy)
         except Exception:
             log.exception("background sentence embedding failed; retrying")
             done = 0
