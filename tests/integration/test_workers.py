@@ -3,7 +3,6 @@ stores, a SIGTERM to the server (as an orchestrator sends it) drains every worke
 the shared stores the command refuses to start."""
 
 import concurrent.futures
-import json
 import os
 import signal
 import subprocess
@@ -13,23 +12,9 @@ from pathlib import Path
 
 import httpx
 import psutil
-from httpx_sse import connect_sse
 
 from tests.conftest import ROOT
-
-QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
-
-
-def stream(base: str, tid: str, started: concurrent.futures.Future) -> list[tuple]:
-    body = {"message": QUESTION, "context": {"use_cache": False}}
-    events = []
-    with httpx.Client(timeout=60) as client:
-        with connect_sse(client, "POST", f"{base}/v1/threads/{tid}/runs/stream", json=body) as src:
-            for sse in src.iter_sse():
-                events.append((sse.id, sse.event, json.loads(sse.data)))
-                if sse.event == "token" and not started.done():
-                    started.set_result(True)
-    return events
+from tests.integration.test_drain import stream
 
 
 def test_workers_need_the_shared_stores(tmp_path: Path) -> None:
@@ -78,7 +63,7 @@ def test_two_workers_serve_one_port_and_drain_on_sigterm(
         concurrent.futures.wait(firsts, timeout=30)
         busy = [w.cpu_times() for w in workers]
         os.kill(server.proc.pid, signal.SIGTERM)  # the supervisor only, as Kubernetes does
-        results = [r.result(timeout=60) for r in runs]
+        results = [r.result(timeout=60)[0] for r in runs]
     assert server.proc.wait(30) == 0
     for events in results:  # every run finished on its worker, every event once, in order
         assert events[-1][1] == "run.finished", events[-3:]
