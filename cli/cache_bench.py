@@ -119,7 +119,12 @@ def _embed_ms(questions: list[str]) -> dict[str, float]:
 
 def run_cache_bench(args: argparse.Namespace) -> int:
     """Prints one JSON report of the semantic cache's costs."""
-    pairs = [json.loads(line) for line in args.pairs.read_text().splitlines() if line.strip()]
+    pairs = [
+        json.loads(line)
+        for path in args.pairs
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
     report: dict[str, object] = {"ingest": _ingest(args.corpus, args.data_dir)}
     for stale in args.data_dir.glob("cache.sqlite*"):  # earlier bench runs' answers
         stale.unlink()

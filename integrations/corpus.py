@@ -141,10 +141,11 @@ def open_corpora(settings: Settings) -> "Corpora":
     """Every tenant's corpus on the configured Chroma, embedded with the local MiniLM (and, for
     lazy sentence vectors, its static token table cached in the data dir)."""
     model = MiniLMEmbedder(threads=settings.embed_threads)
-    static = None
+    static = background = None
     if settings.sentence_vectors == "lazy":
         static = StaticEmbedder(model, settings.data_dir / "static_tokens.npz")
-    return Corpora(open_chroma(settings), model, settings, static)
+        background = MiniLMEmbedder(threads=1, cache_size=0)
+    return Corpora(open_chroma(settings), model, settings, static, background)
 
 
 class Corpora:
@@ -152,7 +153,9 @@ class Corpora:
 
     The default tenant (single-tenant deployments, `keel ingest`, `keel eval`) owns the
     collection named in settings; any other tenant gets `<collection>_t<digest of tenant>`.
-    `static`, when given, scores sentences that have no stored vectors yet."""
+    `static`, when given, scores sentences that have no stored vectors yet; `background`, when
+    given, embeds them in `warm_step` (one ORT thread of its own: a run's embeddings never queue
+    behind it in the shared thread pool)."""
 
     def __init__(
         self,
@@ -160,9 +163,10 @@ class Corpora:
         embedder: Embedder,
         settings: Settings,
         static: StaticEmbedder | None = None,
+        background: Embedder | None = None,
     ):
         self._client, self._embedder, self._settings = client, embedder, settings
-        self._static = static
+        self._static, self._background = static, background or embedder
         self._open: dict[str, Corpus] = {}
         self._lock = threading.Lock()
 
@@ -176,6 +180,10 @@ class Corpora:
                 )
                 self._open[tenant] = corpus
             return corpus
+
+    def load(self) -> None:
+        """Opens the default corpus and builds its index now rather than on its first query."""
+        self.get().refresh()
 
     def name(self, tenant: str) -> str:
         """The tenant's collection prefix."""
@@ -193,7 +201,7 @@ class Corpora:
         with self._lock:
             opened = list(self._open.values())
         for corpus in opened:
-            if done := corpus.warm(chunks, wanted_only):
+            if done := corpus.warm(chunks, wanted_only, self._background):
                 return done
         return 0
 
@@ -313,10 +321,10 @@ class Corpus:
             self._info = info
             self._bm25_version = version
 
-    def warm(self, chunks: int, wanted_only: bool = False) -> int:
-        """Embeds and stores the sentences of up to `chunks` chunks that have none yet, those
-        queries scored cold first (with `wanted_only`, only those); returns how many it took
-        (0 when none is left)."""
+    def warm(self, chunks: int, wanted_only: bool = False, embedder: Embedder | None = None) -> int:
+        """Embeds (with `embedder`, default the corpus's own) and stores the sentences of up to
+        `chunks` chunks that have none yet, those queries scored cold first (with `wanted_only`,
+        only those); returns how many it took (0 when none is left)."""
         self.refresh()
         if self._warm is None or self._warm_version != self._bm25_version:
             rows = self._sentences.get(include=["metadatas"])
@@ -332,7 +340,7 @@ class Corpus:
             if cid not in self._warm and (chunk := self._info.get(cid)) is not None
         ][:chunks]
         if todo:
-            self._store_sentences(todo)
+            self._store_sentences(todo, embedder)
             self._warm.update(cid for cid, _ in todo)  # also those without any sentence
             if self._warm.issuperset(self._info):
                 log.info(
@@ -462,7 +470,7 @@ class Corpus:
         return done
 
     def _store_sentences(
-        self, chunks: Sequence[tuple[str, str]]
+        self, chunks: Sequence[tuple[str, str]], embedder: Embedder | None = None
     ) -> dict[str, tuple[list[str], np.ndarray]]:
         """Embeds and stores the sentences of chunks (ids are deterministic, so replicas racing
         on the same chunk write the same rows)."""
@@ -470,7 +478,7 @@ class Corpus:
         texts = [s for sentences in split.values() for s in sentences]
         if not texts:
             return {}
-        vectors = self._embedder.embed(texts, batch_size=self._batch_size)
+        vectors = (embedder or self._embedder).embed(texts, batch_size=self._batch_size)
         self._sentences.upsert(
             ids=[f"{cid}/{j}" for cid, sentences in split.items() for j in range(len(sentences))],
             documents=texts,

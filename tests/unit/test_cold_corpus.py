@@ -3,6 +3,8 @@ MiniLM picks the few sentences of each chunk worth embedding, so that the first 
 wait for whole chunks' sentences to be embedded."""
 
 import asyncio
+import os
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +20,7 @@ from integrations.embeddings import MiniLMEmbedder, StaticEmbedder
 from integrations.pii import PatternRedactor
 from integrations.rerank import SentenceMaxSimReranker
 from nodes.extractive import extractive_answer
+from runtime.keel import WARM_CHUNKS, _warm_sentences
 
 DOCS = [
     Document(
@@ -174,3 +177,58 @@ def test_stored_sentences_are_read_once_per_corpus_version(
         "Kidney stones are hard deposits.",
         "They hurt.",
     ]
+
+
+class Counting:
+    """An embedder that counts the texts it embeds."""
+
+    def __init__(self, inner: Any):
+        self.inner, self.texts = inner, 0
+
+    def embed(self, texts: list[str], *args: Any, **kwargs: Any) -> np.ndarray:
+        self.texts += len(texts)
+        return self.inner.embed(texts, *args, **kwargs)
+
+
+def test_the_default_corpus_loads_before_any_query_and_warms_on_its_own_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    corpora = open_corpora(Settings(data_dir=tmp_path))
+    corpora.get().ingest(DOCS)
+    reopened = open_corpora(Settings(data_dir=tmp_path))  # a replica starting on that store
+    reopened.load()
+    corpus = reopened.get()
+    assert len(corpus._bm25) == 3 and set(corpus._info) == {"d#0", "k#0", "h#0"}
+    query, background = Counting(corpus._embedder), Counting(reopened._background)
+    monkeypatch.setattr(corpus, "_embedder", query)
+    monkeypatch.setattr(reopened, "_background", background)
+    assert reopened.warm_step(chunks=8) == 3
+    assert (query.texts, background.texts) == (0, 9)  # runs' embeddings never queue behind it
+
+
+def test_warm_steps_run_on_a_thread_at_the_lowest_cpu_priority():
+    steps: list[tuple[int, bool, int]] = []
+    finished = threading.Event()
+
+    class Corpora:
+        def warm_step(self, chunks: int, wanted_only: bool) -> int:
+            nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            steps.append((chunks, wanted_only, nice))
+            if len(steps) == 2:
+                finished.set()
+            return 1
+
+    class Runs:
+        def idle_s(self) -> float:
+            return 60.0  # idle: whole steps, back to back
+
+    async def main() -> None:
+        warmer = asyncio.create_task(_warm_sentences(Corpora(), Runs()))  # type: ignore[arg-type]
+        await asyncio.to_thread(finished.wait, 10)
+        warmer.cancel()
+        await asyncio.gather(warmer, return_exceptions=True)
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    asyncio.run(main())
+    assert steps[:2] == [(WARM_CHUNKS, False, 19)] * 2
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
