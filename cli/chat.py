@@ -29,6 +29,10 @@ def add_chat_parser(subparsers: argparse._SubParsersAction) -> None:
     chat.set_defaults(func=run_chat)
 
 
+# Typed at the prompt, these end the session instead of being asked.
+QUIT = frozenset({"/quit", "/exit"})
+
+
 def run_chat(args: argparse.Namespace) -> int:
     """Runs `keel chat`: 0 at end of input, 1 when the server cannot be used."""
     settings = Settings()
@@ -40,12 +44,14 @@ def run_chat(args: argparse.Namespace) -> int:
             base_url=url, headers=headers, timeout=httpx.Timeout(10, read=300)
         ) as client:
             thread_id = _open_thread(client, args.thread)
-            print(f"thread {thread_id} (resume with --thread {thread_id}); Ctrl-D to quit")
+            print(f"thread {thread_id} (resume with --thread {thread_id}); /quit or Ctrl-D to quit")
             while True:
                 try:
                     message = input("you> ").strip()
                 except EOFError:
                     print()
+                    return 0
+                if message in QUIT:
                     return 0
                 if message:
                     _ask(client, thread_id, message)

@@ -47,7 +47,9 @@ def test_help_lists_commands_without_log_noise():
 
 def test_chat_streams_then_prints_the_cached_answer(server):
     # Twice the same question: the second reply comes from the cache, with no token events.
-    result = keel("chat", "--url", server.url, stdin=f"{QUESTION}\n{QUESTION}\n")
+    # `/quit` ends the session: the question after it is never asked.
+    stdin = f"{QUESTION}\n{QUESTION}\n/quit\nWhat is a lighthouse?\n"
+    result = keel("chat", "--url", server.url, stdin=stdin)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     replies = [line.rstrip() for line in result.stdout.splitlines() if line.startswith("keel> ")]
