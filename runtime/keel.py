@@ -110,5 +110,5 @@ async def _warm_sentences(corpora: Corpora, runs: RunManager) -> None:
                 log.exception("background sentence embedding failed; retrying")
                 done = 0
             await asyncio.sleep(WARM_BUSY_S if busy else 0 if done else WARM_DONE_S)
-    finally:
-        executor.shutdown(wait=False, cancel_futures=True)
+    finally:  # a step under way ends before the stores it writes to are closed
+        await asyncio.to_thread(executor.shutdown, cancel_futures=True)
