@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from integrations.hit_guard import RULES
+from integrations.hit_guard import ALL_RULES
 
 # Tenants name store namespaces (no dots allowed there) and cache/rate-limit keys.
 TENANT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -208,6 +208,8 @@ class Settings(BaseSettings):
             "dates",
             "units",
             "entities",
+            "order",
+            "swap",
         ],
         description="false-hit guard rules a candidate must pass, comma-separated",
     )
@@ -238,9 +240,9 @@ class Settings(BaseSettings):
     @field_validator("cache_guard_rules")
     @classmethod
     def _check_rules(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(RULES))
+        unknown = sorted(set(value) - set(ALL_RULES))
         if unknown:
-            raise ValueError(f"unknown cache guard rules {unknown}; known: {sorted(RULES)}")
+            raise ValueError(f"unknown cache guard rules {unknown}; known: {sorted(ALL_RULES)}")
         return value
 
     @field_validator("api_keys")

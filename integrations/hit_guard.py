@@ -5,26 +5,30 @@ Each rule extracts a signature from both questions; any rule whose signatures di
 candidate a miss. Missing a paraphrase costs one graph run; a false hit serves a wrong answer.
 """
 
+import difflib
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+import Stemmer
 
 GREEK = "\u03b1-\u03c9\u0391-\u03a9"
 APOSTROPHES = "'\u2019"
 WORD = re.compile(rf"[A-Za-z{GREEK}][\w{APOSTROPHES}{GREEK}-]*|\d+(?:[.,]\d+)*")
 NEGATORS = frozenset(
     "not no never none nor neither without cannot nothing nobody nowhere lack lacks lacking "
-    "absent absence fail fails failed unable".split()
+    "absent absence fail fails failed unable incapable unrelated".split()
 )
 # Opposite prefixes: "safe" vs "unsafe", "effective" vs "ineffective", "toxic" vs "non-toxic".
 ANTONYM_PREFIXES = ("un", "in", "im", "ir", "il", "dis", "non-", "non", "anti-", "anti")
 # (axis, direction) for word prefixes: synonyms share a direction, antonyms differ.
 DIRECTION_STEMS = {
     "up": "increas rais elevat boost enhanc promot upregulat up-regulat augment accelerat "
-    "amplif stimulat activat exacerbat heighten caus induc trigger rise rises rising rose greater larger bigger "
+    "amplif stimulat activat upmodulat exacerbat heighten caus induc trigger rise rises rising rose greater larger bigger "
     "higher highest more most maxim gain longer faster stronger extend prolong",
     "down": "decreas reduc lower lowest diminish declin drop suppress inhibit downregulat "
-    "down-regulat impair attenuat less least fewer smaller minim fall falls falling fell loss "
+    "down-regulat downmodulat antagoniz counteract impair attenuat less least fewer smaller minim fall falls falling fell loss "
     "lose loses weaken slow block blunt deplet shrink lessen mitigat alleviat shorter weaker "
     "shorten curb prevent avert",
 }
@@ -130,6 +134,46 @@ OPPOSITES = [
     "send/receive request/response ingestion/deletion ingest/delete insert/delete "
     "add/remove create/delete import/export first/last".split()
 ]
+
+
+# Words that carry no claim of their own: a swap of only these is never a different question.
+FRAME_WORDS = frozenset(
+    "a an and are as at be been being but by can could did do does for from has have had how in "
+    "into is it its of on or that the their there these this those to was were which with what "
+    "when where who whom whose why will would should may might must shall than then so such also "
+    "any about if very while during".split()
+)
+# Common synonyms a one-word swap may use and stay the same question (compared by group).
+SYNONYMS = [
+    group.split()
+    for group in (
+        "start starts started begin begins began commence initiate",
+        "affect affects influence influences impact impacts",
+        "work works effective efficacious efficacy",
+        "need needs require requires required",
+        "stop stops discontinue discontinued cease halt quit",
+        "run conduct conducted carried",
+        "link linked association associated related correlated",
+        "common frequent prevalent widespread",
+        "show shows display exhibit demonstrate",
+        "use used using take taking",
+        "drug drugs medication medications medicine medicines",
+        "sign indicator indicate indicates marker",
+        "above over exceeding",
+        "below under",
+    )
+]
+SYNONYM_OF = {word: n for n, group in enumerate(SYNONYMS) for word in group}
+# The two sides of a comparison: "A more than B" and "B more than A" are different questions.
+COMPARISON_WORDS = frozenset("than compared versus vs relative".split())
+_stem = Stemmer.Stemmer("english").stemWord
+_AXIS_STEMS = tuple(
+    stem
+    for axis in (DIRECTION_STEMS, VALENCE_STEMS, ORDER_STEMS)
+    for stems in axis.values()
+    for stem in stems.split()
+)
+_QUANTITIES = frozenset(w for words in QUANTITY_WORDS.values() for w in words.split())
 
 
 @dataclass(frozen=True)
@@ -239,6 +283,66 @@ def entities(q: Question) -> frozenset[str]:
     return frozenset(out)
 
 
+def _light(word: str) -> bool:
+    """A word the other rules already compare, or one with no content of its own."""
+    return (
+        word in FRAME_WORDS
+        or word in NEGATORS
+        or word.startswith(_AXIS_STEMS)
+        or word in _QUANTITIES
+        or word in NUMBER_WORDS
+        or word in UNIT_OF
+        or word in DATE_WORDS
+        or word in POPULATION_OF
+        or word[:1].isdigit()
+    )
+
+
+def order(q: Question) -> object:
+    """The words in order, for comparisons ("A more than B" / "B more than A"); compared only
+    when both questions use the same words."""
+    return _worded(q) if COMPARISON_WORDS & set(q.words) else None
+
+
+def _worded(q: Question) -> tuple[str, ...]:
+    return tuple(_stem(w) for w in q.words if w not in FRAME_WORDS)
+
+
+def _same_word(x: str, y: str) -> bool:
+    """Spelling or inflection variants ("tumor"/"tumour", "pregnancy"/"pregnant"), synonyms."""
+    return (
+        _stem(x) == _stem(y)
+        or difflib.SequenceMatcher(None, x, y).ratio() >= 0.75
+        or (x in SYNONYM_OF and SYNONYM_OF[x] == SYNONYM_OF.get(y))
+    )
+
+
+def _swapped(a: Question, b: Question) -> bool:
+    """The two questions differ in at most two places, and in one of them a content word takes
+    the place of an unrelated one ("in apoptosis" / "in differentiation", "enables" /
+    "represses"): the shape of a contrast, whose words embeddings place close. A paraphrase
+    rewords more places, or swaps only synonyms, variants and words other rules compare."""
+    ops = [
+        op
+        for op in difflib.SequenceMatcher(None, a.words, b.words, autojunk=False).get_opcodes()
+        if op[0] != "equal"
+    ]
+    if len(ops) > 2:
+        return False
+    edited_a = {w for _, i1, i2, _, _ in ops for w in a.words[i1:i2] if w not in FRAME_WORDS}
+    edited_b = {w for _, _, _, j1, j2 in ops for w in b.words[j1:j2] if w not in FRAME_WORDS}
+    if edited_a & edited_b:
+        return False  # a word moved: the question was reworded, not one word swapped
+    changes = []
+    for _, i1, i2, j1, j2 in ops:
+        xs, ys = a.words[i1:i2], b.words[j1:j2]
+        only_a = [x for x in xs if not _light(x) and not any(_same_word(x, y) for y in ys)]
+        only_b = [y for y in ys if not _light(y) and not any(_same_word(y, x) for x in xs)]
+        if only_a or only_b:
+            changes.append((only_a, only_b))
+    return len(changes) == 1 and all(changes[0])
+
+
 RULES: dict[str, Callable[[Question], object]] = {
     "negation": negation,
     "polarity": polarity,
@@ -247,7 +351,11 @@ RULES: dict[str, Callable[[Question], object]] = {
     "dates": dates,
     "units": units,
     "entities": entities,
+    "order": order,
 }
+# Rules that compare the two questions' wording rather than a signature of each.
+PAIRWISE: dict[str, Callable[[Question, Question], bool]] = {"swap": _swapped}
+ALL_RULES = (*RULES, *PAIRWISE)
 
 
 def _antonym_prefixed(a: Question, b: Question) -> str | None:
@@ -274,7 +382,7 @@ def _entities_disagree(a: Question, b: Question) -> bool:
     }
 
 
-def disagreement(a: str, b: str, rules: Iterable[str] = RULES) -> str | None:
+def disagreement(a: str, b: str, rules: Iterable[str] = ALL_RULES) -> str | None:
     """The first rule on which the two questions disagree, or None when they agree on all."""
     qa, qb = parse(a), parse(b)
     for rule in rules:
@@ -284,13 +392,21 @@ def disagreement(a: str, b: str, rules: Iterable[str] = RULES) -> str | None:
             continue
         if rule == "polarity" and _antonym_prefixed(qa, qb):
             return "polarity"
+        if rule == "order" and (
+            Counter(_worded(qa)) != Counter(_worded(qb)) or ("by" in qa.words) != ("by" in qb.words)
+        ):
+            continue  # different words, or a passive ("A is compared with B by C"): not a swap
+        if rule in PAIRWISE:
+            if PAIRWISE[rule](qa, qb):
+                return rule
+            continue
         if RULES[rule](qa) != RULES[rule](qb):
             return rule
     return None
 
 
 def refusal(
-    a: str, b: str, similarity: float, threshold: float, rules: Iterable[str] = RULES
+    a: str, b: str, similarity: float, threshold: float, rules: Iterable[str] = ALL_RULES
 ) -> str | None:
     """Why `b`'s cached answer may not serve `a`: "similarity" (below `threshold`), the first
     guard rule they disagree on, or None when it may."""

@@ -61,6 +61,21 @@ CONTRASTS = [
         "entities",
     ),
     ("Does X help men sleep?", "Does X help women sleep?", "entities"),
+    (
+        "Is general exercise more effective than rotator cuff exercises?",
+        "Are rotator cuff exercises more effective than general exercise?",
+        "order",
+    ),
+    (
+        "Are fox0 transcription factors involved in apoptosis?",
+        "Are fox0 transcription factors involved in cellular differentiation?",
+        "swap",
+    ),
+    (
+        "Does Foxp3 enable the expression of memory T cell regulators?",
+        "Does Foxp3 repress the expression of memory T cell regulators?",
+        "swap",
+    ),
 ]
 PARAPHRASES = [
     ("Does aspirin reduce the risk of stroke?", "Does taking aspirin lower stroke risk?"),
@@ -70,6 +85,9 @@ PARAPHRASES = [
     ("Does Aspirin help?", "Aspirin: does it help?"),
     ("Did the outbreak start in December 2019?", "Did the outbreak begin in December 2019?"),
     ("Was January the peak month for deaths?", "Did deaths peak in January?"),
+    ("Does p53 suppress tumor formation?", "Does p53 inhibit tumour formation?"),
+    ("Does the trial compare A with B?", "Is A compared with B by the trial?"),
+    ("Is HbA1c above 6.5% diagnostic of diabetes?", "Is HbA1c over 6.5% diagnostic of diabetes?"),
 ]
 
 
