@@ -11,6 +11,8 @@ ingestion computes) find closest to it (`scoring_vectors`). With `sentence_vecto
 ingestion embeds them all instead.
 """
 
+import functools
+import gc
 import hashlib
 import logging
 import threading
@@ -144,7 +146,7 @@ def open_corpora(settings: Settings) -> "Corpora":
     static = background = None
     if settings.sentence_vectors == "lazy":
         static = StaticEmbedder(model, settings.data_dir / "static_tokens.npz")
-        background = MiniLMEmbedder(threads=1, cache_size=0)
+        background = functools.partial(MiniLMEmbedder, threads=1, cache_size=0)
     return Corpora(open_chroma(settings), model, settings, static, background)
 
 
@@ -154,8 +156,9 @@ class Corpora:
     The default tenant (single-tenant deployments, `keel ingest`, `keel eval`) owns the
     collection named in settings; any other tenant gets `<collection>_t<digest of tenant>`.
     `static`, when given, scores sentences that have no stored vectors yet; `background`, when
-    given, embeds them in `warm_step` (one ORT thread of its own: a run's embeddings never queue
-    behind it in the shared thread pool)."""
+    given, makes the model that embeds them in `warm_step` (one ORT thread of its own: a run's
+    embeddings never queue behind it in the shared thread pool), on the first step: a process
+    that never warms (`keel ingest`, `keel docs`) does not load a second copy (~115 MB)."""
 
     def __init__(
         self,
@@ -163,10 +166,11 @@ class Corpora:
         embedder: Embedder,
         settings: Settings,
         static: StaticEmbedder | None = None,
-        background: Embedder | None = None,
+        background: Callable[[], Embedder] | None = None,
     ):
         self._client, self._embedder, self._settings = client, embedder, settings
-        self._static, self._background = static, background or embedder
+        self._static, self._make_background = static, background
+        self._background: Embedder | None = None
         self._open: dict[str, Corpus] = {}
         self._lock = threading.Lock()
 
@@ -200,6 +204,9 @@ class Corpora:
         self.get()  # the default corpus is warmed even before its first query
         with self._lock:
             opened = list(self._open.values())
+        if self._background is None:
+            make = self._make_background
+            self._background = make() if make is not None else self._embedder
         for corpus in opened:
             if done := corpus.warm(chunks, wanted_only, self._background):
                 return done
@@ -320,6 +327,10 @@ class Corpus:
             )
             self._info = info
             self._bm25_version = version
+            if gc.get_freeze_count():
+                # The server froze its start-up heap (api/app.py): an index built later (a new
+                # corpus version, another tenant) joins it, or every full collection walks it.
+                gc.freeze()
 
     def warm(self, chunks: int, wanted_only: bool = False, embedder: Embedder | None = None) -> int:
         """Embeds (with `embedder`, default the corpus's own) and stores the sentences of up to

@@ -3,6 +3,7 @@ MiniLM picks the few sentences of each chunk worth embedding, so that the first 
 wait for whole chunks' sentences to be embedded."""
 
 import asyncio
+import gc
 import os
 import threading
 from pathlib import Path
@@ -199,11 +200,38 @@ def test_the_default_corpus_loads_before_any_query_and_warms_on_its_own_model(
     reopened.load()
     corpus = reopened.get()
     assert len(corpus._bm25) == 3 and set(corpus._info) == {"d#0", "k#0", "h#0"}
-    query, background = Counting(corpus._embedder), Counting(reopened._background)
+    assert reopened._background is None  # made by the first warm step, not before
+    made: list[Counting] = []
+
+    def make() -> Counting:
+        made.append(Counting(MiniLMEmbedder(threads=1, cache_size=0)))
+        return made[0]
+
+    query = Counting(corpus._embedder)
     monkeypatch.setattr(corpus, "_embedder", query)
-    monkeypatch.setattr(reopened, "_background", background)
+    monkeypatch.setattr(reopened, "_make_background", make)
     assert reopened.warm_step(chunks=8) == 3
-    assert (query.texts, background.texts) == (0, 9)  # runs' embeddings never queue behind it
+    assert reopened.warm_step(chunks=8) == 0 and len(made) == 1
+    assert (query.texts, made[0].texts) == (0, 9)  # runs' embeddings never queue behind it
+
+
+def test_an_index_built_after_start_up_joins_the_frozen_heap(tmp_path: Path):
+    """The server freezes its start-up heap (`gc.freeze`); a corpus version that moves later is
+    rebuilt into it too, so full collections never walk its chunk table and BM25 index."""
+    corpus = open_corpora(Settings(data_dir=tmp_path)).get()
+    corpus.ingest(DOCS[:1])
+    corpus.refresh()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        corpus.ingest(DOCS[1:])  # the stored version moves: the next query rebuilds
+        corpus.refresh()
+        assert len(corpus._bm25) == 3
+        assert gc.get_freeze_count() > frozen
+        tracked = {id(o) for o in gc.get_objects()}  # the collector's generations, not frozen
+        assert id(corpus._bm25) not in tracked and id(corpus._info) not in tracked
+    finally:
+        gc.unfreeze()
 
 
 def test_warm_steps_run_on_a_thread_at_the_lowest_cpu_priority():
