@@ -18,7 +18,7 @@ APOSTROPHES = "'\u2019"
 WORD = re.compile(rf"[A-Za-z{GREEK}][\w{APOSTROPHES}{GREEK}-]*|\d+(?:[.,]\d+)*")
 NEGATORS = frozenset(
     "not no never none nor neither without cannot nothing nobody nowhere lack lacks lacking "
-    "absent absence fail fails failed unable incapable unrelated".split()
+    "absent absence fail fails failed unable incapable unrelated independent".split()
 )
 # Opposite prefixes: "safe" vs "unsafe", "effective" vs "ineffective", "toxic" vs "non-toxic".
 ANTONYM_PREFIXES = ("un", "in", "im", "ir", "il", "dis", "non-", "non", "anti-", "anti")
@@ -34,7 +34,7 @@ DIRECTION_STEMS = {
 }
 VALENCE_STEMS = {
     "good": "benefi protect safe helpful help improv better best good positive favo advantag",
-    "bad": "harm risk damag detriment worse worst bad negative advers toxic danger hazard "
+    "bad": "harm risk damag detriment worse worst bad poor negative advers toxic danger hazard "
     "disadvantag",
 }
 ORDER_STEMS = {
