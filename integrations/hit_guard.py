@@ -298,14 +298,18 @@ def _light(word: str) -> bool:
     )
 
 
-def order(q: Question) -> object:
-    """The words in order, for comparisons ("A more than B" / "B more than A"); compared only
-    when both questions use the same words."""
-    return _worded(q) if COMPARISON_WORDS & set(q.words) else None
-
-
 def _worded(q: Question) -> tuple[str, ...]:
     return tuple(_stem(w) for w in q.words if w not in FRAME_WORDS)
+
+
+def _reordered(a: Question, b: Question) -> bool:
+    """The same words around a comparison in another order ("A more effective than B" / "B more
+    effective than A"). Different words, or a passive ("A is compared with B by C"), are not."""
+    wa, wb = _worded(a), _worded(b)
+    if Counter(wa) != Counter(wb) or ("by" in a.words) != ("by" in b.words):
+        return False
+    ca, cb = (bool(COMPARISON_WORDS & set(q.words)) for q in (a, b))
+    return ca != cb or (ca and wa != wb)
 
 
 def _same_word(x: str, y: str) -> bool:
@@ -351,10 +355,12 @@ RULES: dict[str, Callable[[Question], object]] = {
     "dates": dates,
     "units": units,
     "entities": entities,
-    "order": order,
 }
 # Rules that compare the two questions' wording rather than a signature of each.
-PAIRWISE: dict[str, Callable[[Question, Question], bool]] = {"swap": _swapped}
+PAIRWISE: dict[str, Callable[[Question, Question], bool]] = {
+    "order": _reordered,
+    "swap": _swapped,
+}
 ALL_RULES = (*RULES, *PAIRWISE)
 
 
@@ -392,10 +398,6 @@ def disagreement(a: str, b: str, rules: Iterable[str] = ALL_RULES) -> str | None
             continue
         if rule == "polarity" and _antonym_prefixed(qa, qb):
             return "polarity"
-        if rule == "order" and (
-            Counter(_worded(qa)) != Counter(_worded(qb)) or ("by" in qa.words) != ("by" in qb.words)
-        ):
-            continue  # different words, or a passive ("A is compared with B by C"): not a swap
         if rule in PAIRWISE:
             if PAIRWISE[rule](qa, qb):
                 return rule
