@@ -14,6 +14,7 @@ import httpx
 from httpx_sse import connect_sse
 
 from cli.process import ServerProcess, free_port
+from evals import SCIFACT
 from graph.settings import Settings
 
 
@@ -220,12 +221,11 @@ def run(args: argparse.Namespace) -> int:
 
 def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     """Registers `keel bench`."""
-    scifact = Path("../shared/datasets/scifact")
     bench = subparsers.add_parser(
         "bench", help="latency and ingestion benchmark against real servers"
     )
-    bench.add_argument("--corpus", type=Path, default=scifact / "corpus.jsonl")
-    bench.add_argument("--queries", type=Path, default=scifact / "queries.jsonl")
+    bench.add_argument("--corpus", type=Path, default=SCIFACT / "corpus.jsonl")
+    bench.add_argument("--queries", type=Path, default=SCIFACT / "queries.jsonl")
     bench.add_argument(
         "--data-dir",
         type=Path,

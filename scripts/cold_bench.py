@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 
 from cli.bench import _ingest, _server, _turns
+from evals import SCIFACT
 from graph.settings import Settings
 
-SCIFACT = Path("../shared/datasets/scifact")  # as `keel bench`: next to the repo
 WARM_UP = "What does this collection say about the weather in Lisbon?"
 
 

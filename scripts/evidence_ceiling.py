@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import nodes.extractive as extractive
-from evals import metrics
+from evals import SCIFACT, metrics
 from evals.datasets import abstract_sentences, load_beir
 from integrations.embeddings import MiniLMEmbedder
 
@@ -40,9 +40,7 @@ def _settings(values: dict[str, float]) -> Iterator[None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--dataset", type=Path, default=Path(__file__).parents[2] / "shared/datasets/scifact"
-    )
+    parser.add_argument("--dataset", type=Path, default=SCIFACT)
     parser.add_argument("--split", default="train")
     args = parser.parse_args()
     dataset = load_beir(args.dataset, args.split)

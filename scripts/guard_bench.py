@@ -19,11 +19,11 @@ from pathlib import Path
 
 import phonenumbers
 
+from evals import SCIFACT
 from integrations.pii import apply
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
-SCIFACT = ROOT.parent / "shared" / "datasets" / "scifact"
 
 
 def split_of(text: str) -> str:

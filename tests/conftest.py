@@ -21,12 +21,12 @@ import pytest
 
 from api.auth import hash_key
 from cli.process import ServerProcess, free_port
+from evals import SCIFACT
 from graph.settings import Settings
 from integrations.corpus import Document, open_corpora
 from integrations.loaders import load_paths
 
 ROOT = Path(__file__).resolve().parents[1]
-SCIFACT = Path(os.environ.get("KEEL_SCIFACT_DIR", ROOT.parent / "shared" / "datasets" / "scifact"))
 SAMPLE_DOCS = 60
 
 

@@ -14,15 +14,13 @@ exact subset measured (see GATE_NDCG10), not from the full-corpus numbers.
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import pytest
 
+from evals import SCIFACT
 from evals.cli import add_eval_parser
 
-ROOT = Path(__file__).resolve().parents[2]
-SCIFACT = Path(os.environ.get("KEEL_SCIFACT_DIR", ROOT.parent / "shared" / "datasets" / "scifact"))
 SAMPLE, SEED, DISTRACTORS = 100, 0, 400
 # Measured on this exact subset (hybrid + rerank, 100 candidates, document-head dense vectors):
 # nDCG@10 0.847, recall@100 0.985. A drop of ~0.02 nDCG@10 (or of 2.5 points of recall) fails.
