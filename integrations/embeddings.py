@@ -94,6 +94,9 @@ class MiniLMEmbedder:
         self.fingerprint = f"{self.name}:{model_path.name}"
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        # Idle pool threads sleep instead of spinning: a server embeds a query now and then,
+        # and each call's spin after it burned more CPU than the call itself (README).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
             str(model_path), options, providers=["CPUExecutionProvider"]
         )
