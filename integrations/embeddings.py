@@ -95,7 +95,7 @@ class MiniLMEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         # Idle pool threads sleep instead of spinning: a server embeds a query now and then,
-        # and each call's spin after it burned more CPU than the call itself (README).
+        # and the spin-wait after each call cost about as much CPU again as the call (README).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
             str(model_path), options, providers=["CPUExecutionProvider"]
