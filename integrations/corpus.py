@@ -336,6 +336,8 @@ class Corpus:
         """Embeds (with `embedder`, default the corpus's own) and stores the sentences of up to
         `chunks` chunks that have none yet, those queries scored cold first (with `wanted_only`,
         only those); returns how many it took (0 when none is left)."""
+        if wanted_only and not self._wanted:
+            return 0  # while runs go on, looking up the collection every step is waste
         self.refresh()
         if self._warm is None or self._warm_version != self._bm25_version:
             rows = self._sentences.get(include=["metadatas"])

@@ -147,8 +147,14 @@ def test_chunks_scored_cold_are_warmed_first_even_while_busy(tmp_path: Path):
     assert corpora.warm_step(chunks=8, wanted_only=True) == 1
     assert corpus._sentences.count() == 3
     assert len(corpus.scoring_vectors(["k#0"], query)["k#0"][0]) == 3  # stored: all of them
+    # nothing else wanted: the busy warmer's steps do not even look at the store
+    lookups: list[Any] = []
+    real_refresh = corpus.refresh
+    corpus.refresh = lambda: lookups.append(1) or real_refresh()  # type: ignore[method-assign]
     assert corpora.warm_step(chunks=8, wanted_only=True) == 0
+    assert lookups == []
     assert corpora.warm_step(chunks=8) == 2  # idle: the rest
+    assert lookups == [1]
     assert corpus._sentences.count() == 9
 
 
