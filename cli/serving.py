@@ -86,19 +86,28 @@ def check_workers(settings: Settings) -> None:
         )
 
 
-def serve(settings: Settings, verbose: bool = False) -> int:
-    """Serves until SIGTERM (drained) or SIGINT; returns the exit code."""
-    check_workers(settings)
+def server_config(settings: Settings, verbose: bool = False) -> uvicorn.Config:
+    """uvicorn's settings for `keel serve`: uvloop and httptools, named rather than left to
+    uvicorn's "auto", which falls back silently to the pure-Python loop and parser when they
+    are missing (as they were from keel's own dependencies: only the dev tools brought them)."""
     # keel logs each request itself (JSON, with trace ids): no uvicorn logging config or access log.
-    config = uvicorn.Config(
+    return uvicorn.Config(
         functools.partial(_app, settings, verbose),
         factory=True,
         host=settings.host,
         port=settings.port,
+        loop="uvloop",
+        http="httptools",
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+
+
+def serve(settings: Settings, verbose: bool = False) -> int:
+    """Serves until SIGTERM (drained) or SIGINT; returns the exit code."""
+    check_workers(settings)
+    config = server_config(settings, verbose)
     server = DrainingServer(config, settings.drain_timeout)
     if settings.workers == 1:
         server.run()

@@ -1,17 +1,25 @@
 """The deployment files: Kustomize renders valid Kubernetes objects with distinct probes, a grace
 period above the drain timeout, requests and limits and a pinned image; compose runs two API
-replicas behind an SSE-friendly proxy; the connection budget check refuses oversubscription."""
+replicas behind an SSE-friendly proxy; the connection budget check refuses oversubscription;
+`keel serve` runs on uvloop and httptools."""
 
+import importlib.metadata
 import re
 import subprocess
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
+import uvloop
 import yaml
+from uvicorn.config import HTTP_PROTOCOLS
+from uvicorn.importer import import_from_string
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from checkpoints.capacity import check_connection_budget
+from cli.serving import server_config
 from graph.errors import ConfigError
+from graph.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,3 +87,19 @@ def test_connection_budget_refuses_oversubscription():
     check_connection_budget(10, 1, 9, 100)  # 90 <= 100 - 10
     with pytest.raises(ConfigError, match="= 100 connections"):
         check_connection_budget(10, 2, 5, 100)
+
+
+def test_keel_serve_runs_on_uvloop_and_httptools():
+    # Named, not uvicorn's "auto": a missing package fails at start instead of silently
+    # serving on asyncio's loop and h11 (the Docker image had neither).
+    required = {r.split("=")[0] for r in importlib.metadata.requires("keel") or () if ";" not in r}
+    assert {"uvloop", "httptools"} <= required  # keel's own dependencies, not the dev tools'
+    config = server_config(Settings())
+    assert import_from_string(HTTP_PROTOCOLS[config.http]) is HttpToolsProtocol
+    factory = config.get_loop_factory()
+    assert factory is not None
+    loop = factory()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
