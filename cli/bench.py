@@ -23,15 +23,15 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _ingest(corpus_file: Path, data_dir: Path) -> dict[str, float]:
+def _ingest(corpus: Path, data_dir: Path) -> dict[str, float]:
+    """Ingests a corpus (a file, or a directory's supported files) into `data_dir`."""
     from integrations.corpus import open_corpora
-    from integrations.loaders import load_file
+    from integrations.loaders import load_paths
 
     settings = Settings(data_dir=data_dir)
-    corpus = open_corpora(settings).get()
-    docs = list(load_file(corpus_file))
+    docs = load_paths([corpus])
     started = time.perf_counter()
-    report = corpus.ingest(docs)
+    report = open_corpora(settings).get().ingest(docs)
     seconds = time.perf_counter() - started
     return {
         "documents": report.documents,

@@ -10,12 +10,12 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
-import httpx
 import numpy as np
-from httpx_sse import connect_sse
 
 from cli.bench import _ingest, _pct, _server
+from cli.wire import Wire
 from integrations.cache_stores import CacheStore, RedisCacheStore, SqliteCacheStore
 from integrations.embeddings import MiniLMEmbedder
 
@@ -30,40 +30,48 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
-def _turn(client: httpx.Client, message: str) -> tuple[float, dict]:
+async def _turn(wire: Wire, message: str) -> tuple[float, dict]:
     """Milliseconds from the POST to `run.finished`, and its data (thread made beforehand)."""
-    thread_id = client.post("/v1/threads").json()["thread_id"]
-    started = time.perf_counter()
-    with connect_sse(
-        client, "POST", f"/v1/threads/{thread_id}/runs/stream", json={"message": message}
-    ) as source:
-        for sse in source.iter_sse():
-            if sse.event == "run.finished":
-                return (time.perf_counter() - started) * 1000, json.loads(sse.data)
-    raise RuntimeError(f"no run.finished for {message!r}")
+    thread_id = (await wire.post_json("/v1/threads", {}))["thread_id"]
+    started, finished = time.perf_counter(), None
+    async for event, data in wire.events(
+        f"/v1/threads/{thread_id}/runs/stream", {"message": message}
+    ):
+        if event == "run.finished":
+            finished = (time.perf_counter() - started) * 1000, json.loads(data)
+    if finished is None:
+        raise RuntimeError(f"no run.finished for {message!r}")
+    return finished
 
 
-def _hit_turns(data_dir: Path, pairs: list[dict], log: Path) -> dict[str, object]:
-    """First asks each distinct question (filling the cache), then its exact repeat and its
-    paraphrases; reports the hit turns' times by kind."""
-    questions = sorted({p["a"] for p in pairs})
-    paraphrases = [p["b"] for p in pairs if p["hit"]]
-    env = {"KEEL_DATA_DIR": str(data_dir), "KEEL_DATABASE_URL": f"sqlite:///{log.parent}/c.sqlite"}
+async def _ask(url: str, questions: list[str], paraphrases: list[str]) -> dict[str, object]:
+    address = urlparse(url)
+    wire = Wire(address.hostname or "127.0.0.1", address.port or 80)
     times: dict[str, list[float]] = {"exact": [], "semantic": []}
-    with _server(env, log) as server, httpx.Client(base_url=server.url, timeout=120) as client:
-        cached_first = 0
-        for question in questions:
-            _, result = _turn(client, question)
-            cached_first += not result["degraded"]
-        for message in questions + paraphrases:
-            ms, result = _turn(client, message.lower() if message in questions else message)
-            if result["cached"]:
-                times[result["cache"]["kind"]].append(ms)
+    cached_first = 0
+    for question in questions:
+        _, result = await _turn(wire, question)
+        cached_first += not result["degraded"]
+    for message in questions + paraphrases:
+        ms, result = await _turn(wire, message.lower() if message in questions else message)
+        if result["cached"]:
+            times[result["cache"]["kind"]].append(ms)
+    await wire.aclose()
     return {
         "questions_answered_and_cached": f"{cached_first}/{len(questions)}",
         "paraphrase_turns": len(paraphrases),
         **{f"{kind}_hit_turn_ms": _stats(v) for kind, v in times.items() if v},
     }
+
+
+def _hit_turns(data_dir: Path, pairs: list[dict], log: Path) -> dict[str, object]:
+    """First asks each distinct question (filling the cache), then its exact repeat and its
+    paraphrases; reports the hit turns' times by kind (timed by `cli.wire`'s lean client)."""
+    questions = sorted({p["a"] for p in pairs})
+    paraphrases = [p["b"] for p in pairs if p["hit"]]
+    env = {"KEEL_DATA_DIR": str(data_dir), "KEEL_DATABASE_URL": f"sqlite:///{log.parent}/c.sqlite"}
+    with _server(env, log) as server:
+        return asyncio.run(_ask(server.url, questions, paraphrases))
 
 
 async def _lookup(store: CacheStore, size: int, queries: int) -> dict[str, object]:

@@ -3,7 +3,8 @@
 Both servers run the full graph with the extractive answerer (no LLM), the cache off and a small
 corpus, on this machine. For each it prints: first SSE event and turn p50/p95 (sequential turns),
 turns/s at a given concurrency, and CPU per turn (server process tree + this database's Postgres
-backends, from /proc through psutil). Numbers on a shared machine are upper bounds.
+backends, from /proc through psutil), and the load generator's own (`cli.wire`, this process).
+Numbers on a shared machine are upper bounds.
 `--telemetry` adds a row for keel with every span exported to a loopback OTLP/HTTP receiver.
 
     PYTHONPATH=. python scripts/peer_bench.py --postgres-url postgresql://postgres@127.0.0.1/db
@@ -26,11 +27,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import httpx
 import psutil
-from httpx_sse import aconnect_sse
 
 from cli.process import ServerProcess, free_port
+from cli.wire import Wire
 from integrations import tracing
 from tests.collectors import OtlpReceiver
 
@@ -80,21 +80,15 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _turn(client: httpx.AsyncClient, peer: Peer, question: str) -> tuple[float, float]:
+async def _turn(wire: Wire, peer: Peer, question: str) -> tuple[float, float]:
     """(first SSE event ms, turn ms) of one turn on a new thread, timed from the stream request."""
-    created = await client.post(peer.thread_path, json={})
-    created.raise_for_status()
-    thread_id = peer.thread_id(created.json())
+    thread_id = peer.thread_id(await wire.post_json(peer.thread_path, {}))
     started = time.perf_counter()
     first = None
-    async with aconnect_sse(
-        client, "POST", peer.stream_path(thread_id), json=peer.body(question)
-    ) as source:
-        source.response.raise_for_status()
-        async for sse in source.aiter_sse():
-            first = first or time.perf_counter()
-            if sse.event in ("error", "run.error"):
-                raise RuntimeError(f"{peer.name} turn failed: {sse.data}")
+    async for event, data in wire.events(peer.stream_path(thread_id), peer.body(question)):
+        first = first or time.perf_counter()
+        if event in ("error", "run.error"):
+            raise RuntimeError(f"{peer.name} turn failed: {data}")
     done = time.perf_counter()
     return ((first or done) - started) * 1000, (done - started) * 1000
 
@@ -142,25 +136,26 @@ class CpuMeter:
 async def _measure(
     url: str, peer: Peer, meter: CpuMeter, turns: int, concurrency: int
 ) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=concurrency + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        for question in QUESTIONS:  # warm-up: models, caches, connections
-            await _turn(client, peer, question)
-        sequential = [
-            await _turn(client, peer, QUESTIONS[i % len(QUESTIONS)]) for i in range(turns)
-        ]
-        gate = asyncio.Semaphore(concurrency)
+    address = urlparse(url)
+    wires = [Wire(address.hostname or "127.0.0.1", address.port or 80) for _ in range(concurrency)]
+    for question in QUESTIONS:  # warm-up: models, caches, connections
+        await _turn(wires[0], peer, question)
+    sequential = [await _turn(wires[0], peer, QUESTIONS[i % len(QUESTIONS)]) for i in range(turns)]
+    load_turns = max(turns, 10 * concurrency)
+    queue = iter(range(load_turns))
 
-        async def one(i: int) -> None:
-            async with gate:
-                await _turn(client, peer, QUESTIONS[i % len(QUESTIONS)])
+    async def worker(wire: Wire) -> None:
+        for i in queue:
+            await _turn(wire, peer, QUESTIONS[i % len(QUESTIONS)])
 
-        load_turns = max(turns, 10 * concurrency)
-        before = meter.sample()
-        started = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(load_turns)))
-        wall = time.perf_counter() - started
-        spent = CpuMeter.delta(before, meter.sample())
+    before, client_before = meter.sample(), time.process_time()
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(wire) for wire in wires))
+    wall = time.perf_counter() - started
+    spent = CpuMeter.delta(before, meter.sample())
+    client_cpu = time.process_time() - client_before
+    for wire in wires:
+        await wire.aclose()
     first, total = [f for f, _ in sequential], [t for _, t in sequential]
     return {
         "server": peer.name,
@@ -173,6 +168,7 @@ async def _measure(
         "server_cpu_ms_per_turn": round(spent["server"] * 1000 / load_turns, 1),
         "postgres_cpu_ms_per_turn": round(spent["postgres"] * 1000 / load_turns, 1),
         "chroma_redis_cpu_ms_per_turn": round(spent["services"] * 1000 / load_turns, 1),
+        "client_cpu_ms_per_turn": round(client_cpu * 1000 / load_turns, 1),
     }
 
 

@@ -94,3 +94,40 @@ def test_api_key_from_flag_or_environment(start_server, postgres_url: str, data_
         result = keel("chat", "--url", server.url, *args, stdin=f"{QUESTION}\n", **env)
         assert result.returncode == 0, result.stderr
         assert "fifteen seconds" in result.stdout
+
+
+def test_cache_bench_times_both_kinds_of_hit(tmp_path: Path, redis_url: str) -> None:
+    """Smoke of `keel bench --cache` on the sample corpus: two questions, their repeats and
+    paraphrases through a real server, and lookups at 500 cached questions in both stores."""
+    paraphrases = {
+        "How does keel stream tokens to the client?": "How are tokens streamed to the client by keel?",
+        "Does ingestion bump the corpus version?": "Is the corpus version bumped by ingestion?",
+    }
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "".join(json.dumps({"a": a, "b": b, "hit": True}) + "\n" for a, b in paraphrases.items())
+    )
+    result = keel(
+        "bench",
+        "--cache",
+        "--corpus",
+        str(ROOT / "samples" / "corpus"),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--pairs",
+        str(pairs),
+        "--cache-questions",
+        "500",
+        "--redis-url",
+        redis_url,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    turns = report["hit_turns"]
+    assert turns["questions_answered_and_cached"] == "2/2"
+    assert turns["exact_hit_turn_ms"]["n"] == 2
+    assert turns["semantic_hit_turn_ms"]["n"] == 2
+    for store in ("lookup_sqlite", "lookup_redis"):
+        assert report[store]["questions"] == 500
+        assert report[store]["recall_at_1"] >= 0.9
+        assert 0 < report[store]["lookup_ms"]["p95"] < 1000

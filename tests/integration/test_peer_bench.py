@@ -38,6 +38,7 @@ def test_peer_bench_prints_positive_numbers_for_every_server(
             "turn_p50_ms",
             "turns_per_s_c2",
             "server_cpu_ms_per_turn",
+            "client_cpu_ms_per_turn",
         ):
             assert 0 < row[key] < 60_000, (key, row)
         assert row["first_event_p50_ms"] <= row["turn_p95_ms"]
