@@ -8,6 +8,7 @@ lines, and does nothing else; the benchmarks report its CPU beside the server's.
 """
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,19 +23,27 @@ class Wire:
         self._writer: asyncio.StreamWriter | None = None
 
     async def _request(self, path: str, body: dict[str, Any]) -> dict[bytes, bytes]:
-        """Sends a JSON POST; reads the status line and headers of its answer."""
-        if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        """Sends a JSON POST; reads the status line and headers of its answer. A kept-alive
+        connection the server has closed meanwhile (idle timeout) is opened again once."""
         payload = json.dumps(body).encode()
-        head = (
+        request = (
             f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
-        )
-        self._writer.write(head.encode() + payload)
-        assert self._reader is not None
-        status = await self._reader.readline()
-        headers = {}
-        while (line := await self._reader.readline()) not in (b"\r\n", b""):
+        ).encode() + payload
+        status = b""
+        for fresh in (self._writer is None, True):
+            if fresh:
+                await self.aclose()
+                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            assert self._reader is not None and self._writer is not None
+            self._writer.write(request)
+            with contextlib.suppress(ConnectionError):
+                status = await self._reader.readline()
+            if status or fresh:
+                break
+        headers, reader = {}, self._reader
+        assert reader is not None
+        while (line := await reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.partition(b":")
             headers[name.strip().lower()] = value.strip()
         if status.split(b" ", 2)[1:2] not in ([b"200"], [b"201"]):
@@ -73,3 +82,4 @@ class Wire:
     async def aclose(self) -> None:
         if self._writer is not None:
             self._writer.close()
+            self._reader = self._writer = None

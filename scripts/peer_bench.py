@@ -134,14 +134,15 @@ class CpuMeter:
 
 
 async def _measure(
-    url: str, peer: Peer, meter: CpuMeter, turns: int, concurrency: int
+    url: str, peer: Peer, meter: CpuMeter, turns: int, concurrency: int, load_turns: int
 ) -> dict[str, Any]:
     address = urlparse(url)
     wires = [Wire(address.hostname or "127.0.0.1", address.port or 80) for _ in range(concurrency)]
-    for question in QUESTIONS:  # warm-up: models, caches, connections
+    # Warm-up: models, caches and every connection (each may land on another worker process).
+    await asyncio.gather(*(_turn(wire, peer, QUESTIONS[i % 4]) for i, wire in enumerate(wires)))
+    for question in QUESTIONS:
         await _turn(wires[0], peer, question)
     sequential = [await _turn(wires[0], peer, QUESTIONS[i % len(QUESTIONS)]) for i in range(turns)]
-    load_turns = max(turns, 10 * concurrency)
     queue = iter(range(load_turns))
 
     async def worker(wire: Wire) -> None:
@@ -170,6 +171,16 @@ async def _measure(
         "chroma_redis_cpu_ms_per_turn": round(spent["services"] * 1000 / load_turns, 1),
         "client_cpu_ms_per_turn": round(client_cpu * 1000 / load_turns, 1),
     }
+
+
+def _await_workers(log: Path, workers: int, timeout_s: float = 120) -> None:
+    """Waits until every worker process of a server has started. The server answers as soon as
+    one has; a client's keep-alive connections opened before the others listen all stay on it."""
+    deadline = time.monotonic() + timeout_s
+    while log.read_text().count("Application startup complete") < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not all {workers} workers started in {timeout_s:.0f} s")
+        time.sleep(0.2)
 
 
 def _langgraph_config(workdir: Path) -> Path:
@@ -252,9 +263,15 @@ def main(argv: list[str] | None = None) -> int:
         "--turns",
         type=int,
         default=100,
-        help="sequential turns (under load: as many, and at least 10 x concurrency)",
+        help="sequential turns, timed one by one",
     )
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--load-turns",
+        type=int,
+        help="turns under load, timed together (default: 30 x concurrency, a steady state of "
+        "some seconds rather than the first waves)",
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -275,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.postgres_url:
         parser.error("pass --postgres-url or set KEEL_DATABASE_URL")
+    load_turns = args.load_turns or 30 * args.concurrency
     rows = []
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
@@ -299,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             receiver = OtlpReceiver()
             otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url}
             variants.append(("keel (Postgres) + OTLP traces", 1, otlp))
-        for name, workers, extra in variants:
+        for index, (name, workers, extra) in enumerate(variants):
             port = free_port()
             stores = shared if workers > 1 else {}
             keel_env = _env(
@@ -310,10 +328,14 @@ def main(argv: list[str] | None = None) -> int:
                 **extra,
             )
             command = [sys.executable, "-m", "cli.main", "serve", "--port", str(port)]
-            with ServerProcess(command, port, keel_env, work / "keel.log", cwd=REPO) as server:
+            log = work / f"keel-{index}.log"
+            with ServerProcess(command, port, keel_env, log, cwd=REPO) as server:
+                _await_workers(log, workers)
                 database = urlparse(args.postgres_url).path.lstrip("/")
                 meter = CpuMeter(server.proc.pid, database, services if workers > 1 else ())
-                row = asyncio.run(_measure(server.url, KEEL, meter, args.turns, args.concurrency))
+                row = asyncio.run(
+                    _measure(server.url, KEEL, meter, args.turns, args.concurrency, load_turns)
+                )
                 rows.append(row | {"server": name})
         if args.telemetry:
             print(f"spans received: {len(receiver.spans())}")
@@ -331,7 +353,9 @@ def main(argv: list[str] | None = None) -> int:
                 meter = CpuMeter(server.proc.pid, None)
                 rows.append(
                     asyncio.run(
-                        _measure(server.url, LANGGRAPH, meter, args.turns, args.concurrency)
+                        _measure(
+                            server.url, LANGGRAPH, meter, args.turns, args.concurrency, load_turns
+                        )
                     )
                 )
     _print_table(rows)

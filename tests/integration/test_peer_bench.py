@@ -23,7 +23,7 @@ def test_peer_bench_prints_positive_numbers_for_every_server(
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, str(REPO / "scripts" / "peer_bench.py")]
     command += ["--postgres-url", postgres_url, "--redis-url", redis_url]
-    command += ["--turns", "2", "--concurrency", "2"]
+    command += ["--turns", "2", "--concurrency", "2", "--load-turns", "20"]
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()

@@ -3,8 +3,10 @@ period above the drain timeout, requests and limits and a pinned image; compose 
 replicas behind an SSE-friendly proxy; the connection budget check refuses oversubscription;
 `keel serve` runs on uvloop and httptools."""
 
+import contextlib
 import importlib.metadata
 import re
+import socket
 import subprocess
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from uvicorn.importer import import_from_string
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from checkpoints.capacity import check_connection_budget
-from cli.serving import server_config
+from cli.serving import server_config, worker_sockets
 from graph.errors import ConfigError
 from graph.settings import Settings
 
@@ -103,3 +105,33 @@ def test_keel_serve_runs_on_uvloop_and_httptools():
         assert isinstance(loop, uvloop.Loop)
     finally:
         loop.close()
+
+
+def test_workers_listen_on_one_port_and_the_kernel_spreads_connections():
+    config = server_config(Settings(host="127.0.0.1", port=0))
+    sockets = worker_sockets(config, 2)
+    try:
+        assert len({s.getsockname() for s in sockets}) == 1  # one address, port 0 resolved once
+        for sock in sockets:
+            sock.listen(128)
+            sock.setblocking(False)
+        clients = [socket.create_connection(sockets[0].getsockname()) for _ in range(64)]
+        accepted = [0, 0]
+        for i, sock in enumerate(sockets):
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    sock.accept()[0].close()
+                    accepted[i] += 1
+        # Binomial(64, 1/2) per socket: below 16 on either side has odds of about 1 in 30,000;
+        # on one shared socket one worker could hold every connection.
+        assert sum(accepted) == 64 and min(accepted) >= 16, accepted
+        for client in clients:
+            client.close()
+        with pytest.raises(ConfigError, match="cannot listen"):  # taken without SO_REUSEPORT
+            with socket.create_server(("127.0.0.1", 0)) as taken:
+                worker_sockets(
+                    server_config(Settings(host="127.0.0.1", port=taken.getsockname()[1])), 2
+                )
+    finally:
+        for sock in sockets:
+            sock.close()
