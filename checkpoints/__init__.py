@@ -58,7 +58,7 @@ async def open_persistence(
     """Opens the checkpointer and store named by `url`, set up and ready; closes them on exit.
     `serde` (see `checkpoints.crypto.build_serde`) hardens and encrypts checkpoint values;
     `pool_max` bounds the Postgres pool; `pools` (workers, replicas) counts the pools sharing the
-    database, checked against its max_connections at open."""
+    database, checked against its max_connections at open (and a warning when autovacuum is off)."""
     if url.startswith("memory://"):
         from langgraph.checkpoint.memory import InMemorySaver
         from langgraph.store.memory import InMemoryStore
@@ -107,9 +107,15 @@ async def open_persistence(
         )
         await pool.open(wait=True, timeout=15)
         try:
-            from checkpoints.capacity import check_connection_budget, max_connections
+            from checkpoints.capacity import (
+                check_autovacuum,
+                check_connection_budget,
+                server_settings,
+            )
 
-            check_connection_budget(pool_max, *pools, await max_connections(pool))
+            limit, autovacuum = await server_settings(pool)
+            check_connection_budget(pool_max, *pools, limit)
+            check_autovacuum(autovacuum)
             from checkpoints.postgres import PostgresSaver
 
             # With a serializer, primitive channel values go through it too (not inline JSONB).

@@ -138,3 +138,22 @@ async def test_throwaway_postgres_from_the_wheel(tmp_path: Path):
             r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")
         }
     assert {"checkpoints", "checkpoint_blobs", "checkpoint_writes", "store"} <= tables
+
+
+async def test_startup_reads_the_server_limits_and_warns_without_autovacuum(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from psycopg_pool import AsyncConnectionPool
+
+    from checkpoints.capacity import check_autovacuum, server_settings
+
+    with psycopg.connect(postgres_url) as conn:
+        limit = conn.execute("SHOW max_connections").fetchone()[0]
+        autovacuum = conn.execute("SHOW autovacuum").fetchone()[0]
+    async with AsyncConnectionPool(postgres_url, min_size=1, max_size=1, open=False) as pool:
+        assert await server_settings(pool) == (int(limit), autovacuum == "on")
+    with caplog.at_level("WARNING", logger="keel"):
+        check_autovacuum(True)
+        assert not caplog.records
+        check_autovacuum(False)
+    assert "autovacuum is off" in caplog.records[0].getMessage()
