@@ -10,7 +10,6 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 
@@ -45,8 +44,7 @@ async def _turn(wire: Wire, message: str) -> tuple[float, dict]:
 
 
 async def _ask(url: str, questions: list[str], paraphrases: list[str]) -> dict[str, object]:
-    address = urlparse(url)
-    wire = Wire(address.hostname or "127.0.0.1", address.port or 80)
+    wire = Wire(url)
     times: dict[str, list[float]] = {"exact": [], "semantic": []}
     cached_first = 0
     for question in questions:

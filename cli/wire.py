@@ -12,13 +12,16 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlparse
 
 
 class Wire:
-    """One keep-alive connection to `host:port`, opened on first use; one request at a time."""
+    """One keep-alive connection to the server at `url` (`http://host:port`), opened on first
+    use; one request at a time."""
 
-    def __init__(self, host: str, port: int):
-        self.host, self.port = host, port
+    def __init__(self, url: str):
+        address = urlparse(url)
+        self.host, self.port = address.hostname or "127.0.0.1", address.port or 80
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 

@@ -136,10 +136,11 @@ class CpuMeter:
 async def _measure(
     url: str, peer: Peer, meter: CpuMeter, turns: int, concurrency: int, load_turns: int
 ) -> dict[str, Any]:
-    address = urlparse(url)
-    wires = [Wire(address.hostname or "127.0.0.1", address.port or 80) for _ in range(concurrency)]
+    wires = [Wire(url) for _ in range(concurrency)]
     # Warm-up: models, caches and every connection (each may land on another worker process).
-    await asyncio.gather(*(_turn(wire, peer, QUESTIONS[i % 4]) for i, wire in enumerate(wires)))
+    await asyncio.gather(
+        *(_turn(wire, peer, QUESTIONS[i % len(QUESTIONS)]) for i, wire in enumerate(wires))
+    )
     for question in QUESTIONS:
         await _turn(wires[0], peer, question)
     sequential = [await _turn(wires[0], peer, QUESTIONS[i % len(QUESTIONS)]) for i in range(turns)]
