@@ -55,6 +55,12 @@ def test_two_workers_serve_one_port_and_drain_on_sigterm(
     children = psutil.Process(server.proc.pid).children()
     workers = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
     assert len(workers) == 2, [c.cmdline() for c in children]
+    # The server answers once one worker listens; a worker listens after its startup, and the
+    # kernel gives a connection only to sockets that listen: wait for both (CI once saw 16 / 0).
+    deadline = time.monotonic() + 60
+    while not all(listening(w, server.port) for w in workers):
+        assert time.monotonic() < deadline, "the second worker never listened"
+        time.sleep(0.1)
     with httpx.Client(timeout=30) as client:
         tids = [client.post(f"{server.url}/v1/threads").json()["thread_id"] for _ in range(16)]
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
@@ -81,3 +87,10 @@ def test_two_workers_serve_one_port_and_drain_on_sigterm(
     log = server.log.read_text()
     assert log.count("Application startup complete") == 2
     assert log.count("SIGTERM: draining") == 2
+
+
+def listening(process: psutil.Process, port: int) -> bool:
+    return any(
+        c.laddr.port == port and c.status == psutil.CONN_LISTEN
+        for c in process.net_connections("tcp")
+    )
