@@ -27,7 +27,7 @@ class Context:
     model: str | None = None
     history_turns: int = 4
     deadline_at: float | None = None  # epoch seconds; the runner sets it when the run starts
-    # Per-run values nodes share without checkpointing them (the question's vector): lost on a
+    # Per-run values nodes share without checkpointing them (the cache candidates): lost on a
     # resume after a crash, so a reader recomputes what it does not find.
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

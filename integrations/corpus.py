@@ -11,6 +11,7 @@ ingestion computes) find closest to it (`scoring_vectors`). With `sentence_vecto
 ingestion embeds them all instead.
 """
 
+import asyncio
 import functools
 import gc
 import hashlib
@@ -150,6 +151,10 @@ def open_corpora(settings: Settings) -> "Corpora":
     return Corpora(open_chroma(settings), model, settings, static, background)
 
 
+def _failed(future: asyncio.Future[Any]) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)
+
+
 class Corpora:
     """One `Corpus` per tenant, opened on first use: a tenant retrieves only what it ingested.
 
@@ -158,7 +163,13 @@ class Corpora:
     `static`, when given, scores sentences that have no stored vectors yet; `background`, when
     given, makes the model that embeds them in `warm_step` (one ORT thread of its own: a run's
     embeddings never queue behind it in the shared thread pool), on the first step: a process
-    that never warms (`keel ingest`, `keel docs`) does not load a second copy (~115 MB)."""
+    that never warms (`keel ingest`, `keel docs`) does not load a second copy (~115 MB).
+
+    Questions' vectors are shared too (`start_query`, `query_vector`): every tenant uses one
+    model, so a vector depends on its text alone."""
+
+    # Recent questions whose vectors (or the model calls computing them) are kept.
+    QUERIES_KEPT = 1024
 
     def __init__(
         self,
@@ -172,6 +183,7 @@ class Corpora:
         self._static, self._make_background = static, background
         self._background: Embedder | None = None
         self._open: dict[str, Corpus] = {}
+        self._queries: OrderedDict[str, asyncio.Future[np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, tenant: str = DEFAULT_TENANT) -> "Corpus":
@@ -184,6 +196,29 @@ class Corpora:
                 )
                 self._open[tenant] = corpus
             return corpus
+
+    def start_query(self, text: str) -> "asyncio.Future[np.ndarray]":
+        """Starts embedding `text` as a question in a thread, unless that is under way or done
+        recently. A run's submission starts it, so the model runs beside the run's creation and
+        the guard node instead of inside `cache_lookup`; runs asking the same question at once
+        share one model call."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            future = self._queries.get(text)
+            if future is None or future.get_loop() is not loop or _failed(future):
+                embed = self._embedder.embed
+                future = loop.run_in_executor(None, lambda: embed([text])[0])
+                self._queries[text] = future
+                while len(self._queries) > self.QUERIES_KEPT:
+                    self._queries.popitem(last=False)
+            else:
+                self._queries.move_to_end(text)
+            return future
+
+    async def query_vector(self, text: str) -> np.ndarray:
+        """`text`'s vector as a question (see `start_query`); one caller giving up (cancelled)
+        does not cancel it for the others."""
+        return await asyncio.shield(self.start_query(text))
 
     def load(self) -> None:
         """Opens the default corpus and builds its index now rather than on its first query."""

@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 
@@ -53,18 +52,6 @@ async def cache_keys(deps: Deps, context: Context, question: str) -> tuple[str, 
     return _digest([context.tenant, normalize_question(question), *scope[1:]]), _digest(scope)
 
 
-async def question_vector(deps: Deps, context: Context, question: str) -> np.ndarray:
-    """The question's embedding, computed once per run and kept in the run's memo (not in
-    checkpointed state); after a resume the memo is empty and it is computed again."""
-    memo_key = f"vector:{question}"
-    vector: np.ndarray | None = context.memo.get(memo_key)
-    if vector is None:
-        corpus = deps.corpora.get(context.tenant)
-        vector = await asyncio.to_thread(corpus.embed_query, question)
-        context.memo[memo_key] = vector
-    return vector
-
-
 async def semantic_hit(
     deps: Deps,
     context: Context,
@@ -81,7 +68,7 @@ async def semantic_hit(
     memo_key = f"candidates:{scope}:{question}"
     candidates = context.memo.get(memo_key)
     if candidates is None:
-        vector = await question_vector(deps, context, question)
+        vector = await deps.corpora.query_vector(question)
         candidates = await deps.cache.similar(scope, vector, settings.cache_candidates)
         context.memo[memo_key] = candidates
     verdict: CacheVerdict = {"hit": False, "kind": None, "similarity": None}
@@ -174,7 +161,7 @@ async def store_answer(deps: Deps, context: Context, state: State, answer: dict[
         key, scope = await cache_keys(deps, context, question)
         await deps.cache.put(key, answer, ttl)
         if deps.settings.cache_semantic:
-            vector = await question_vector(deps, context, question)
+            vector = await deps.corpora.query_vector(question)
             await deps.cache.add_question(scope, key, question, vector, ttl)
     except StoreUnavailable:
         pass

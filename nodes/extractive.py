@@ -13,7 +13,6 @@ from graph.deps import Deps
 from graph.state import Citation, Passage
 from integrations.corpus import Corpus
 from integrations.lexical import tokenize
-from nodes.cache import question_vector
 
 # Tuned on SciFact train (evidence sentences, see README "Evaluation"): a sentence's relevance is
 # its cosine to the question plus a share of the question's (stemmed) words it contains, minus a
@@ -147,9 +146,9 @@ async def extractive_answer(
     deps: Deps, context: Context, question: str, passages: list[Passage]
 ) -> ExtractiveAnswer | None:
     """The sentences of `passages` that answer `question`, or None when none is relevant. The
-    question's vector is the run's own (see `question_vector`): no second model call."""
+    question's vector is the run's own (`Corpora.query_vector`): no second model call."""
     if not passages:
         return None
-    query = await question_vector(deps, context, question)
+    query = await deps.corpora.query_vector(question)
     corpus = deps.corpora.get(context.tenant)
     return await asyncio.to_thread(_answer, deps, corpus, question, query, passages)

@@ -13,7 +13,6 @@ from graph.errors import StoreUnavailable
 from graph.state import Passage, State
 from integrations import tracing
 from integrations.corpus import Corpus
-from nodes.cache import question_vector
 
 RRF_K = 60
 # Score-based fusion beat rank fusion on SciFact train (see `convex_fusion`); the dense share:
@@ -100,11 +99,9 @@ def make_retrieve(deps: Deps):
     async def retrieve(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         context = run_context(runtime.context)
         question = state["question"]
-        # The vector cache_lookup computed for this run, if any: no second model call.
+        # The vector cache_lookup used, if any (started when the run was submitted).
         vector = (
-            await question_vector(deps, context, question)
-            if context.retrieval != "lexical"
-            else None
+            await deps.corpora.query_vector(question) if context.retrieval != "lexical" else None
         )
         collection = deps.settings.collection
         with tracing.span(

@@ -171,8 +171,11 @@ class RunManager:
             raise InvalidInput(f"model {context.get('model')!r} is not allowed on this server")
         strategy = multitask_strategy or settings.multitask_strategy
         # Only the redacted message is stored; the raw one stays in this process's memory.
+        question = None if message is None else self.keel.deps.redactor.redact(message).text
+        if question:  # cache_lookup and retrieve need its vector: embedded while the run starts
+            self.keel.deps.corpora.start_query(question)
         stored: dict[str, Any] = {
-            "message": None if message is None else self.keel.deps.redactor.redact(message).text,
+            "message": question,
             "context": context,
             "durability": durability or settings.durability,
         }

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,6 +184,14 @@ def _await_workers(log: Path, workers: int, timeout_s: float = 120) -> None:
         time.sleep(0.2)
 
 
+def _measured(server: ServerProcess, load: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Runs `load` against `server`; a failed turn's error carries the server's log tail."""
+    try:
+        return asyncio.run(load)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}\n--- {server.log.name}:\n{server.tail()}") from exc
+
+
 def _langgraph_config(workdir: Path) -> Path:
     """The repo's langgraph.json with absolute paths, so the dev server runs outside the repo."""
     config = json.loads((REPO / "langgraph.json").read_text())
@@ -334,8 +342,9 @@ def main(argv: list[str] | None = None) -> int:
                 _await_workers(log, workers)
                 database = urlparse(args.postgres_url).path.lstrip("/")
                 meter = CpuMeter(server.proc.pid, database, services if workers > 1 else ())
-                row = asyncio.run(
-                    _measure(server.url, KEEL, meter, args.turns, args.concurrency, load_turns)
+                row = _measured(
+                    server,
+                    _measure(server.url, KEEL, meter, args.turns, args.concurrency, load_turns),
                 )
                 rows.append(row | {"server": name})
         if args.telemetry:
@@ -352,13 +361,10 @@ def main(argv: list[str] | None = None) -> int:
                 command, port, _env(data_dir), work / "lg.log", ready_path="/ok", cwd=work
             ) as server:
                 meter = CpuMeter(server.proc.pid, None)
-                rows.append(
-                    asyncio.run(
-                        _measure(
-                            server.url, LANGGRAPH, meter, args.turns, args.concurrency, load_turns
-                        )
-                    )
+                load = _measure(
+                    server.url, LANGGRAPH, meter, args.turns, args.concurrency, load_turns
                 )
+                rows.append(_measured(server, load))
     _print_table(rows)
     print(json.dumps(rows))
     return 0

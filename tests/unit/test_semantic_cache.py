@@ -10,15 +10,18 @@ import numpy as np
 import pytest
 from langgraph.runtime import Runtime
 
+from api.schemas import RunRequest
+from checkpoints.threads import create_thread
 from evals.cache_pairs import load_pairs, score_pairs
 from graph.context import Context
 from graph.deps import Deps
 from graph.settings import Settings
 from integrations.cache_stores import CacheStore, RedisCacheStore, SqliteCacheStore
-from integrations.corpus import Document
+from integrations.corpus import Corpora, Document
 from integrations.embeddings import MiniLMEmbedder
 from integrations.hit_guard import disagreement, refusal
-from nodes.cache import make_cache_lookup, near_answer, question_vector, store_answer
+from nodes.cache import make_cache_lookup, near_answer, store_answer
+from runtime.keel import open_keel
 
 CONTRASTS = [
     (
@@ -200,12 +203,11 @@ PARAPHRASE = "When the same file is ingested twice, does keel avoid duplicate ch
 CONTRAST = "Does keel not avoid duplicate chunks when the same file is ingested twice?"
 
 
-async def test_lookup_semantic_hit_guard_tenant_and_memo(deps: Deps):
+async def test_lookup_semantic_hit_guard_and_tenant(deps: Deps):
     lookup = make_cache_lookup(deps)
     first = rt(tenant="t1")
     state: dict[str, Any] = {"question": QUESTION, "messages": []}
     await store_answer(deps, first.context, state, {"answer": "A [1]", "citations": []})
-    assert f"vector:{QUESTION}" in first.context.memo  # embedded once, kept for retrieve
 
     hit = await lookup({"question": PARAPHRASE, "messages": []}, rt(tenant="t1"))
     assert hit["cached"] is True and hit["answer"] == "A [1]"
@@ -253,9 +255,55 @@ async def test_near_answer_rung_is_looser_but_guarded_and_grounded(deps: Deps):
     assert await near_answer(deps, Context(tenant="t9", use_cache=False), near, retrieved) is None
 
 
-async def test_question_vector_is_memoised_per_run_and_recomputed_after_resume(deps: Deps):
-    context = Context(tenant="t1")
-    first = await question_vector(deps, context, QUESTION)
-    assert await question_vector(deps, context, QUESTION) is first
-    resumed = await question_vector(deps, Context(tenant="t1"), QUESTION)  # empty memo
-    assert resumed is not first and np.allclose(resumed, first)
+async def test_a_question_is_embedded_once_however_many_ask(deps: Deps, monkeypatch):
+    calls: list[list[str]] = []
+    embed = MiniLMEmbedder.embed
+
+    def counted(self: MiniLMEmbedder, texts: list[str], *args: Any, **kwargs: Any) -> np.ndarray:
+        calls.append(list(texts))
+        return embed(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(MiniLMEmbedder, "embed", counted)
+    question = f"{QUESTION} ({time.time_ns()})"  # not in the embedder's own cache
+    started = deps.corpora.start_query(question)  # as a run's submission does
+    vectors = await asyncio.gather(*(deps.corpora.query_vector(question) for _ in range(3)))
+    assert calls == [[question]] and all(v is vectors[0] for v in vectors)
+    assert started.done() and np.isclose(np.linalg.norm(vectors[0]), 1.0)
+    # One caller giving up does not cancel the call for the others.
+    other = f"{PARAPHRASE} ({time.time_ns()})"
+    waiter = asyncio.ensure_future(deps.corpora.query_vector(other))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    assert (await deps.corpora.query_vector(other)).shape == (384,)
+    assert calls == [[question], [other]]
+
+
+async def test_a_run_starts_its_redacted_questions_embedding_when_submitted(
+    tmp_path: Path, monkeypatch
+):
+    started: list[str] = []
+    embedded: list[str] = []
+    start, embed = Corpora.start_query, MiniLMEmbedder.embed
+
+    def spy_start(self: Corpora, text: str) -> Any:
+        started.append(text)
+        return start(self, text)
+
+    def spy_embed(self: MiniLMEmbedder, texts: list[str], *args: Any, **kwargs: Any) -> Any:
+        embedded.extend(texts)
+        return embed(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(Corpora, "start_query", spy_start)
+    monkeypatch.setattr(MiniLMEmbedder, "embed", spy_embed)
+    raw = f"Mail jane.doe@example.com: how do I resume a stream? ({time.time_ns()})"
+    async with open_keel(Settings(data_dir=tmp_path), []) as keel:
+        redacted = keel.deps.redactor.redact(raw).text
+        assert "jane.doe" not in redacted
+        thread = await create_thread(keel.persistence, "default")
+        context = RunRequest(message=raw).context.model_dump()
+        run = await keel.runs.submit("default", thread["thread_id"], raw, context)
+        assert started == [redacted]  # before the graph ran: by the submission itself
+        name, _ = await keel.runs.outcome(run)
+    assert name == "run.finished"
+    assert embedded.count(redacted) == 1  # cache_lookup and retrieve awaited that one call
+    assert not any("jane.doe" in text for text in embedded)
