@@ -18,7 +18,7 @@ from langgraph.store.base import BaseStore, TTLConfig
 from checkpoints.assistants import AssistantStore
 from checkpoints.crons import CronStore
 from checkpoints.runs import PostgresRunStore, RunStore, SqliteRunStore
-from checkpoints.sqlite import InlineSqliteSaver, InlineSqliteStore, connect
+from checkpoints.sqlite import InlineSqliteSaver, InlineSqliteStore, WalCheckpointer, connect
 from graph.errors import ConfigError
 
 
@@ -74,18 +74,22 @@ async def open_persistence(
         path.parent.mkdir(parents=True, exist_ok=True)
         # One connection each: the saver lets sqlite3 open its transactions, the store and the
         # run store run explicit ones; sharing one would let one commit the other's work.
-        saver_conn, store_conn, runs_conn = connect(path, False), connect(path), connect(path)
+        saver_conn = connect(path, autocommit=False, checkpoints=False)
+        store_conn, runs_conn = connect(path, checkpoints=False), connect(path, checkpoints=False)
         sqlite_saver = InlineSqliteSaver(saver_conn, serde=serde)
         sqlite_store = InlineSqliteStore(store_conn, ttl=STORE_TTL)
+        wal = WalCheckpointer(path)
         try:
             sqlite_saver.setup()
             sqlite_store.setup()
             sqlite_store.start_ttl_sweeper()
+            wal.start()
             yield await _keel_tables(
                 sqlite_saver, sqlite_store, SqliteRunStore(runs_conn), "sqlite"
             )
         finally:
             sqlite_store.stop_ttl_sweeper()
+            wal.stop()
             for conn in (runs_conn, store_conn, saver_conn):
                 conn.close()
     elif url.startswith(("postgresql://", "postgres://")):

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from checkpoints import open_persistence
+from checkpoints.sqlite import WalCheckpointer, connect
 from graph.errors import InvalidInput
 from graph.settings import Settings
 from integrations.cache_stores import RedisCacheStore, SqliteCacheStore
@@ -233,3 +235,38 @@ def test_corpus_embeds_heads_at_ingestion_and_sentences_on_first_use(tmp_path: P
     other.refresh()
     assert other.version() == 0 and other.lexical_search("zebra crossings", 5) == []
     assert corpus.lexical_search("zebra crossings", 5)[0][0] == "b#0"
+
+
+def test_wal_checkpoints_leave_the_writers_for_a_thread(tmp_path: Path):
+    path = tmp_path / "k.sqlite"
+    writer = connect(path, checkpoints=False)  # as the event loop's connections are
+    writer.execute("CREATE TABLE t (v BLOB)")
+
+    def write(megabytes: int) -> None:
+        for _ in range(megabytes * 4):
+            writer.execute("BEGIN IMMEDIATE")
+            writer.execute("INSERT INTO t VALUES (?)", (b"x" * 250_000,))
+            writer.execute("COMMIT")
+
+    write(8)  # ~2,000 pages, twice SQLite's default autocheckpoint: the writer copied none back
+    wal = Path(f"{path}-wal")
+    assert path.stat().st_size < 1_000_000 and wal.stat().st_size > 8_000_000
+    checkpointer = WalCheckpointer(path, interval_s=0.05)
+    checkpointer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while path.stat().st_size < 8_000_000:  # the thread copied it into the database
+            assert time.monotonic() < deadline, "no checkpoint in 10 s"
+            time.sleep(0.05)
+        size = wal.stat().st_size
+        write(4)  # the WAL starts over instead of growing
+        assert wal.stat().st_size <= size
+    finally:
+        checkpointer.stop()
+        writer.close()
+
+
+async def test_sqlite_persistence_never_checkpoints_on_the_loop(tmp_path: Path):
+    async with open_persistence(f"sqlite:///{tmp_path}/k.sqlite") as persistence:
+        for conn in (persistence.saver.conn, persistence.store.conn):
+            assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
