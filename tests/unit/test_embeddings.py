@@ -49,3 +49,12 @@ def test_integer_model_keeps_the_float_models_vectors():
     np.fill_diagonal(similarity, -1)
     assert similarity[0].argmax() == 1 and similarity[1].argmax() == 0
     assert similarity[0, 1] == pytest.approx(expected[0] @ expected[1], abs=0.02)
+
+
+def test_one_text_alone_gets_the_vector_it_gets_in_a_batch():
+    """A single text runs on the model's one-thread session, a batch on its all-cores one."""
+    model = MiniLMEmbedder(threads=2, cache_size=0)
+    batch = model.embed(TEXTS)
+    alone = np.stack([model.embed([text])[0] for text in TEXTS])
+    cosines = (alone * batch).sum(axis=1)
+    assert cosines.min() >= 0.99, cosines
