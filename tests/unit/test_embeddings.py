@@ -52,9 +52,10 @@ def test_integer_model_keeps_the_float_models_vectors():
 
 
 def test_one_text_alone_gets_the_vector_it_gets_in_a_batch():
-    """A single text runs on the model's one-thread session, a batch on its all-cores one."""
+    """A single text runs on the model's one-thread session, a batch on its all-cores one; the
+    vectors differ only as activations quantized over another batch do."""
     model = MiniLMEmbedder(threads=2, cache_size=0)
     batch = model.embed(TEXTS)
     alone = np.stack([model.embed([text])[0] for text in TEXTS])
     cosines = (alone * batch).sum(axis=1)
-    assert cosines.min() >= 0.99, cosines
+    assert cosines.min() >= 0.98 and cosines.mean() >= 0.99, cosines
