@@ -221,8 +221,11 @@ class Corpora:
         return await asyncio.shield(self.start_query(text))
 
     def load(self) -> None:
-        """Opens the default corpus and builds its index now rather than on its first query."""
+        """Opens the default corpus and builds its index now rather than on its first query, and
+        embeds a question once: the model's one-thread session for single texts is made on first
+        use (~120 ms), which would otherwise be the first question's."""
         self.get().refresh()
+        self._embedder.embed(["How is a question embedded?"])
 
     def name(self, tenant: str) -> str:
         """The tenant's collection prefix."""

@@ -17,7 +17,7 @@ from graph.context import Context
 from graph.deps import Deps
 from graph.settings import Settings
 from integrations.cache_stores import CacheStore, RedisCacheStore, SqliteCacheStore
-from integrations.corpus import Corpora, Document
+from integrations.corpus import Corpora, Document, open_corpora
 from integrations.embeddings import MiniLMEmbedder
 from integrations.hit_guard import disagreement, refusal
 from nodes.cache import make_cache_lookup, near_answer, store_answer
@@ -307,3 +307,20 @@ async def test_a_run_starts_its_redacted_questions_embedding_when_submitted(
     assert name == "run.finished"
     assert embedded.count(redacted) == 1  # cache_lookup and retrieve awaited that one call
     assert not any("jane.doe" in text for text in embedded)
+
+
+async def test_loading_the_corpora_readies_the_question_model(tmp_path: Path, monkeypatch):
+    """The one-thread session single texts run on is made at start-up (`Corpora.load`, which
+    the server's lifespan calls), not by the first question."""
+    corpora = open_corpora(Settings(data_dir=tmp_path))
+    corpora.load()
+    made: list[int] = []
+    new_session = MiniLMEmbedder._new_session
+
+    def counted(self: MiniLMEmbedder, threads: int) -> Any:
+        made.append(threads)
+        return new_session(self, threads)
+
+    monkeypatch.setattr(MiniLMEmbedder, "_new_session", counted)
+    vector = await corpora.query_vector(f"{QUESTION} ({time.time_ns()})")
+    assert made == [] and vector.shape == (384,)
