@@ -25,7 +25,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def _ingest(corpus: Path, data_dir: Path) -> dict[str, float]:
     """Ingests a corpus (a file, or a directory's supported files) into `data_dir`."""
-    from integrations.corpus import open_corpora
+    from corpus import open_corpora
     from integrations.loaders import load_paths
 
     settings = Settings(data_dir=data_dir)

@@ -81,7 +81,7 @@ class _Target:
             wait_s = GIVEN_URL_WAIT_S if self.args.url else STARTUP_WAIT_S
             self.client = connect(self.where, key, wait_s)
         else:
-            from integrations.corpus import open_corpora
+            from corpus import open_corpora
 
             self.corpus = open_corpora(self.settings).get(self.args.tenant)
         return self

@@ -85,7 +85,7 @@ def _summary(reports: list[dict[str, Any]], via: str) -> dict[str, Any]:
 def _local(settings: Settings, args: argparse.Namespace, docs: list[Any]) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from integrations.corpus import open_corpora
+    from corpus import open_corpora
 
     corpus = open_corpora(settings).get(args.tenant)
     with tqdm(desc="chunks embedded", unit="chunk", disable=args.quiet) as bar:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from graph.errors import InvalidInput
-from integrations.corpus import Document
+from corpus import Document
 from integrations.loaders import load_paths
 
 

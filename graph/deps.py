@@ -6,7 +6,7 @@ from langchain_core.language_models import BaseChatModel
 
 from graph.settings import Settings
 from integrations.cache_stores import CacheStore, RedisCacheStore, SqliteCacheStore
-from integrations.corpus import Corpora, open_corpora
+from corpus import Corpora, open_corpora
 from integrations.llm import LLMChain, build_chat_models
 from integrations.pii import PatternRedactor
 from integrations.rerank import Reranker, SentenceMaxSimReranker
@@ -55,3 +55,4 @@ class Deps:
         """Closes what holds connections."""
         await self.cache.aclose()
         await self.llm.aclose()
+        self.corpora.close()

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     history_max_messages: int = 0
 
     chroma_url: str | None = None
+    lexical_dir: Path | None = Field(
+        default=None,
+        description="the BM25 index's folder (default: <data_dir>/lexical); replicas share it, "
+        "so with several hosts it is a shared volume",
+    )
     collection: str = "keel"
     redis_url: str | None = None
     cache_ttl_s: int = 24 * 3600
@@ -266,6 +271,19 @@ class Settings(BaseSettings):
     def server_url(self) -> str:
         """The URL clients use: `url`, else the loopback address on `port`."""
         return self.url or f"http://127.0.0.1:{self.port}"
+
+    @property
+    def corpus_store_url(self) -> str:
+        """Where the corpus's chunks live: the Postgres of `database_url`, else SQLite under
+        `data_dir` (beside the checkpoints, not in their file: ingestion writes in bulk)."""
+        if self.database_url.startswith(("postgresql://", "postgres://")):
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'corpus.sqlite'}"
+
+    @property
+    def lexical_path(self) -> Path:
+        """The lexical index's folder: `lexical_dir`, else under `data_dir`."""
+        return self.lexical_dir or self.data_dir / "lexical"
 
     @property
     def checkpoint_url(self) -> str:

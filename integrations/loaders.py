@@ -19,7 +19,7 @@ from bs4 import BeautifulSoup, NavigableString, Tag
 from pypdf import PdfReader
 
 from graph.errors import DuplicateDocuments, InvalidInput
-from integrations.corpus import Document, Section
+from corpus import Document, Section
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".html", ".htm", ".pdf", ".jsonl")
 # Joins nested heading names in a section path ("Operations > Readiness").

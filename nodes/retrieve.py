@@ -1,5 +1,6 @@
-"""retrieve: hybrid first stage, dense (Chroma) + lexical (BM25), fused by normalised score
-(`convex_fusion`; `reciprocal_rank_fusion` is kept for rank-only inputs)."""
+"""retrieve: hybrid first stage, dense (document heads in Chroma) + lexical (BM25 over chunks),
+fused by normalised score (`convex_fusion`; `reciprocal_rank_fusion` is kept for rank-only
+inputs)."""
 
 import asyncio
 from typing import Any
@@ -12,7 +13,7 @@ from graph.deps import Deps
 from graph.errors import StoreUnavailable
 from graph.state import Passage, State
 from integrations import tracing
-from integrations.corpus import Corpus
+from corpus import Corpus
 
 RRF_K = 60
 # Score-based fusion beat rank fusion on SciFact train (see `convex_fusion`); the dense share:
@@ -52,32 +53,53 @@ def convex_fusion(
     return sorted(fused.items(), key=lambda kv: -kv[1])
 
 
+def dense_chunks(
+    documents: list[tuple[str, float, int]], lexical: list[tuple[str, float]], k: int
+) -> list[tuple[str, float]]:
+    """Dense hits are documents (one head vector each, with their chunk counts): a document's
+    score goes to its chunks, those BM25 found first, then the rest in order; `k` in all."""
+    found: dict[str, list[str]] = {}
+    for chunk_id, _ in lexical:
+        found.setdefault(chunk_id.rsplit("#", 1)[0], []).append(chunk_id)
+    out: list[tuple[str, float]] = []
+    for doc_id, score, chunks in documents:
+        first = found.get(doc_id, [])
+        rest = (f"{doc_id}#{n}" for n in range(min(chunks, k)))
+        for chunk_id in dict.fromkeys([*first, *rest]):
+            if len(out) == k:
+                return out
+            out.append((chunk_id, score))
+    return out
+
+
 def make_retrieve(deps: Deps):
-    """The retrieve node. A vector-store failure raises `StoreUnavailable` (handled by fallback)."""
+    """The retrieve node. A store failure raises `StoreUnavailable` (handled by fallback)."""
 
     def search(
         corpus: Corpus, question: str, vector: np.ndarray | None, candidates: int, mode: str
     ) -> list[Passage]:
-        dense: list[tuple[str, float]] = []
         try:
             corpus.refresh()
-            if vector is not None:
-                dense = corpus.dense_search(vector, candidates)
+            lexical = corpus.lexical_search(question, candidates) if mode != "dense" else []
+            documents = corpus.dense_search(vector, candidates) if vector is not None else []
+            dense = dense_chunks(documents, lexical, candidates)
+            if mode == "hybrid":
+                fused = convex_fusion(
+                    {"dense": dense, "lexical": lexical},
+                    {"dense": DENSE_WEIGHT, "lexical": 1.0 - DENSE_WEIGHT},
+                )
+            else:
+                fused = dense if mode == "dense" else lexical
+            top = fused[:candidates]
+            stored = corpus.chunks([chunk_id for chunk_id, _ in top])
         except Exception as exc:
-            raise StoreUnavailable(f"vector store: {exc}") from exc
-        lexical = corpus.lexical_search(question, candidates) if mode != "dense" else []
-        dense_ids, lexical_ids = [c for c, _ in dense], [c for c, _ in lexical]
-        if mode == "hybrid":
-            fused = convex_fusion(
-                {"dense": dense, "lexical": lexical},
-                {"dense": DENSE_WEIGHT, "lexical": 1.0 - DENSE_WEIGHT},
-            )
-        else:
-            fused = dense if mode == "dense" else lexical
+            raise StoreUnavailable(f"corpus: {exc}") from exc
+        dense_rank = {c: n for n, (c, _) in enumerate(dense, start=1)}
+        lexical_rank = {c: n for n, (c, _) in enumerate(lexical, start=1)}
         passages = []
-        for chunk_id, score in fused[:candidates]:
-            chunk = corpus.chunk(chunk_id)
-            if chunk is None:  # written by another replica after our last refresh
+        for chunk_id, score in top:
+            chunk = stored.get(chunk_id)
+            if chunk is None:  # deleted, or an interrupted ingestion's leftover in an index
                 continue
             passages.append(
                 Passage(
@@ -88,10 +110,8 @@ def make_retrieve(deps: Deps):
                     section=chunk.section,
                     text=chunk.text,
                     score=round(score, 6),
-                    dense_rank=dense_ids.index(chunk_id) + 1 if chunk_id in dense_ids else None,
-                    lexical_rank=lexical_ids.index(chunk_id) + 1
-                    if chunk_id in lexical_ids
-                    else None,
+                    dense_rank=dense_rank.get(chunk_id),
+                    lexical_rank=lexical_rank.get(chunk_id),
                 )
             )
         return passages

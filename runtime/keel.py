@@ -21,7 +21,7 @@ from graph.builder import build_graph
 from graph.deps import Deps
 from graph.settings import Settings
 from integrations import tracing
-from integrations.corpus import Corpora
+from corpus import Corpora
 from runtime.limits import Limiter
 from runtime.runner import RunManager
 

@@ -377,7 +377,7 @@ class RunManager:
                 "run_id": run.run_id,
                 "thread_id": run.thread_id,
                 "answer": final.get("answer", ""),
-                "citations": self._with_sections(run.tenant, final.get("citations", [])),
+                "citations": await self._with_sections(run.tenant, final.get("citations", [])),
                 "cached": final.get("cached", False),
                 # which kind of hit (exact / semantic) and its similarity; None on a miss
                 "cache": final.get("cache") if final.get("cached") else None,
@@ -456,11 +456,14 @@ class RunManager:
         self._tasks.pop(run.run_id, None)
         return True
 
-    def _with_sections(self, tenant: str, citations: list[Citation]) -> list[Citation]:
+    async def _with_sections(self, tenant: str, citations: list[Citation]) -> list[Citation]:
         """Citations with the section (heading path) of the chunk each one cites."""
+        if not citations:
+            return []
         corpus = self.keel.deps.corpora.get(tenant)
+        chunks = await asyncio.to_thread(corpus.chunks, [c["id"] for c in citations])
         return [
-            c | {"section": chunk.section if (chunk := corpus.chunk(c["id"])) else ""}
+            c | {"section": chunk.section if (chunk := chunks.get(c["id"])) else ""}
             for c in citations
         ]
 

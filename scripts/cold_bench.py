@@ -10,7 +10,9 @@ was embedded per sentence at ingestion). Numbers on a shared machine are upper b
 """
 
 import argparse
+import contextlib
 import json
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -22,10 +24,14 @@ WARM_UP = "What does this collection say about the weather in Lisbon?"
 
 
 def _stored_sentences(data_dir: Path) -> int:
-    from integrations.corpus import open_chroma
-
+    """Sentences whose vectors are stored (the embedded chunk store, read directly)."""
     settings = Settings(data_dir=data_dir)
-    return int(open_chroma(settings).get_collection(f"{settings.collection}_sentences").count())
+    path = settings.corpus_store_url.removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        row = db.execute(
+            "SELECT COALESCE(SUM(json_array_length(sentences)), 0) FROM keel_corpus_chunks"
+        ).fetchone()
+    return int(row[0])
 
 
 def main() -> int:

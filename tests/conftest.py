@@ -23,7 +23,7 @@ from api.auth import hash_key
 from cli.process import ServerProcess, free_port
 from evals import SCIFACT
 from graph.settings import Settings
-from integrations.corpus import Document, open_corpora
+from corpus import Document, open_corpora
 from integrations.loaders import load_paths
 
 ROOT = Path(__file__).resolve().parents[1]

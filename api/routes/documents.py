@@ -20,7 +20,7 @@ from api.deps import KeelDep, TenantDep
 from api.errors import UnsupportedFileType
 from api.schemas import DocumentInfo, DocumentPage, IngestResult
 from graph.errors import InvalidInput, NotFound
-from integrations.corpus import Document, check_unique
+from corpus import Document, check_unique
 from integrations.loaders import SUPPORTED_SUFFIXES, load_file, relative_name
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])

@@ -33,7 +33,8 @@ async def health() -> dict[str, str]:
     responses={503: {"model": Readiness, "description": "a dependency is down"}},
 )
 async def ready(keel: KeelDep) -> JSONResponse:
-    """Checks the checkpoint database, the vector store and the cache; 503 when one is down."""
+    """Checks the checkpoint database, the corpus (chunk store, dense and lexical indexes answer
+    queries) and the cache; 503 when one is down."""
     checks: dict[str, str] = {}
     await _check(
         checks,
@@ -42,7 +43,7 @@ async def ready(keel: KeelDep) -> JSONResponse:
             {"configurable": {"thread_id": "__ready__", "checkpoint_ns": ""}}
         ),
     )
-    await _check(checks, "vector_store", lambda: asyncio.to_thread(keel.deps.corpora.heartbeat))
+    await _check(checks, "corpus", lambda: asyncio.to_thread(keel.deps.corpora.heartbeat))
     await _check(checks, "cache", keel.deps.cache.ping)
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse(
@@ -69,7 +70,8 @@ async def startupz(keel: KeelDep) -> dict[str, str]:
     responses={503: {"model": Readiness, "description": "draining, or a dependency is down"}},
 )
 async def readyz(keel: KeelDep) -> JSONResponse:
-    """Takes traffic: the database and Redis answer and the replica is not draining."""
+    """Takes traffic: the database, the corpus and Redis answer and the replica is not
+    draining."""
     checks: dict[str, str] = {"draining": "yes" if keel.runs.draining else "ok"}
     if not keel.runs.draining:
         await _check(
@@ -79,6 +81,8 @@ async def readyz(keel: KeelDep) -> JSONResponse:
                 {"configurable": {"thread_id": "__ready__", "checkpoint_ns": ""}}
             ),
         )
+        # A replica whose corpus fails queries would answer every question with an error.
+        await _check(checks, "corpus", lambda: asyncio.to_thread(keel.deps.corpora.heartbeat))
         if keel.settings.redis_url:
             await _check(checks, "redis", keel.deps.cache.ping)
     ok = all(v == "ok" for v in checks.values())

@@ -10,7 +10,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from graph.settings import Settings
-from integrations.corpus import open_corpora
+from corpus import open_corpora
 from integrations.loaders import load_paths
 from tests.conftest import ROOT, scifact_docs
 
@@ -202,7 +202,7 @@ def test_health_ready_and_openapi(server):
         assert client.get("/health").json() == {"status": "ok"}
         ready = client.get("/ready")
         assert ready.status_code == 200
-        assert ready.json()["checks"] == {"checkpoints": "ok", "vector_store": "ok", "cache": "ok"}
+        assert ready.json()["checks"] == {"checkpoints": "ok", "corpus": "ok", "cache": "ok"}
         paths = client.get("/openapi.json").json()["paths"]
         assert "/v1/threads/{thread_id}/runs/stream" in paths and "/v1/documents" in paths
         assert client.get("/docs").status_code == 200

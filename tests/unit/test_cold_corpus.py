@@ -3,8 +3,8 @@ MiniLM picks the few sentences of each chunk worth embedding, so that the first 
 wait for whole chunks' sentences to be embedded."""
 
 import asyncio
-import gc
 import os
+import sqlite3
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +16,8 @@ import pytest
 from graph.context import Context
 from graph.settings import Settings
 from graph.state import Passage
-from integrations.corpus import COLD_SENTENCES, Document, open_corpora
+from corpus import Document, open_corpora
+from corpus.sentences import COLD_SENTENCES
 from integrations.embeddings import MiniLMEmbedder, StaticEmbedder
 from integrations.pii import PatternRedactor
 from integrations.rerank import SentenceMaxSimReranker
@@ -43,6 +44,15 @@ DOCS = [
         title="Harbor",
     ),
 ]
+
+
+def stored_sentences(data_dir: Path) -> int:
+    """Sentences whose vectors are rows in the chunk store."""
+    with sqlite3.connect(data_dir / "corpus.sqlite") as db:
+        (count,) = db.execute(
+            "SELECT COALESCE(SUM(json_array_length(sentences)), 0) FROM keel_corpus_chunks"
+        ).fetchone()
+    return int(count)
 
 
 def first_stage(chunk_id: str, text: str, score: float) -> Passage:
@@ -101,7 +111,7 @@ def test_fresh_corpus_answers_with_static_scores_without_embedding_sentences(
     corpus.ingest(DOCS)
     corpus.refresh()
     assert (tmp_path / "static_tokens.npz").exists()  # ingestion computed its tokens' rows
-    assert corpus._sentences.count() == 0  # and embedded no sentence
+    assert stored_sentences(tmp_path) == 0  # and embedded no sentence
     embedded: list[str] = []
     real_embed = corpus._embedder.embed
 
@@ -124,19 +134,21 @@ def test_fresh_corpus_answers_with_static_scores_without_embedding_sentences(
     deps: Any = SimpleNamespace(redactor=PatternRedactor(), corpora=corpora)
     cold = asyncio.run(extractive_answer(deps, Context(), question, ranked))
     assert cold is not None and cold.citations[0]["id"] == "d#0"
-    assert corpus._sentences.count() == 0  # a query stores nothing: the warmer does
+    assert stored_sentences(tmp_path) == 0  # a query stores nothing: the warmer does
     # once the background warmer has embedded every chunk, the stored vectors are used, and
     # the answer is the same
     while corpora.warm_step(chunks=8):
         pass
-    assert corpus._sentences.count() == 9
+    assert stored_sentences(tmp_path) == 9
     vectors = corpus.scoring_vectors(["d#0"], corpus.embed_query(question))
     assert vectors["d#0"][0] == [s + "." for s in DOCS[0].text.rstrip(".").split(". ")]
     warm = asyncio.run(extractive_answer(deps, Context(), question, ranked))
     assert warm is not None and warm.sentences == cold.sentences
 
 
-def test_chunks_scored_cold_are_warmed_first_even_while_busy(tmp_path: Path):
+def test_chunks_scored_cold_are_warmed_first_even_while_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     corpora = open_corpora(Settings(data_dir=tmp_path))
     corpus = corpora.get()
     corpus.ingest(DOCS)
@@ -145,17 +157,17 @@ def test_chunks_scored_cold_are_warmed_first_even_while_busy(tmp_path: Path):
     assert len(corpus.scoring_vectors(["k#0"], query)["k#0"][0]) == COLD_SENTENCES
     # while runs go on, the warmer embeds only the chunk a query needed, all its sentences
     assert corpora.warm_step(chunks=8, wanted_only=True) == 1
-    assert corpus._sentences.count() == 3
+    assert stored_sentences(tmp_path) == 3
     assert len(corpus.scoring_vectors(["k#0"], query)["k#0"][0]) == 3  # stored: all of them
     # nothing else wanted: the busy warmer's steps do not even look at the store
     lookups: list[Any] = []
-    real_refresh = corpus.refresh
-    corpus.refresh = lambda: lookups.append(1) or real_refresh()  # type: ignore[method-assign]
+    store, real_cold = corpus.sentences._store, corpus.sentences._store.cold
+    monkeypatch.setattr(store, "cold", lambda *a, **kw: lookups.append(1) or real_cold(*a, **kw))
     assert corpora.warm_step(chunks=8, wanted_only=True) == 0
     assert lookups == []
     assert corpora.warm_step(chunks=8) == 2  # idle: the rest
     assert lookups == [1]
-    assert corpus._sentences.count() == 9
+    assert stored_sentences(tmp_path) == 9
 
 
 def test_stored_sentences_are_read_once_per_corpus_version(
@@ -168,8 +180,8 @@ def test_stored_sentences_are_read_once_per_corpus_version(
     while corpora.warm_step(chunks=8):
         pass
     reads: list[Any] = []
-    real_get = corpus._sentences.get
-    monkeypatch.setattr(corpus._sentences, "get", lambda **kw: reads.append(kw) or real_get(**kw))
+    store, real_read = corpus.sentences._store, corpus.sentences._store.sentence_rows
+    monkeypatch.setattr(store, "sentence_rows", lambda *a: reads.append(a) or real_read(*a))
     query = corpus.embed_query("What causes kidney stones?")
     first = corpus.scoring_vectors(["k#0", "d#0"], query)
     again = corpus.scoring_vectors(["d#0", "k#0"], query)
@@ -206,7 +218,8 @@ def test_the_default_corpus_loads_before_any_query_and_warms_on_its_own_model(
     reopened = open_corpora(Settings(data_dir=tmp_path))  # a replica starting on that store
     reopened.load()
     corpus = reopened.get()
-    assert len(corpus._bm25) == 3 and set(corpus._info) == {"d#0", "k#0", "h#0"}
+    # nothing is rebuilt or read whole: the stores answer as they are
+    assert corpus.count() == 3 and corpus.lexical_search("kidney stones", 3)[0][0] == "k#0"
     assert reopened._background is None  # made by the first warm step, not before
     made: list[Counting] = []
 
@@ -215,30 +228,11 @@ def test_the_default_corpus_loads_before_any_query_and_warms_on_its_own_model(
         return made[0]
 
     query = Counting(corpus._embedder)
-    monkeypatch.setattr(corpus, "_embedder", query)
+    monkeypatch.setattr(corpus.sentences, "_embedder", query)
     monkeypatch.setattr(reopened, "_make_background", make)
     assert reopened.warm_step(chunks=8) == 3
     assert reopened.warm_step(chunks=8) == 0 and len(made) == 1
     assert (query.texts, made[0].texts) == (0, 9)  # runs' embeddings never queue behind it
-
-
-def test_an_index_built_after_start_up_joins_the_frozen_heap(tmp_path: Path):
-    """The server freezes its start-up heap (`gc.freeze`); a corpus version that moves later is
-    rebuilt into it too, so full collections never walk its chunk table and BM25 index."""
-    corpus = open_corpora(Settings(data_dir=tmp_path)).get()
-    corpus.ingest(DOCS[:1])
-    corpus.refresh()
-    gc.freeze()
-    try:
-        frozen = gc.get_freeze_count()
-        corpus.ingest(DOCS[1:])  # the stored version moves: the next query rebuilds
-        corpus.refresh()
-        assert len(corpus._bm25) == 3
-        assert gc.get_freeze_count() > frozen
-        tracked = {id(o) for o in gc.get_objects()}  # the collector's generations, not frozen
-        assert id(corpus._bm25) not in tracked and id(corpus._info) not in tracked
-    finally:
-        gc.unfreeze()
 
 
 def test_warm_steps_run_on_a_thread_at_the_lowest_cpu_priority():

@@ -1,22 +1,16 @@
-"""Components on their own: text, BM25, fusion, PII redaction, injection rules, loaders, caches,
-the corpus."""
+"""Components on their own: text, fusion, PII redaction, injection rules, loaders, caches."""
 
 import asyncio
 import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from checkpoints import open_persistence
 from checkpoints.sqlite import WalCheckpointer, connect
 from graph.errors import InvalidInput
-from graph.settings import Settings
 from integrations.cache_stores import RedisCacheStore, SqliteCacheStore
-from integrations.corpus import Corpora, Document, open_chroma
-from integrations.embeddings import MiniLMEmbedder
-from integrations.lexical import BM25Index, tokenize
 from integrations.loaders import doc_id_for, iter_paths, load_file, load_paths
 from integrations.pii import PatternRedactor
 from integrations.text import split_sentences
@@ -35,17 +29,6 @@ def test_split_sentences_keeps_abbreviations_and_cuts_long_runs():
     ]
     long = split_sentences("word " * 200, max_chars=100)
     assert all(len(s) <= 100 for s in long) and " ".join(long).split() == ["word"] * 200
-
-
-def test_bm25_ranks_by_term_rarity_and_stems():
-    index = BM25Index(
-        ["a", "b", "c"], ["the cat sat on the mat", "dogs are running fast", "a cat and a dog ran"]
-    )
-    assert tokenize("Running dogs!") == ["run", "dog"]
-    hits = index.search("running dog", 3)
-    assert [h[0] for h in hits] == ["b", "c"]
-    assert hits[0][1] > hits[1][1] > 0
-    assert index.search("zebra", 3) == []
 
 
 def test_reciprocal_rank_fusion_rewards_agreement():
@@ -201,40 +184,6 @@ async def test_redis_cache_store_on_real_redis(redis_url: str):
         assert await store.get("k") is None
     finally:
         await store.aclose()
-
-
-def test_corpus_embeds_heads_at_ingestion_and_sentences_on_first_use(tmp_path: Path):
-    settings = Settings(data_dir=tmp_path, chunk_size=200, chunk_overlap=0)
-    embedder = MiniLMEmbedder()
-    corpora = Corpora(open_chroma(settings), embedder, settings)
-    corpus = corpora.get()
-    long_text = " ".join(f"Sentence {n} talks about alpha particles and decay." for n in range(12))
-    docs = [
-        Document("a", long_text, title="Alpha decay"),
-        Document("b", "Zebra crossings are striped. Pedestrians cross there.", title="Roads"),
-    ]
-    assert corpus.ingest(docs).chunks_added > 3
-    corpus.refresh()
-    rows = corpus._chunks.get(where={"doc_id": "a"}, include=["embeddings"])
-    head = embedder.embed([f"Alpha decay. {long_text}"], max_tokens=settings.dense_head_tokens)
-    assert len(rows["ids"]) > 1  # every chunk of a document carries the document's head vector
-    np.testing.assert_allclose(rows["embeddings"], np.repeat(head, len(rows["ids"]), 0), atol=1e-5)
-    assert corpus._sentences.count() == 0  # nothing embedded per sentence at ingestion
-    first = corpus.sentence_vectors(["b#0"])
-    assert first["b#0"][0] == ["Zebra crossings are striped.", "Pedestrians cross there."]
-    assert corpus._sentences.count() == 2  # stored for every replica
-    again = corpus.sentence_vectors(["b#0"])
-    np.testing.assert_allclose(again["b#0"][1], first["b#0"][1], atol=1e-6)
-    # what no query needed is embedded in the background, a few chunks per step
-    steps = [corpora.warm_step(chunks=2) for _ in range(10)]
-    assert steps[0] == 2 and steps[-1] == 0 and sum(steps) == len(corpus._info) - 1
-    sentences = sum(len(split_sentences(corpus.chunk(c).text)) for c in corpus._info)
-    assert corpus._sentences.count() == sentences
-    # another tenant's collections are its own: empty here
-    other = corpora.get("acme")
-    other.refresh()
-    assert other.version() == 0 and other.lexical_search("zebra crossings", 5) == []
-    assert corpus.lexical_search("zebra crossings", 5)[0][0] == "b#0"
 
 
 def test_wal_checkpoints_leave_the_writers_for_a_thread(tmp_path: Path):

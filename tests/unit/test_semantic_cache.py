@@ -17,7 +17,7 @@ from graph.context import Context
 from graph.deps import Deps
 from graph.settings import Settings
 from integrations.cache_stores import CacheStore, RedisCacheStore, SqliteCacheStore
-from integrations.corpus import Corpora, Document, open_corpora
+from corpus import Corpora, Document, open_corpora
 from integrations.embeddings import MiniLMEmbedder
 from integrations.hit_guard import disagreement, refusal
 from nodes.cache import make_cache_lookup, near_answer, store_answer

@@ -1,0 +1,119 @@
+"""The lexical index: Okapi BM25 (k1 1.2, b 0.75) over Snowball-stemmed words, in tantivy.
+
+One index on disk holds every collection's chunks (a `collection` field filters), updated per
+document; processes open it read-only and see another's commits on `reload`, so nothing is
+rebuilt at start-up or after an ingestion. Measured against BM25 postings in SQL before choosing
+(README, "Corpus at scale"): 26k vs 1.5k chunks/s written, 1-5 ms per query at 570k chunks.
+Writers take turns through an OS lock beside the index (tantivy allows one writer at a time).
+"""
+
+import fcntl
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import Stemmer
+import tantivy
+
+# Hyphenated compounds split into their parts ("soil-transmitted" matches "soil transmitted"):
+# +0.028 nDCG@10 for BM25 on SciFact train over keeping them whole.
+_TOKEN = re.compile(r"[a-z0-9]+")
+_STOPWORDS = frozenset(
+    "a an and are as at be but by for from has have in into is it its of on or that the their "
+    "there these this those to was were which with".split()
+)
+_stemmer = Stemmer.Stemmer("english")
+# A writer's indexing memory; it commits before it outgrows this.
+WRITER_HEAP = 64 * 1024 * 1024
+WRITER_LOCK = "keel-writer.lock"
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cases, splits on non-alphanumerics, drops stop words and stems (Snowball)."""
+    words = [w for w in _TOKEN.findall(text.lower()) if w not in _STOPWORDS]
+    return _stemmer.stemWords(words)
+
+
+def _doc_key(collection: str, doc_id: str) -> str:
+    return f"{collection}\x1f{doc_id}"
+
+
+class LexicalIndex:
+    """BM25 over every collection's chunks, on disk at `path`."""
+
+    def __init__(self, path: Path):
+        path.mkdir(parents=True, exist_ok=True)
+        builder = tantivy.SchemaBuilder()
+        builder.add_text_field("collection", tokenizer_name="raw", index_option="basic")
+        builder.add_text_field("doc", tokenizer_name="raw", index_option="basic")
+        builder.add_text_field("id", stored=True, tokenizer_name="raw", index_option="basic")
+        # Text arrives tokenized by `tokenize`, words joined by spaces; BM25 needs frequencies.
+        builder.add_text_field("terms", tokenizer_name="whitespace", index_option="freq")
+        self._schema = builder.build()
+        self._path = path
+        self._index = tantivy.Index(self._schema, path=str(path), reuse=True)
+        self._lock = threading.Lock()
+        self._searcher = self._index.searcher()
+
+    @contextmanager
+    def _writer(self) -> Iterator[tantivy.IndexWriter]:
+        with self._lock, (self._path / WRITER_LOCK).open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another process's writer: wait for its commit
+            writer = self._index.writer(heap_size=WRITER_HEAP, num_threads=1)
+            try:
+                yield writer
+                writer.commit()
+            except BaseException:
+                writer.rollback()
+                raise
+            finally:
+                writer.wait_merging_threads()
+        self.reload()
+
+    def write(
+        self, collection: str, doc_ids: Sequence[str], chunks: Sequence[tuple[str, str, str]]
+    ) -> None:
+        """Replaces the chunks of documents `doc_ids` with `chunks` (id, doc id, text), in one
+        commit. Idempotent: chunks a crashed ingestion left behind are deleted first."""
+        with self._writer() as writer:
+            for doc_id in doc_ids:
+                writer.delete_documents_by_term("doc", _doc_key(collection, doc_id))
+            for chunk_id, doc_id, text in chunks:
+                writer.add_document(
+                    tantivy.Document(
+                        collection=collection,
+                        doc=_doc_key(collection, doc_id),
+                        id=chunk_id,
+                        terms=" ".join(tokenize(text)),
+                    )
+                )
+
+    def delete(self, collection: str, doc_ids: Sequence[str]) -> None:
+        """Removes the documents' chunks."""
+        self.write(collection, doc_ids, [])
+
+    def reload(self) -> None:
+        """Sees every commit made so far, by any process."""
+        self._index.reload()
+        self._searcher = self._index.searcher()
+
+    def search(self, collection: str, text: str, k: int) -> list[tuple[str, float]]:
+        """The collection's best `k` chunks (id, BM25 score), best first."""
+        terms = tokenize(text)
+        if not terms or k <= 0:
+            return []
+        Query, Occur = tantivy.Query, tantivy.Occur
+        words = Query.boolean_query(
+            [(Occur.Should, Query.term_query(self._schema, "terms", t)) for t in terms]
+        )
+        scope = Query.const_score_query(Query.term_query(self._schema, "collection", collection), 0)
+        searcher = self._searcher
+        hits = searcher.search(Query.boolean_query([(Occur.Must, scope), (Occur.Must, words)]), k)
+        return [(str(searcher.doc(address)["id"][0]), float(score)) for score, address in hits.hits]
+
+    def ping(self) -> None:
+        """Raises unless the index, as it is on disk now, opens and answers a query."""
+        self.reload()
+        self._searcher.search(tantivy.Query.term_query(self._schema, "id", ""), 1)

@@ -1,0 +1,156 @@
+"""Sentence vectors of one collection: what the reranker (late interaction at sentence level)
+and the extractive answerer score by.
+
+They are computed the first time a chunk reaches them and stored in the chunk store for every
+replica; `keel serve` embeds the rest in the background (`warm`). Until then a query embeds only
+the few sentences of a chunk that static vectors (a per-token table distilled from the same
+model) find closest to it (`scoring_vectors`).
+"""
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+from corpus.store import ChunkStore
+from integrations.embeddings import Embedder, StaticEmbedder
+from integrations.text import split_sentences
+
+# A chunk not embedded yet is scored by this many of its sentences.
+COLD_SENTENCES = 2
+MAX_WANTED = 10_000  # cold chunks remembered for the warmer
+# Chunks whose stored sentences and vectors stay in memory (~15 KB each), most recently used.
+MAX_CACHED_CHUNKS = 2048
+
+Scored = dict[str, tuple[list[str], np.ndarray]]
+
+
+class SentenceVectors:
+    """Stored, cached and cold-scored sentence vectors of one collection."""
+
+    def __init__(
+        self,
+        store: ChunkStore,
+        collection: str,
+        embedder: Embedder,
+        static: StaticEmbedder | None,
+        batch_size: int,
+    ):
+        self._store, self._collection = store, collection
+        self._embedder, self._static, self._batch_size = embedder, static, batch_size
+        # Chunks a query scored cold (oldest first): warmed first, even while runs go on.
+        self._wanted: dict[str, None] = {}
+        # (corpus version, chunk id) -> stored sentences and vectors, least recently used first
+        self._cached: OrderedDict[tuple[int, str], tuple[list[str], np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def embed_and_store(
+        self, chunks: Sequence[tuple[str, str]], embedder: Embedder | None = None
+    ) -> Scored:
+        """Embeds the sentences of chunks (id, text) and stores them; returns them."""
+        split = {cid: split_sentences(text) for cid, text in chunks}
+        texts = [s for sentences in split.values() for s in sentences]
+        vectors = (
+            (embedder or self._embedder).embed(texts, batch_size=self._batch_size)
+            if texts
+            else np.zeros((0, self._embedder.dim), dtype=np.float32)
+        )
+        out, offset = {}, 0
+        for cid, sentences in split.items():
+            out[cid] = (sentences, vectors[offset : offset + len(sentences)])
+            offset += len(sentences)
+        self._store.store_sentences(self._collection, [(c, s, v) for c, (s, v) in out.items()])
+        return out
+
+    def vectors(self, chunk_ids: Sequence[str], version: int) -> Scored:
+        """Each chunk's sentences and their vectors, in order; embedded and stored on first use."""
+        out, cold = self._stored(chunk_ids, version)
+        if cold:
+            out.update(self.embed_and_store(list(cold.items())))
+        return out
+
+    def scoring_vectors(
+        self,
+        chunk_ids: Sequence[str],
+        query: np.ndarray,
+        version: int,
+        cold_sentences: int = COLD_SENTENCES,
+    ) -> Scored:
+        """Sentences and model vectors to score chunks against `query` by: all of a chunk's
+        stored ones, and for a chunk not embedded yet only its `cold_sentences` sentences
+        closest to the query by static vector, embedded now (not stored). So a cold chunk costs
+        a few sentences of model time, and every score is a model cosine. Without a static
+        table this is `vectors`."""
+        out, cold_texts = self._stored(chunk_ids, version)
+        if self._static is None:
+            if cold_texts:
+                out.update(self.embed_and_store(list(cold_texts.items())))
+            return out
+        cold = {cid: split_sentences(text) for cid, text in cold_texts.items()}
+        texts = [s for sentences in cold.values() for s in sentences]
+        if not texts:
+            return out
+        with self._lock:
+            if len(self._wanted) < MAX_WANTED:
+                self._wanted.update(dict.fromkeys(cold))
+        closeness = self._static.embed(texts) @ query.astype(np.float32)
+        picked, offset = {}, 0
+        for cid, sentences in cold.items():
+            near = np.argsort(-closeness[offset : offset + len(sentences)], kind="stable")
+            picked[cid] = [sentences[i] for i in sorted(near[:cold_sentences].tolist())]
+            offset += len(sentences)
+        vectors = self._embedder.embed(
+            [s for sentences in picked.values() for s in sentences], self._batch_size
+        )
+        offset = 0
+        for cid, sentences in picked.items():
+            out[cid] = (sentences, vectors[offset : offset + len(sentences)])
+            offset += len(sentences)
+        return out
+
+    def warm(self, chunks: int, wanted_only: bool, embedder: Embedder | None = None) -> int:
+        """Embeds (with `embedder`, default the collection's own) and stores the sentences of
+        up to `chunks` chunks that have none yet, those queries scored cold first (with
+        `wanted_only`, only those); returns how many it took (0 when none is left)."""
+        with self._lock:
+            wanted = list(self._wanted)[:chunks]
+            for cid in wanted:
+                self._wanted.pop(cid, None)
+        if wanted_only and not wanted:
+            return 0  # while runs go on, looking up the store every step is waste
+        todo = self._store.cold(self._collection, chunks, wanted) if wanted else []
+        if not wanted_only and len(todo) < chunks:
+            taken = {cid for cid, _ in todo}
+            more = self._store.cold(self._collection, chunks)
+            todo += [row for row in more if row[0] not in taken][: chunks - len(todo)]
+        if todo:
+            self.embed_and_store(todo, embedder)
+        return len(todo)
+
+    def _stored(self, chunk_ids: Sequence[str], version: int) -> tuple[Scored, dict[str, str]]:
+        """The stored sentences and vectors of those chunks that have them (from memory when a
+        recent query read them at this corpus version), and the texts of those that have none."""
+        out: Scored = {}
+        with self._lock:
+            for cid in chunk_ids:
+                if (hit := self._cached.get((version, cid))) is not None:
+                    self._cached.move_to_end((version, cid))
+                    out[cid] = hit
+        cold: dict[str, str] = {}
+        if missing := [cid for cid in chunk_ids if cid not in out]:
+            rows = self._store.sentence_rows(self._collection, missing)
+            with self._lock:
+                for cid in missing:
+                    row = rows.get(cid)
+                    if row is None:
+                        continue  # deleted since it was retrieved
+                    if row.sentences is None:
+                        cold[cid] = row.text
+                        continue
+                    empty = np.zeros((0, self._embedder.dim), dtype=np.float32)
+                    value = (row.sentences, row.vectors if row.vectors is not None else empty)
+                    out[cid] = self._cached[(version, cid)] = value
+                while len(self._cached) > MAX_CACHED_CHUNKS:
+                    self._cached.popitem(last=False)
+        return out, cold
