@@ -28,7 +28,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy graph nodes integrations checkpoints runtime api cli evals
+	$(BIN)/mypy graph nodes corpus integrations checkpoints runtime api cli evals
 
 bench: $(STAMP)
 	$(BIN)/keel bench

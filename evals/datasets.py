@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from graph.errors import InvalidInput
 from corpus import Document
+from graph.errors import InvalidInput
 from integrations.loaders import load_paths
 
 

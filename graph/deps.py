@@ -4,9 +4,9 @@ from dataclasses import dataclass
 
 from langchain_core.language_models import BaseChatModel
 
+from corpus import Corpora, open_corpora
 from graph.settings import Settings
 from integrations.cache_stores import CacheStore, RedisCacheStore, SqliteCacheStore
-from corpus import Corpora, open_corpora
 from integrations.llm import LLMChain, build_chat_models
 from integrations.pii import PatternRedactor
 from integrations.rerank import Reranker, SentenceMaxSimReranker

@@ -18,8 +18,8 @@ import charset_normalizer
 from bs4 import BeautifulSoup, NavigableString, Tag
 from pypdf import PdfReader
 
-from graph.errors import DuplicateDocuments, InvalidInput
 from corpus import Document, Section
+from graph.errors import DuplicateDocuments, InvalidInput
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".html", ".htm", ".pdf", ".jsonl")
 # Joins nested heading names in a section path ("Operations > Readiness").

@@ -4,8 +4,8 @@ from typing import Protocol
 
 import numpy as np
 
-from graph.state import Passage
 from corpus import Corpus
+from graph.state import Passage
 
 # Share of the best sentence's cosine in the blend (depth: how many candidates get it): on SciFact
 # train (head vectors + BM25, score-fused) 0.7 beat 0.5 and 0.3 at depth 10 and 20, and depth 20

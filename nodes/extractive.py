@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from corpus import Corpus
+from corpus.lexical import tokenize
 from graph.context import Context
 from graph.deps import Deps
 from graph.state import Citation, Passage
-from corpus import Corpus
-from corpus.lexical import tokenize
 
 # Tuned on SciFact train (evidence sentences, see README "Evaluation"): a sentence's relevance is
 # its cosine to the question plus a share of the question's (stemmed) words it contains, minus a

@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 from langgraph.runtime import Runtime
 
+from corpus import Corpus
 from graph.context import Context, run_context, time_left
 from graph.deps import Deps
 from graph.errors import StoreUnavailable
 from graph.state import Passage, State
 from integrations import tracing
-from corpus import Corpus
 
 RRF_K = 60
 # Score-based fusion beat rank fusion on SciFact train (see `convex_fusion`); the dense share:

@@ -17,11 +17,11 @@ from langgraph.graph.state import CompiledStateGraph
 
 from checkpoints import Persistence, open_persistence
 from checkpoints.crypto import build_serde
+from corpus import Corpora
 from graph.builder import build_graph
 from graph.deps import Deps
 from graph.settings import Settings
 from integrations import tracing
-from corpus import Corpora
 from runtime.limits import Limiter
 from runtime.runner import RunManager
 

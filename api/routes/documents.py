@@ -19,8 +19,8 @@ from api import audit
 from api.deps import KeelDep, TenantDep
 from api.errors import UnsupportedFileType
 from api.schemas import DocumentInfo, DocumentPage, IngestResult
-from graph.errors import InvalidInput, NotFound
 from corpus import Document, check_unique
+from graph.errors import InvalidInput, NotFound
 from integrations.loaders import SUPPORTED_SUFFIXES, load_file, relative_name
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from graph.settings import Settings
 from corpus import open_corpora
+from graph.settings import Settings
 from integrations.loaders import load_paths
 from tests.conftest import ROOT, scifact_docs
 

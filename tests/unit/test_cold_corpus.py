@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from corpus import Document, open_corpora
+from corpus.sentences import COLD_SENTENCES
 from graph.context import Context
 from graph.settings import Settings
 from graph.state import Passage
-from corpus import Document, open_corpora
-from corpus.sentences import COLD_SENTENCES
 from integrations.embeddings import MiniLMEmbedder, StaticEmbedder
 from integrations.pii import PatternRedactor
 from integrations.rerank import SentenceMaxSimReranker

@@ -12,12 +12,12 @@ from langgraph.runtime import Runtime
 
 from api.schemas import RunRequest
 from checkpoints.threads import create_thread
+from corpus import Corpora, Document, open_corpora
 from evals.cache_pairs import load_pairs, score_pairs
 from graph.context import Context
 from graph.deps import Deps
 from graph.settings import Settings
 from integrations.cache_stores import CacheStore, RedisCacheStore, SqliteCacheStore
-from corpus import Corpora, Document, open_corpora
 from integrations.embeddings import MiniLMEmbedder
 from integrations.hit_guard import disagreement, refusal
 from nodes.cache import make_cache_lookup, near_answer, store_answer
