@@ -50,6 +50,15 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         "the questions run against the configured collection",
     )
     parser.add_argument(
+        "--with-corpus",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="add the documents of DIR (repeatable) to the evaluated corpus as distractors, to "
+        "measure retrieval at scale (e.g. the SciFact claims among a manual's chunks)",
+    )
+    parser.add_argument(
         "--config",
         default=None,
         help=f"a named configuration ({', '.join(NAMED)}) or key=value;key=value",
@@ -108,7 +117,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 
 def run_eval(args: argparse.Namespace) -> int:
     # Imported here so that `keel --help` and the other commands start without the eval stack.
-    from evals.datasets import load_dataset, subset_corpus
+    from evals.datasets import distractor_documents, load_dataset, subset_corpus
     from evals.report import text_table
     from evals.runner import evaluate
     from evals.tracking import langsmith_available, upload_experiments
@@ -138,6 +147,14 @@ def run_eval(args: argparse.Namespace) -> int:
             dataset = dataset.head(args.limit)
         if args.distractors is not None and dataset.documents is not None:
             dataset = subset_corpus(dataset, args.distractors, args.seed)
+        if args.with_corpus:
+            if dataset.documents is None:
+                print("keel eval: --with-corpus needs a dataset with a corpus", file=sys.stderr)
+                return 2
+            extra, skipped = distractor_documents(args.with_corpus)
+            for reason in skipped:
+                print(f"keel eval: skipped {reason}", file=sys.stderr)
+            dataset = dataset.with_distractors(extra)
         if not dataset.queries:
             print("keel eval: the dataset has no queries", file=sys.stderr)
             return 2

@@ -6,7 +6,7 @@ import hashlib
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from corpus import Document
@@ -56,6 +56,10 @@ class EvalDataset:
     def head(self, n: int) -> "EvalDataset":
         """The first `n` queries."""
         return EvalDataset(self.name, self.queries[:n], self.documents, self.split)
+
+    def with_distractors(self, docs: list[Document]) -> "EvalDataset":
+        """The dataset with unrelated documents added to its corpus (ids must not collide)."""
+        return EvalDataset(self.name, self.queries, [*(self.documents or []), *docs], self.split)
 
 
 def _jsonl(path: Path) -> Iterator[dict]:
@@ -175,3 +179,21 @@ def abstract_sentences(text: str) -> list[str]:
     from integrations.text import split_sentences
 
     return split_sentences(text, max_chars=100_000)
+
+
+def distractor_documents(paths: list[Path]) -> tuple[list[Document], list[str]]:
+    """Every document under `paths` as a distractor (ids prefixed `distractor:`, so no judged
+    id can collide), and the files skipped, each with its reason (a page without text, say)."""
+    from integrations.loaders import iter_paths, load_file
+
+    docs: list[Document] = []
+    skipped: list[str] = []
+    for path in paths:
+        for src in iter_paths([path], path if path.is_dir() else path.parent):
+            try:
+                loaded = list(load_file(src.path, src.name))
+            except (InvalidInput, OSError, ValueError) as exc:
+                skipped.append(f"{src.path}: {exc}")
+                continue
+            docs += [replace(doc, id=f"distractor:{path.name}/{doc.id}") for doc in loaded]
+    return docs, skipped
