@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import charset_normalizer
-from bs4 import BeautifulSoup, NavigableString, Tag
+import lxml.html
 from pypdf import PdfReader
 
 from corpus import Document, Section
@@ -38,6 +38,7 @@ _CHROME = re.compile(
     r"cookie.*|skip-?link|social|share)$",
     re.IGNORECASE,
 )
+_HTML_PARSER = lxml.html.HTMLParser(encoding="utf-8")
 _BLOCKS = {
     "p", "div", "section", "article", "main", "li", "ul", "ol", "pre", "blockquote", "table",
     "tr", "td", "th", "dl", "dt", "dd", "figure", "figcaption", "br", "hr", "body",
@@ -242,10 +243,17 @@ def _inline_markdown(text: str) -> str:
 def parse_html(html: str) -> tuple[str, list[Section]]:
     """The page title, and the sections of its main content: `<main>`, else `<article>`, else
     the body, without navigation, header, footer, sidebars, scripts and forms."""
-    soup = BeautifulSoup(html, "html.parser")
-    title = _normalize(soup.title.get_text(" ")) if soup.title else ""
-    root = soup.find("main") or soup.find(role="main") or soup.find("article")
-    root = root or soup.body or soup
+    if not html.strip():
+        return "", []
+    # As bytes with the encoding named: lxml refuses text that still declares one (XHTML).
+    page = lxml.html.document_fromstring(html.encode(), parser=_HTML_PARSER)
+    title_node = page.find(".//title")
+    title = _normalize(_text(title_node)) if title_node is not None else ""
+    root = page.find(".//main")
+    root = root if root is not None else page.find(".//*[@role='main']")
+    root = root if root is not None else page.find(".//article")
+    root = root if root is not None else page.find("body")
+    root = root if root is not None else page
     sections = _Sections()
     buffer: list[str] = []
 
@@ -253,37 +261,54 @@ def parse_html(html: str) -> tuple[str, list[Section]]:
         sections.paragraph("".join(buffer))
         buffer.clear()
 
-    def walk(node: Tag) -> None:
-        for child in node.children:
-            if isinstance(child, NavigableString):
-                if type(child) is NavigableString:  # not comments, doctypes, CDATA
-                    buffer.append(str(child))
-            elif isinstance(child, Tag):
-                if child.name in _DROPPED or child.get("role") in _DROPPED_ROLES:
-                    continue
-                if child.get("hidden") is not None or child.get("aria-hidden") == "true":
-                    continue
-                names = [str(child.get("id") or ""), *child.get_attribute_list("class")]
-                if any(_CHROME.match(name) for name in names if name):
-                    continue
-                if child.name in _HEADINGS:
+    def walk(node: lxml.html.HtmlElement) -> None:
+        if node.text:
+            buffer.append(node.text)
+        for child in node:
+            if isinstance(child.tag, str) and _kept(child):  # not comments, instructions
+                if child.tag in _HEADINGS:
                     end_block()
-                    sections.heading(_HEADINGS[child.name], _normalize(child.get_text(" ")))
-                elif child.name in _BLOCKS:
+                    sections.heading(_HEADINGS[child.tag], _normalize(_text(child)))
+                elif child.tag in _BLOCKS:
                     end_block()
                     walk(child)
                     end_block()
                 else:
                     walk(child)
+            if child.tail:  # the text after an element belongs to its parent, kept or not
+                buffer.append(child.tail)
 
-    if isinstance(root, Tag):
-        walk(root)
+    walk(root)
     end_block()
     sections.flush()
     if not title:
-        first = soup.find("h1")
-        title = _normalize(first.get_text(" ")) if first else ""
+        first = page.find(".//h1")
+        title = _normalize(_text(first)) if first is not None else ""
     return title, sections.out
+
+
+def _kept(node: lxml.html.HtmlElement) -> bool:
+    if node.tag in _DROPPED or node.get("role") in _DROPPED_ROLES:
+        return False
+    if node.get("hidden") is not None or node.get("aria-hidden") == "true":
+        return False
+    names = [node.get("id") or "", *(node.get("class") or "").split()]
+    return not any(_CHROME.match(name) for name in names if name)
+
+
+def _text(node: lxml.html.HtmlElement) -> str:
+    """An element's text, its parts joined by spaces (comments left out), as for a heading."""
+    return " ".join(_strings(node))
+
+
+def _strings(node: lxml.html.HtmlElement) -> Iterator[str]:
+    if node.text and isinstance(node.tag, str):
+        yield node.text
+    for child in node:
+        if isinstance(child.tag, str):
+            yield from _strings(child)
+        if child.tail:
+            yield child.tail
 
 
 def load_pdf(path: Path) -> tuple[str, list[Section]]:

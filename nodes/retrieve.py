@@ -18,6 +18,8 @@ from integrations import tracing
 RRF_K = 60
 # Score-based fusion beat rank fusion on SciFact train (see `convex_fusion`); the dense share:
 DENSE_WEIGHT = 0.4
+# A dense hit (a document) scores at most this many of its chunks beside those BM25 found.
+DENSE_CHUNKS = 8
 
 
 def reciprocal_rank_fusion(
@@ -54,21 +56,17 @@ def convex_fusion(
 
 
 def dense_chunks(
-    documents: list[tuple[str, float, int]], lexical: list[tuple[str, float]], k: int
+    documents: list[tuple[str, float, int]], lexical: list[tuple[str, float]]
 ) -> list[tuple[str, float]]:
     """Dense hits are documents (one head vector each, with their chunk counts): a document's
-    score goes to its chunks, those BM25 found first, then the rest in order; `k` in all."""
+    score goes to its chunks, those BM25 found first, then its first `DENSE_CHUNKS` in order."""
     found: dict[str, list[str]] = {}
     for chunk_id, _ in lexical:
         found.setdefault(chunk_id.rsplit("#", 1)[0], []).append(chunk_id)
     out: list[tuple[str, float]] = []
     for doc_id, score, chunks in documents:
-        first = found.get(doc_id, [])
-        rest = (f"{doc_id}#{n}" for n in range(min(chunks, k)))
-        for chunk_id in dict.fromkeys([*first, *rest]):
-            if len(out) == k:
-                return out
-            out.append((chunk_id, score))
+        first = (f"{doc_id}#{n}" for n in range(min(chunks, DENSE_CHUNKS)))
+        out += [(chunk_id, score) for chunk_id in dict.fromkeys([*found.get(doc_id, []), *first])]
     return out
 
 
@@ -82,7 +80,7 @@ def make_retrieve(deps: Deps):
             corpus.refresh()
             lexical = corpus.lexical_search(question, candidates) if mode != "dense" else []
             documents = corpus.dense_search(vector, candidates) if vector is not None else []
-            dense = dense_chunks(documents, lexical, candidates)
+            dense = dense_chunks(documents, lexical)
             if mode == "hybrid":
                 fused = convex_fusion(
                     {"dense": dense, "lexical": lexical},

@@ -12,7 +12,7 @@ from corpus.lexical import LexicalIndex, tokenize
 from corpus.store import PAGE
 from graph.settings import Settings
 from integrations.text import split_sentences
-from nodes.retrieve import dense_chunks
+from nodes.retrieve import DENSE_CHUNKS, dense_chunks
 
 
 def test_bm25_ranks_by_term_rarity_and_stems_per_collection(tmp_path: Path):
@@ -43,16 +43,20 @@ def test_bm25_ranks_by_term_rarity_and_stems_per_collection(tmp_path: Path):
 
 def test_dense_hits_are_documents_that_score_their_chunks():
     lexical = [("b#3", 9.0), ("a#0", 5.0), ("b#1", 4.0)]
-    documents = [("b", 0.8, 5), ("z", 0.7, 2), ("a", 0.5, 1)]
-    assert dense_chunks(documents, lexical, 6) == [
-        ("b#3", 0.8),  # the chunks BM25 found first, then the rest of the document in order
+    documents = [("b", 0.8, 5), ("z", 0.7, 2), ("a", 0.5, 1), ("long", 0.4, 500)]
+    dense = dense_chunks(documents, lexical)
+    assert dense[:8] == [
+        ("b#3", 0.8),  # the chunks BM25 found first, then the document's in order
         ("b#1", 0.8),
         ("b#0", 0.8),
         ("b#2", 0.8),
         ("b#4", 0.8),
         ("z#0", 0.7),
+        ("z#1", 0.7),
+        ("a#0", 0.5),
     ]
-    assert dense_chunks([("a#b", 0.9, 1)], [("a#b#0", 1.0)], 5) == [("a#b#0", 0.9)]
+    assert dense[8:] == [(f"long#{n}", 0.4) for n in range(DENSE_CHUNKS)]
+    assert dense_chunks([("a#b", 0.9, 1)], [("a#b#0", 1.0)]) == [("a#b#0", 0.9)]
 
 
 def _rows(data_dir: Path, sql: str) -> list[tuple]:
