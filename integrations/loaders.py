@@ -11,6 +11,7 @@ detected with charset-normalizer when a file is not UTF-8.
 """
 
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -78,7 +79,8 @@ def iter_paths(paths: list[Path], root: Path | None = None) -> Iterator[SourceFi
     """Supported files under the given paths (directories walked, sorted), each named by its
     path relative to `root` (default: the current directory), or, outside it, relative to the
     argument's parent."""
-    root = (root or Path.cwd()).resolve()
+    # Absolute, not resolved: a file symlinked into the folder is named by its place there.
+    root = Path(os.path.abspath(root or Path.cwd()))
     for path in paths:
         if not path.exists():
             raise InvalidInput(f"{path}: no such file or directory")
@@ -87,13 +89,13 @@ def iter_paths(paths: list[Path], root: Path | None = None) -> Iterator[SourceFi
             if path.is_dir()
             else [path]
         )
-        base = path.resolve().parent
+        base = Path(os.path.abspath(path)).parent
         for file in files:
-            resolved = file.resolve()
+            absolute = Path(os.path.abspath(file))
             relative = (
-                resolved.relative_to(root)
-                if resolved.is_relative_to(root)
-                else resolved.relative_to(base)
+                absolute.relative_to(root)
+                if absolute.is_relative_to(root)
+                else absolute.relative_to(base)
             )
             yield SourceFile(file, relative.as_posix())
 
