@@ -69,17 +69,17 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings()
     sources = list(iter_paths(args.paths, args.root))
     check_unique_sources(sources)
-    progress = Progress(sources, quiet=args.quiet)
     if args.strict:
         skipped = [s for batch in load_batches(sources) for s in batch.skipped]
         if skipped:
             for item in skipped:
-                progress.say(f"keel: skipped {item.path}: {item.reason}")
+                print(f"keel: skipped {item.path}: {item.reason}", file=sys.stderr)
             print(json.dumps(_summary([], "none") | {"skipped": [vars(s) for s in skipped]}))
             print(f"keel: --strict: {len(skipped)} file(s) cannot be ingested; nothing written",
                   file=sys.stderr)  # fmt: skip
             return 1
     target = find_target(settings, "ingest", args.url)
+    progress = Progress(sources, quiet=args.quiet)
     try:
         if isinstance(target, str):
             key = args.api_key or (
@@ -216,7 +216,8 @@ def _upload(
     from cli.remote import NOTHING_INGESTED, NOTHING_PREFIX, ServerError, checked, connect
     from integrations.loaders import Batch, Skipped
 
-    refusals = (NOTHING_INGESTED, "unsupported_file_type")
+    # Answers that refuse files, not the request: each file of the batch is then sent alone.
+    refusals = (NOTHING_INGESTED, "unsupported_file_type", "payload_too_large")
     reports: list[dict[str, Any]] = []
     skipped: list[Skipped] = []
     client = connect(url, api_key, wait_s)
@@ -233,7 +234,6 @@ def _upload(
             except ServerError as exc:
                 if exc.code not in refusals:
                     raise
-                # Nothing in the batch had text: one request per file names each one's reason.
                 done = []
                 for src in batch:
                     try:

@@ -84,7 +84,8 @@ def find_target(
         print(f"keel {command}: on the Chroma server {settings.chroma_url}", file=sys.stderr)
         return None
     explicit = "data_dir" in settings.model_fields_set
-    held = server_or_lock(settings, command) if settings.data_dir.exists() or explicit else None
+    existing = settings.data_dir.exists() or (explicit and create)
+    held = server_or_lock(settings, command) if existing else None
     if isinstance(held, str):
         print(f"keel {command}: through {held}, the server that owns {settings.data_dir}",
               file=sys.stderr)  # fmt: skip

@@ -258,7 +258,7 @@ def bench_tier(
     farm = work / "pages"
     tops = link_pages(pages, base, farm)
     log = work / f"tier{tier}.log"
-    ingest = [sys.executable, "-m", "cli.main", "ingest", "--quiet", "--root", str(farm)]
+    ingest = [sys.executable, "-m", "cli.main", "ingest", "--root", str(farm)]
     status, wall, ingest_rss, stdout = run_measured(ingest + [str(t) for t in tops], env, log)
     if status != 0:
         raise RuntimeError(f"keel ingest exited with {status}; see {log}")
