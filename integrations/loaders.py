@@ -398,19 +398,10 @@ def _load_jsonl(path: Path, name: str) -> Iterator[Document]:
 
 def load_sources(sources: Iterable[SourceFile]) -> list[Document]:
     """Every document in `sources`; raises `DuplicateDocuments`, naming the files, when two
-    get the same id."""
-    docs: list[Document] = []
-    origins: dict[str, list[str]] = {}
-    for src in sources:
-        for doc in load_file(src.path, src.name):
-            docs.append(doc)
-            origins.setdefault(doc.id, []).append(str(src.path))
-    repeated = [f"{d} (from {', '.join(paths)})" for d, paths in origins.items() if len(paths) > 1]
-    if repeated:
-        raise DuplicateDocuments(
-            f"the same document id occurs more than once: {'; '.join(repeated[:20])}"
-        )
-    return docs
+    get the same id, and `InvalidInput` for the first file that cannot be loaded."""
+    sources = list(sources)
+    check_unique_sources(sources)
+    return [doc for src in sources for doc in load_file(src.path, src.name)]
 
 
 def load_paths(paths: list[Path], root: Path | None = None) -> list[Document]:

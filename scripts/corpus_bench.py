@@ -257,11 +257,14 @@ def bench_tier(
     """Ingests one tier's new pages, serves the stores, measures; one table row."""
     farm = work / "pages"
     tops = link_pages(pages, base, farm)
-    log = work / f"tier{tier}.log"
+    logs = Path(env["KEEL_DATA_DIR"]) / "bench-logs"  # kept beside the stores, for failures
+    logs.mkdir(exist_ok=True)
+    log = logs / f"ingest{tier}.log"
     ingest = [sys.executable, "-m", "cli.main", "ingest", "--root", str(farm)]
     status, wall, ingest_rss, stdout = run_measured(ingest + [str(t) for t in tops], env, log)
     if status != 0:
-        raise RuntimeError(f"keel ingest exited with {status}; see {log}")
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise RuntimeError(f"keel ingest exited with {status} ({log}):\n{tail}")
     report = json.loads(stdout)
     questions = QUESTIONS[: args.questions]
     row: dict[str, Any] = {
@@ -276,7 +279,7 @@ def bench_tier(
     port = free_port()
     started = time.perf_counter()
     with ServerProcess(
-        [*serve, str(port)], port, env, work / f"serve{tier}.log", "/readyz", 600, REPO
+        [*serve, str(port)], port, env, logs / f"serve{tier}.log", "/readyz", 600, REPO
     ) as server:
         row["restart_to_ready_s"] = round(time.perf_counter() - started, 2)
         asked = asyncio.run(ask(server.url, questions))
@@ -298,7 +301,7 @@ def bench_tier(
         if "KEEL_CHROMA_URL" in env:
             port2 = free_port()
             with ServerProcess(
-                [*serve, str(port2)], port2, env, work / f"replica{tier}.log", "/readyz", 600, REPO
+                [*serve, str(port2)], port2, env, logs / f"replica{tier}.log", "/readyz", 600, REPO
             ) as second:
                 seconds = propagation_s(server.url, second.url)
             row["replica_visible_s"] = round(seconds, 2) if seconds is not None else "timeout"
