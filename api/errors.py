@@ -30,6 +30,18 @@ class PayloadTooLarge(InvalidInput):
     code = "payload_too_large"
 
 
+class TooManyFiles(PayloadTooLarge):
+    """An upload holds more files than one request may (`MAX_UPLOAD_FILES`)."""
+
+    code = "too_many_files"
+
+
+class NothingIngested(InvalidInput):
+    """No file of an upload could be ingested (each named with its reason)."""
+
+    code = "nothing_ingested"
+
+
 class MalformedLastEventId(InvalidInput):
     """A `Last-Event-ID` header that is not `<run_id>:<seq>` for this run."""
 
@@ -88,7 +100,7 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     401: "missing or invalid credentials",
     404: "no such resource for this tenant",
     409: "the thread has a run in progress (multitask strategy reject), the run was cancelled, or a new thread id is taken",
-    413: "request body too large",
+    413: "request body too large, or too many files in one upload",
     415: "unsupported file type",
     422: "invalid request: parameters or body do not match the schema, or a bad input",
     429: "rate limited: requests per minute, daily token quota or failed credential checks",

@@ -174,6 +174,13 @@ class RunResult(BaseModel):
     cache: dict[str, Any] | None = None  # on a cache hit: kind (exact/semantic), similarity
 
 
+class SkippedFile(BaseModel):
+    """A file an ingestion passed over."""
+
+    path: str = Field(description="the file's name as uploaded")
+    reason: str = Field(description="why: no text found, unreadable, unsupported type")
+
+
 class IngestResult(BaseModel):
     """What an ingestion did."""
 
@@ -185,6 +192,9 @@ class IngestResult(BaseModel):
     doc_ids: list[str]
     outcomes: dict[str, Literal["added", "replaced", "unchanged"]] = Field(
         default_factory=dict, description="what happened to each document, by id"
+    )
+    skipped: list[SkippedFile] = Field(
+        default_factory=list, description="files not ingested (no text, unreadable), and why"
     )
 
 

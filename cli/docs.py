@@ -1,5 +1,6 @@
-"""`keel docs list|delete`: the stored documents, read on the store directly, or through the
-running server that owns the embedded store, or through `--url`."""
+"""`keel docs list|delete`: the stored documents, read on the store directly or through a
+running server (`--url`, `KEEL_URL`, the one owning the data dir, or one on the default port;
+see `cli.remote.find_target`)."""
 
 import argparse
 import sys
@@ -69,17 +70,14 @@ class _Target:
         self.args = args
 
     def __enter__(self) -> "_Target":
-        from cli.datadir import server_or_lock
+        from cli.remote import connect, find_target, wait_for
 
-        self.where = self.args.url or server_or_lock(self.settings, "docs")
+        self.where = find_target(self.settings, "docs", self.args.url, create=False)
         if isinstance(self.where, str):
-            from cli.remote import GIVEN_URL_WAIT_S, STARTUP_WAIT_S, connect
-
             key = self.args.api_key or (
                 self.settings.api_key.get_secret_value() if self.settings.api_key else None
             )
-            wait_s = GIVEN_URL_WAIT_S if self.args.url else STARTUP_WAIT_S
-            self.client = connect(self.where, key, wait_s)
+            self.client = connect(self.where, key, wait_for(self.settings, self.args.url))
         else:
             from corpus import open_corpora
 

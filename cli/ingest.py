@@ -1,17 +1,31 @@
-"""`keel ingest`: files into the corpus, directly on the store, or through the running server
-that owns the embedded store (see `cli.datadir`), or through `--url`."""
+"""`keel ingest`: files into the corpus, directly on the store, or through a running server
+(`--url`, `KEEL_URL`, the server holding the embedded store, or one on the default port; see
+`cli.remote.find_target`).
+
+Folders go in batches: each batch is committed before the next is loaded, so memory stays
+bounded and a rerun after an interruption skips what is already stored (by content hash). A file
+that cannot be read or holds no text is skipped and reported; the exit status is 1 only when
+nothing could be ingested, or, with `--strict`, when any file would be skipped (then every file
+is loaded once first and nothing is written).
+"""
 
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from graph.context import DEFAULT_TENANT
 from graph.settings import Settings
 
-# Files per upload request stay under this many bytes (the server's default limit is 64 MiB).
-UPLOAD_BATCH_BYTES = 16 * 1024 * 1024
+if TYPE_CHECKING:  # the loaders import the corpus stack: not for `keel --help`
+    from integrations.loaders import Batch, Skipped, SourceFile
+
+# One upload request stays under both (the server's limits: 64 MiB and 1,000 files).
+UPLOAD_BATCH_BYTES, UPLOAD_BATCH_FILES = 8 * 1024 * 1024, 500
+# Without a terminal, progress is one plain line this often (no bar escapes in logs).
+PLAIN_PROGRESS_EVERY_S = 30.0
 
 
 def add_ingest_parser(sub: Any) -> None:
@@ -20,14 +34,20 @@ def add_ingest_parser(sub: Any) -> None:
         "ingest",
         help="ingest .txt .md .html .pdf .jsonl files or folders",
         description="Document ids are paths relative to --root (JSONL rows carry their own); "
-        "re-ingesting a path replaces its document. Next to a `keel serve` on the same embedded "
-        "data dir, the files go through that server.",
+        "re-ingesting a path replaces its document. Files without text are skipped and "
+        "reported. Writes through --url, else KEEL_URL, else the server holding the data dir, "
+        "else a keel server on the default port, else the local store (named on stderr).",
     )
     ingest.add_argument("paths", nargs="+", type=Path)
     ingest.add_argument(
         "--root", type=Path, help="ids are paths relative to this folder (default: the cwd)"
     )
-    ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    ingest.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    ingest.add_argument(
+        "--strict",
+        action="store_true",
+        help="load every file first and write nothing (exit 1) when any would be skipped",
+    )
     ingest.add_argument(
         "--tenant",
         default=DEFAULT_TENANT,
@@ -40,31 +60,110 @@ def add_ingest_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Loads every file first (unreadable files and repeated ids fail before any write), then
-    ingests them locally or through a server; prints what happened as JSON."""
-    from cli.datadir import DataDirLock, server_or_lock
-    from cli.remote import GIVEN_URL_WAIT_S, STARTUP_WAIT_S
-    from integrations.loaders import iter_paths, load_sources
+    """Checks ids across all files, then ingests batch by batch locally or through a server;
+    prints what happened as JSON (`skipped` lists each file passed over and why)."""
+    from cli.datadir import DataDirLock
+    from cli.remote import find_target, wait_for
+    from integrations.loaders import check_unique_sources, iter_paths, load_batches
 
     settings = Settings()
     sources = list(iter_paths(args.paths, args.root))
-    docs = load_sources(sources)
-    target = args.url or server_or_lock(settings, "ingest")
-    if isinstance(target, str):
-        if not args.url:
-            print(f"keel: a server owns {settings.data_dir}: ingesting through {target}",
+    check_unique_sources(sources)
+    if args.strict:
+        skipped = [s for batch in load_batches(sources) for s in batch.skipped]
+        if skipped:
+            for item in skipped:
+                print(f"keel: skipped {item.path}: {item.reason}", file=sys.stderr)
+            print(json.dumps(_summary([], "none") | {"skipped": [vars(s) for s in skipped]}))
+            print(f"keel: --strict: {len(skipped)} file(s) cannot be ingested; nothing written",
                   file=sys.stderr)  # fmt: skip
-        key = args.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
-        wait_s = GIVEN_URL_WAIT_S if args.url else STARTUP_WAIT_S
-        result = _upload(target, key, [(s.path, s.name) for s in sources], wait_s)
-    else:
-        try:
-            result = _local(settings, args, docs)
-        finally:
-            if isinstance(target, DataDirLock):
-                target.release()
+            return 1
+    target = find_target(settings, "ingest", args.url)
+    progress = Progress(sources, quiet=args.quiet)
+    try:
+        if isinstance(target, str):
+            key = args.api_key or (
+                settings.api_key.get_secret_value() if settings.api_key else None
+            )
+            result = _upload(target, key, sources, progress, wait_for(settings, args.url))
+        else:
+            result = _local(settings, args, sources, progress)
+    finally:
+        progress.close()
+        if isinstance(target, DataDirLock):
+            target.release()
     print(json.dumps(result))
+    if not result["documents"]:
+        print("keel: nothing could be ingested", file=sys.stderr)
+        return 1
     return 0
+
+
+class Progress:
+    """Files, documents and chunks done, with their rates and an ETA by bytes, on stderr: a bar
+    on a terminal, a plain line every `PLAIN_PROGRESS_EVERY_S` otherwise, nothing when quiet.
+    Skipped files are always named."""
+
+    def __init__(self, sources: "list[SourceFile]", quiet: bool = False):
+        from tqdm import tqdm
+
+        self.files_total = len(sources)
+        self.bytes_total = sum(s.path.stat().st_size for s in sources)
+        self.files = self.docs = self.chunks = self.bytes = self.batch_chunks = 0
+        self.started = self.last_line = time.monotonic()
+        self.plain = not quiet and not sys.stderr.isatty()
+        self.bar = tqdm(
+            total=self.bytes_total,
+            unit="B",
+            unit_scale=True,
+            desc="ingest",
+            disable=quiet or self.plain,
+            file=sys.stderr,
+        )
+
+    def say(self, line: str) -> None:
+        """A line on stderr that does not break the bar."""
+        self.bar.write(line, file=sys.stderr)
+
+    def on_chunks(self, done: int) -> None:
+        """Chunks embedded so far in the current batch."""
+        self.batch_chunks = done
+        self._show()
+
+    def on_batch(
+        self, batch: "Batch", documents: int, chunks: int, skipped: "list[Skipped]"
+    ) -> None:
+        """A batch is committed."""
+        self.files += batch.files
+        self.bytes += batch.bytes
+        self.docs += documents
+        self.chunks += chunks
+        self.batch_chunks = 0
+        for item in skipped:
+            self.say(f"keel: skipped {item.path}: {item.reason}")
+        self.bar.update(batch.bytes)
+        self._show()
+
+    def _show(self) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        chunks = self.chunks + self.batch_chunks
+        rates = f"{self.docs / elapsed:.0f} docs/s, {chunks / elapsed:.0f} chunks/s"
+        self.bar.set_postfix_str(f"{self.files}/{self.files_total} files, {rates}", refresh=False)
+        self.bar.refresh()
+        now = time.monotonic()
+        if self.plain and now - self.last_line >= PLAIN_PROGRESS_EVERY_S:
+            self.last_line = now
+            share = self.bytes / self.bytes_total if self.bytes_total else 1.0
+            eta = f"{elapsed * (1 - share) / share:.0f} s" if share else "?"
+            print(
+                f"keel ingest: {self.files}/{self.files_total} files ({share:.0%} of the bytes), "
+                f"{self.docs} documents, {chunks} chunks; {rates}; ETA {eta}",
+                file=sys.stderr,
+            )
+
+    def close(self) -> None:
+        """Ends the bar."""
+        self.bar.close()
 
 
 def _summary(reports: list[dict[str, Any]], via: str) -> dict[str, Any]:
@@ -82,36 +181,83 @@ def _summary(reports: list[dict[str, Any]], via: str) -> dict[str, Any]:
     }
 
 
-def _local(settings: Settings, args: argparse.Namespace, docs: list[Any]) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    from corpus import open_corpora
+def _local(
+    settings: Settings, args: argparse.Namespace, sources: "list[SourceFile]", progress: Progress
+) -> dict[str, Any]:
+    from corpus import IngestReport, open_corpora
+    from integrations.loaders import Batch, ingest_sources
 
     corpus = open_corpora(settings).get(args.tenant)
-    with tqdm(desc="chunks embedded", unit="chunk", disable=args.quiet) as bar:
-        report = corpus.ingest(docs, progress=lambda done: bar.update(done - bar.n))
-    return _summary([vars(report)], "local")
+
+    def on_batch(batch: Batch, report: IngestReport) -> None:
+        progress.on_batch(batch, report.documents, report.chunks_added, batch.skipped)
+
+    report, skipped = ingest_sources(corpus, sources, on_batch, progress.on_chunks)
+    return _summary([vars(report)], "local") | {"skipped": [vars(s) for s in skipped]}
+
+
+def _upload_batches(sources: "list[SourceFile]") -> "list[list[SourceFile]]":
+    """Consecutive files, at most `UPLOAD_BATCH_FILES` and about `UPLOAD_BATCH_BYTES` each."""
+    batches: list[list[SourceFile]] = [[]]
+    size = 0
+    for src in sources:
+        full = size + src.path.stat().st_size > UPLOAD_BATCH_BYTES
+        if batches[-1] and (full or len(batches[-1]) >= UPLOAD_BATCH_FILES):
+            batches.append([])
+            size = 0
+        batches[-1].append(src)
+        size += src.path.stat().st_size
+    return batches
 
 
 def _upload(
-    url: str, api_key: str | None, files: list[tuple[Path, str]], wait_s: float
+    url: str, api_key: str | None, sources: "list[SourceFile]", progress: Progress, wait_s: float
 ) -> dict[str, Any]:
-    from cli.remote import checked, connect
+    from cli.remote import NOTHING_INGESTED, NOTHING_PREFIX, ServerError, checked, connect
+    from integrations.loaders import Batch, Skipped
 
-    batches: list[list[tuple[Path, str]]] = [[]]
-    size = 0
-    for path, name in files:
-        if batches[-1] and size + path.stat().st_size > UPLOAD_BATCH_BYTES:
-            batches.append([])
-            size = 0
-        batches[-1].append((path, name))
-        size += path.stat().st_size
-    reports = []
+    # Answers that refuse files, not the request: each file of the batch is then sent alone.
+    refusals = (NOTHING_INGESTED, "unsupported_file_type", "payload_too_large")
+    reports: list[dict[str, Any]] = []
+    skipped: list[Skipped] = []
     client = connect(url, api_key, wait_s)
+
+    def post(batch: "list[SourceFile]") -> dict[str, Any]:
+        files = [("files", (src.name, src.path.read_bytes())) for src in batch]
+        return dict(checked(client.post("/v1/documents", files=files)).json())
+
     try:
-        for batch in batches:
-            upload = [("files", (name, path.read_bytes())) for path, name in batch]
-            reports.append(checked(client.post("/v1/documents", files=upload)).json())
+        for batch in _upload_batches(sources):
+            local = {src.name: str(src.path) for src in batch}
+            try:
+                done = [post(batch)]
+            except ServerError as exc:
+                if exc.code not in refusals:
+                    raise
+                done = []
+                for src in batch:
+                    try:
+                        done.append(post([src]))
+                    except ServerError as single:
+                        if single.code not in refusals:
+                            raise
+                        reason = single.message.removeprefix(NOTHING_PREFIX)
+                        reason = reason.removeprefix(f"{src.name}: ")
+                        done.append({"skipped": [{"path": src.name, "reason": reason}]})
+            batch_skipped = [
+                Skipped(local.get(s["path"], s["path"]), s["reason"])
+                for report in done
+                for s in report.get("skipped", [])
+            ]
+            reports += [r for r in done if "documents" in r]
+            skipped += batch_skipped
+            size = sum(src.path.stat().st_size for src in batch)
+            progress.on_batch(
+                Batch(files=len(batch), bytes=size),
+                sum(r.get("documents", 0) for r in done),
+                sum(r.get("chunks_added", 0) for r in done),
+                batch_skipped,
+            )
     finally:
         client.close()
-    return _summary(reports, url)
+    return _summary(reports, url) | {"skipped": [vars(s) for s in skipped]}

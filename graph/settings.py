@@ -183,7 +183,9 @@ class Settings(BaseSettings):
 
     # Clients of a running server (`keel chat`, `ingest`, `docs`): where it is, the key to send.
     url: str | None = Field(
-        default=None, description="the server `keel chat` talks to; default http://127.0.0.1:<port>"
+        default=None,
+        description="the server `keel chat`, `keel ingest` and `keel docs` talk to; default "
+        "http://127.0.0.1:<port> (ingest and docs: when a keel server answers there)",
     )
     api_key: SecretStr | None = Field(
         default=None, description="sent as X-API-Key by `keel chat`, `keel ingest`, `keel docs`"

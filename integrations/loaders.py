@@ -1,5 +1,8 @@
 """Document loaders: .txt, .md, .html, .pdf and .jsonl into `Document`s with sections.
 
+Folders go in batches (`load_batches`, `ingest_sources`): a file that cannot be read or holds no
+text is skipped with its reason, and ids are checked for repeats across all files first.
+
 Headings (Markdown `#`, HTML `<h1>`-`<h6>`, short title lines in PDFs) become section names
 carried beside the text, never glued into it. HTML keeps its main content only (no title, nav,
 header, footer, aside). PDF lines are joined into paragraphs and lines repeated at the top or
@@ -8,20 +11,24 @@ detected with charset-normalizer when a file is not UTF-8.
 """
 
 import json
+import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import charset_normalizer
 import lxml.html
 from pypdf import PdfReader
 
-from corpus import Document, Section
+from corpus import Corpus, Document, IngestReport, Section
 from graph.errors import DuplicateDocuments, InvalidInput
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".html", ".htm", ".pdf", ".jsonl")
+# One `Corpus.ingest` call takes at most this many documents or text bytes: memory stays bounded
+# and an interrupted run keeps the batches it finished.
+BATCH_DOCS, BATCH_TEXT_BYTES = 200, 4 * 1024 * 1024
 # Joins nested heading names in a section path ("Operations > Readiness").
 SECTION_SEPARATOR = " > "
 
@@ -73,7 +80,8 @@ def iter_paths(paths: list[Path], root: Path | None = None) -> Iterator[SourceFi
     """Supported files under the given paths (directories walked, sorted), each named by its
     path relative to `root` (default: the current directory), or, outside it, relative to the
     argument's parent."""
-    root = (root or Path.cwd()).resolve()
+    # Absolute, not resolved: a file symlinked into the folder is named by its place there.
+    root = Path(os.path.abspath(root or Path.cwd()))
     for path in paths:
         if not path.exists():
             raise InvalidInput(f"{path}: no such file or directory")
@@ -82,13 +90,13 @@ def iter_paths(paths: list[Path], root: Path | None = None) -> Iterator[SourceFi
             if path.is_dir()
             else [path]
         )
-        base = path.resolve().parent
+        base = Path(os.path.abspath(path)).parent
         for file in files:
-            resolved = file.resolve()
+            absolute = Path(os.path.abspath(file))
             relative = (
-                resolved.relative_to(root)
-                if resolved.is_relative_to(root)
-                else resolved.relative_to(base)
+                absolute.relative_to(root)
+                if absolute.is_relative_to(root)
+                else absolute.relative_to(base)
             )
             yield SourceFile(file, relative.as_posix())
 
@@ -415,21 +423,115 @@ def _load_jsonl(path: Path, name: str) -> Iterator[Document]:
 
 def load_sources(sources: Iterable[SourceFile]) -> list[Document]:
     """Every document in `sources`; raises `DuplicateDocuments`, naming the files, when two
-    get the same id."""
-    docs: list[Document] = []
-    origins: dict[str, list[str]] = {}
-    for src in sources:
-        for doc in load_file(src.path, src.name):
-            docs.append(doc)
-            origins.setdefault(doc.id, []).append(str(src.path))
-    repeated = [f"{d} (from {', '.join(paths)})" for d, paths in origins.items() if len(paths) > 1]
-    if repeated:
-        raise DuplicateDocuments(
-            f"the same document id occurs more than once: {'; '.join(repeated[:20])}"
-        )
-    return docs
+    get the same id, and `InvalidInput` for the first file that cannot be loaded."""
+    sources = list(sources)
+    check_unique_sources(sources)
+    return [doc for src in sources for doc in load_file(src.path, src.name)]
 
 
 def load_paths(paths: list[Path], root: Path | None = None) -> list[Document]:
     """Every document under `paths`, ids relative to `root` (see `iter_paths`)."""
     return load_sources(iter_paths(paths, root))
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file ingestion passed over, and why (unreadable, no text, unsupported type)."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class Batch:
+    """Documents loaded from consecutive files, the files skipped among them, and how many
+    files (and bytes on disk) the batch finished."""
+
+    docs: list[Document] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+    text_bytes: int = 0
+
+
+def check_unique_sources(
+    sources: Sequence[SourceFile], label: Callable[[SourceFile], str] = lambda s: str(s.path)
+) -> None:
+    """Raises `DuplicateDocuments`, naming the files by `label`, when two files (or JSONL rows)
+    would get one id; from names and JSONL ids, before a batch is written. Unreadable JSONL
+    files are left to loading, which skips them."""
+    origins: dict[str, list[str]] = {}
+    for src in sources:
+        if Path(src.name).suffix.lower() == ".jsonl":
+            try:
+                ids = [doc.id for doc in _load_jsonl(src.path, src.name)]
+            except DuplicateDocuments:
+                raise
+            except (InvalidInput, OSError):
+                continue
+        else:
+            ids = [doc_id_for(src.name)]
+        for doc_id in ids:
+            origins.setdefault(doc_id, []).append(label(src))
+    repeated = [f"{d} (from {', '.join(paths)})" for d, paths in origins.items() if len(paths) > 1]
+    if repeated:
+        raise DuplicateDocuments(
+            f"the same document id occurs more than once: {'; '.join(repeated[:20])}"
+        )
+
+
+def load_batches(
+    sources: Iterable[SourceFile],
+    max_docs: int = BATCH_DOCS,
+    max_text_bytes: int = BATCH_TEXT_BYTES,
+) -> Iterator[Batch]:
+    """The documents of `sources` in batches of at most `max_docs` documents or about
+    `max_text_bytes` of text; a file that fails to load is skipped, with its reason."""
+    batch = Batch()
+    for src in sources:
+        try:
+            for doc in load_file(src.path, src.name):
+                batch.docs.append(doc)
+                batch.text_bytes += len(doc.text)
+                if len(batch.docs) >= max_docs or batch.text_bytes >= max_text_bytes:
+                    yield batch
+                    batch = Batch()
+        except DuplicateDocuments:
+            raise
+        except (InvalidInput, OSError) as exc:
+            reason = str(exc).removeprefix(f"{src.name}: ")
+            batch.skipped.append(Skipped(str(src.path), reason))
+        batch.files += 1
+        batch.bytes += src.path.stat().st_size if src.path.exists() else 0
+    if batch.docs or batch.files:
+        yield batch
+
+
+def ingest_sources(
+    corpus: Corpus,
+    sources: Sequence[SourceFile],
+    on_batch: Callable[[Batch, IngestReport], None] | None = None,
+    on_chunks: Callable[[int], None] | None = None,
+) -> tuple[IngestReport, list[Skipped]]:
+    """Ingests `sources` batch by batch (see `load_batches`; check their ids with
+    `check_unique_sources` first); returns the merged report and the skipped files. `on_batch`
+    follows each finished batch, `on_chunks` the chunks embedded so far in the current one."""
+    total, skipped = IngestReport(), []
+    for batch in load_batches(sources):
+        report = corpus.ingest(batch.docs, on_chunks) if batch.docs else IngestReport()
+        merge_report(total, report)
+        skipped += batch.skipped
+        if on_batch:
+            on_batch(batch, report)
+    return total, skipped
+
+
+def merge_report(total: IngestReport, part: IngestReport) -> None:
+    """Adds one batch's report to the run's."""
+    total.documents += part.documents
+    total.chunks_added += part.chunks_added
+    total.documents_unchanged += part.documents_unchanged
+    total.documents_replaced += part.documents_replaced
+    total.corpus_version = max(total.corpus_version, part.corpus_version)
+    total.doc_ids += part.doc_ids
+    total.outcomes.update(part.outcomes)

@@ -2,7 +2,8 @@
 
 A file's id is its name as uploaded, relative path included (`a/notes.md`), so files of one
 name in different folders stay apart; a JSONL file's rows carry their own ids. An upload naming
-one id twice is refused whole (422, the ids named), before anything is written.
+one id twice is refused whole (422, the ids named), before anything is written. A file without
+text is skipped and named in the result's `skipped`; the others are ingested.
 
 Each tenant has its own collections: what a tenant ingests only it retrieves, and another
 tenant's document answers 404 like a missing one. Both actions are audited with the tenant.
@@ -13,50 +14,102 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
+from fastapi import APIRouter, Query, Request, Response, status
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from api import audit
 from api.deps import KeelDep, TenantDep
-from api.errors import UnsupportedFileType
-from api.schemas import DocumentInfo, DocumentPage, IngestResult
-from corpus import Document, check_unique
+from api.errors import NothingIngested, TooManyFiles, UnsupportedFileType
+from api.schemas import DocumentInfo, DocumentPage, IngestResult, SkippedFile
 from graph.errors import InvalidInput, NotFound
-from integrations.loaders import SUPPORTED_SUFFIXES, load_file, relative_name
+from integrations.loaders import (
+    SUPPORTED_SUFFIXES,
+    Skipped,
+    SourceFile,
+    check_unique_sources,
+    ingest_sources,
+    relative_name,
+)
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 
+# Files per upload: Starlette's default, kept (bytes are bounded by KEEL_MAX_BODY_BYTES);
+# `keel ingest --url` sends 500 at most per request.
+MAX_UPLOAD_FILES = 1000
+UNSUPPORTED = f"unsupported file type; use one of {', '.join(SUPPORTED_SUFFIXES)}"
+# The multipart body FastAPI would declare for `files: list[UploadFile]`; the form is parsed
+# in the route so that too many files get keel's error, not Starlette's.
+UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["files"],
+                "properties": {
+                    "files": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "txt, md, html, pdf or jsonl files",
+                    }
+                },
+            }
+        }
+    },
+}
 
-@router.post("", status_code=status.HTTP_201_CREATED)
-async def ingest(
-    files: Annotated[list[UploadFile], File(description="txt, md, html, pdf or jsonl files")],
-    keel: KeelDep,
-    tenant: TenantDep,
-    request: Request,
-) -> IngestResult:
-    """Chunks, embeds and indexes the uploaded files. Re-uploading a file (same name, same
-    relative path) replaces it; `outcomes` says what happened to each document."""
-    docs: list[Document] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for n, upload in enumerate(files):
-            name = relative_name(upload.filename or "") or f"upload-{n}"
-            if Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
-                raise UnsupportedFileType(
-                    f"{name}: unsupported file type; use one of {', '.join(SUPPORTED_SUFFIXES)}"
-                )
-            path = Path(tmp) / f"{n}{Path(name).suffix}"
-            path.write_bytes(await upload.read())
-            docs += list(load_file(path, name))
-    if not docs:
-        raise InvalidInput("no documents in the upload")
-    check_unique(docs)
-    report = await asyncio.to_thread(keel.deps.corpora.get(tenant).ingest, docs)
-    result = IngestResult(**vars(report))
+
+@router.post("", status_code=status.HTTP_201_CREATED, openapi_extra={"requestBody": UPLOAD_BODY})
+async def ingest(keel: KeelDep, tenant: TenantDep, request: Request) -> IngestResult:
+    """Chunks, embeds and indexes the uploaded files (`files` fields), in batches. Re-uploading
+    a file (same name, same relative path) replaces it; `outcomes` says what happened to each
+    document, `skipped` names each file without text (or unreadable) and why. 422 only when
+    nothing in the upload could be ingested (415 when every file has an unsupported type), 413
+    `too_many_files` over 1,000 files."""
+    try:
+        form = await request.form(max_files=MAX_UPLOAD_FILES, max_fields=MAX_UPLOAD_FILES)
+    except HTTPException as exc:  # Starlette's multipart limits
+        if "Too many files" in str(exc.detail):
+            raise TooManyFiles(
+                f"an upload holds at most {MAX_UPLOAD_FILES} files; send them in several "
+                "requests (`keel ingest --url` sends 500 at a time)"
+            ) from exc
+        raise InvalidInput(f"malformed multipart body: {exc.detail}") from exc
+    try:
+        uploads = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
+        if not uploads:
+            raise InvalidInput("no files in the upload (multipart/form-data `files` fields)")
+        with tempfile.TemporaryDirectory() as tmp:
+            sources, names, unsupported = [], {}, []
+            for n, upload in enumerate(uploads):
+                name = relative_name(upload.filename or "") or f"upload-{n}"
+                if Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
+                    unsupported.append(Skipped(name, UNSUPPORTED))
+                    continue
+                path = Path(tmp) / f"{n}{Path(name).suffix}"
+                path.write_bytes(await upload.read())
+                sources.append(SourceFile(path, name))
+                names[str(path)] = name
+            check_unique_sources(sources, lambda src: names[str(src.path)])
+            corpus = keel.deps.corpora.get(tenant)
+            report, skipped = await asyncio.to_thread(ingest_sources, corpus, sources)
+    finally:
+        await form.close()
+    skipped = unsupported + [Skipped(names[s.path], s.reason) for s in skipped]
+    if not report.documents:
+        if len(unsupported) == len(uploads):
+            raise UnsupportedFileType("; ".join(f"{s.path}: {s.reason}" for s in skipped[:20]))
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:20])
+        raise NothingIngested(f"nothing in the upload could be ingested: {reasons}")
+    result = IngestResult(**vars(report), skipped=[SkippedFile(**vars(s)) for s in skipped])
     audit.action(
         request,
         "documents_ingested",
         doc_ids=result.doc_ids[:100],
         documents=result.documents,
         chunks_added=result.chunks_added,
+        skipped=len(skipped),
         corpus_version=result.corpus_version,
     )
     return result

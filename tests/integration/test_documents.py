@@ -144,7 +144,7 @@ def test_ingest_while_serving_goes_through_the_server(start_server, data_dir: Pa
 
     ingested = keel("ingest", "--quiet", "facts.md", env=env, cwd=docs)
     assert ingested.returncode == 0, ingested.stderr
-    assert f"ingesting through {server.url}" in ingested.stderr
+    assert f"keel ingest: through {server.url}, the server that owns" in ingested.stderr
     report = json.loads(ingested.stdout)
     assert report["via"] == server.url and report["documents"] == 1
     headers = {"X-API-Key": "k-ingest"}

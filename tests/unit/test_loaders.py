@@ -226,3 +226,14 @@ def test_a_section_reaches_the_llm_prompt(tmp_path: Path):
     )
     prompt = build_prompt("When can I climb the tower?", [passage], [])
     assert "[1] (harbor.md — Harbor — Harbor > Opening hours)\nVisitors may" in prompt[-1].text
+
+
+def test_files_linked_into_a_folder_are_named_by_their_place_there(tmp_path: Path):
+    elsewhere = tmp_path / "usr" / "share" / "doc" / "manual.html"
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.write_text("<html><body><p>The manual.</p></body></html>")
+    farm = tmp_path / "farm" / "pkg"
+    farm.mkdir(parents=True)
+    (farm / "manual.html").symlink_to(elsewhere)
+    names = [s.name for s in iter_paths([tmp_path / "farm"], root=tmp_path / "farm")]
+    assert names == ["pkg/manual.html"]
