@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     history_max_messages: int = 0
 
     chroma_url: str | None = None
+    corpus_url: str = Field(
+        default="",
+        description="the chunk store: postgresql://... shared by replicas (may be the "
+        "database_url), or sqlite:///path; default SQLite under data_dir",
+    )
     lexical_dir: Path | None = Field(
         default=None,
         description="the BM25 index's folder (default: <data_dir>/lexical); replicas share it, "
@@ -276,11 +281,9 @@ class Settings(BaseSettings):
 
     @property
     def corpus_store_url(self) -> str:
-        """Where the corpus's chunks live: the Postgres of `database_url`, else SQLite under
-        `data_dir` (beside the checkpoints, not in their file: ingestion writes in bulk)."""
-        if self.database_url.startswith(("postgresql://", "postgres://")):
-            return self.database_url
-        return f"sqlite:///{self.data_dir / 'corpus.sqlite'}"
+        """Where the corpus's chunks live: `corpus_url`, else SQLite under `data_dir` (beside
+        the checkpoints, not in their file: ingestion writes in bulk)."""
+        return self.corpus_url or f"sqlite:///{self.data_dir / 'corpus.sqlite'}"
 
     @property
     def lexical_path(self) -> Path:

@@ -356,7 +356,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.postgres_url:
             (data_dir / "server").mkdir(exist_ok=True)
             chroma = stack.enter_context(_chroma_server(data_dir / "server"))
-            extra = {"KEEL_DATABASE_URL": args.postgres_url, "KEEL_CHROMA_URL": chroma.url}
+            extra = {
+                "KEEL_DATABASE_URL": args.postgres_url,
+                "KEEL_CORPUS_URL": args.postgres_url,
+                "KEEL_CHROMA_URL": chroma.url,
+            }
         env = _env(data_dir, **extra)
         for tier, (base, pages) in tiers.items():
             row = bench_tier(tier, pages, base, work, env, args)

@@ -154,6 +154,7 @@ def test_a_page_ingested_on_one_replica_answers_on_another(
     lexical index (one folder); neither rebuilds anything to see the other's writes."""
     shared = {
         "KEEL_DATABASE_URL": postgres_url,
+        "KEEL_CORPUS_URL": postgres_url,
         "KEEL_CHROMA_URL": chroma_url,
         "KEEL_LEXICAL_DIR": str(tmp_path / "lexical"),
         "KEEL_COLLECTION": f"scale{uuid.uuid4().hex[:8]}",
