@@ -62,7 +62,7 @@ class Corpus:
     ):
         self.name = name
         self._store, self._lexical, self._dense = store, lexical, dense
-        self._embedder, self._static = embedder, static
+        self._embedder = embedder
         self._batch_size = settings.embed_batch_size
         self._head_tokens = settings.dense_head_tokens
         self._eager_sentences = settings.sentence_vectors == "eager"
@@ -154,8 +154,6 @@ class Corpus:
         texts = [(c.id, c.text) for r in records for c in r.chunks]
         if self._eager_sentences:
             self.sentences.embed_and_store(texts)
-        elif self._static is not None:  # so that queries find every token's row computed
-            self._static.learn(text for _, text in texts)
         return len(chunks)
 
     def delete(self, doc_id: str) -> int:
@@ -337,11 +335,11 @@ class Corpora:
 
 def open_corpora(settings: Settings) -> Corpora:
     """Every tenant's corpus on the configured stores, embedded with the local MiniLM (and, for
-    lazy sentence vectors, its static token table cached in the data dir)."""
+    lazy sentence vectors, its static token table)."""
     model = MiniLMEmbedder(threads=settings.embed_threads)
     static = background = None
     if settings.sentence_vectors == "lazy":
-        static = StaticEmbedder(model, settings.data_dir / "static_tokens.npz")
+        static = StaticEmbedder(model)
         background = functools.partial(MiniLMEmbedder, threads=1, cache_size=0)
     return Corpora(
         open_chroma(settings),

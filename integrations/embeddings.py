@@ -10,7 +10,7 @@ import logging
 import os
 import tempfile
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from threading import Lock
 from typing import Protocol
@@ -219,32 +219,29 @@ class StaticEmbedder:
     space, so they compare with its query vectors. ~1000x cheaper than running the model, and
     a rougher signal (see README "Cold corpus").
 
-    Rows are computed when a text first needs them (`learn` at ingestion does it in bulk) and
-    kept in `path` (a cache: deleting it costs only recomputation)."""
+    The whole vocabulary's rows are computed once per machine (~10 s on two cores) and kept in
+    `path` (default: the user's cache dir, beside the integer model), so that neither ingestion
+    nor a query ever waits for the model to fill them."""
 
     def __init__(self, model: MiniLMEmbedder, path: Path | None = None):
         self.name = f"static-{model.name}"
         self.dim = model.dim
         self._model = model
-        self._path = path
         vocab = model.vocabulary
         size = max(vocab.values()) + 1
         # BERT's WordPiece ids from "the" on follow corpus frequency, so an id's distance from
         # it is a Zipf rank (model2vec weights by log rank); ids below are characters, marks.
         first_word = vocab.get("the", 0)
         self._weights = np.log1p(np.maximum(np.arange(size) - first_word + 1, 1)).astype(np.float32)
-        self._table = np.zeros((size, self.dim), dtype=np.float16)
-        self._known = np.zeros(size, dtype=bool)
-        self._lock = Lock()
-        self._load()
+        self._path = path or _cache_dir() / f"static-{model.fingerprint.replace(':', '-')}.npz"
+        loaded = self._load(size)
+        self._table = loaded if loaded is not None else self._build(size)
 
     def embed(
         self, texts: Sequence[str], batch_size: int = 32, max_tokens: int | None = None
     ) -> np.ndarray:
         """L2-normalised static vectors (zeros for a text without tokens)."""
-        ids = self._model.token_ids(texts)
-        self._ensure(i for row in ids for i in row)
-        rows = [row[:max_tokens] if max_tokens else row for row in ids]
+        rows = [row[:max_tokens] if max_tokens else row for row in self._model.token_ids(texts)]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         filled = [n for n, row in enumerate(rows) if row]
         if filled:  # one gather and one segmented sum for all texts
@@ -254,51 +251,26 @@ class StaticEmbedder:
             out[filled] = np.add.reduceat(weighted, starts, axis=0)
         return out / np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
 
-    def learn(self, texts: Iterable[str]) -> int:
-        """Computes (and saves) the rows of every token of `texts` not known yet; returns how
-        many were new. Ingestion calls it so that queries never wait for the model."""
-        ids = (i for row in self._model.token_ids(list(texts)) for i in row)
-        added = self._ensure(ids)
-        if added:
-            self._save()
-        return added
-
-    @property
-    def known(self) -> int:
-        """How many token rows are computed."""
-        return int(self._known.sum())
-
-    def _ensure(self, ids: Iterable[int]) -> int:
-        wanted = np.unique(np.fromiter(ids, dtype=np.int64))
-        missing = wanted[~self._known[wanted]]
-        if len(missing):
-            vectors = self._model.token_vectors(missing.tolist())
-            with self._lock:
-                self._table[missing] = vectors
-                self._known[missing] = True
-        return len(missing)
-
-    def _load(self) -> None:
-        if self._path is None or not self._path.exists():
-            return
+    def _load(self, size: int) -> np.ndarray | None:
+        if not self._path.exists():
+            return None
         try:
             with np.load(self._path) as stored:
-                table, known = stored["table"], stored["known"]
-                fingerprint = str(stored["fingerprint"])
+                table, fingerprint = stored["table"], str(stored["fingerprint"])
         except (OSError, ValueError, KeyError) as exc:
-            log.warning("ignoring unreadable static token table %s: %s", self._path, exc)
-            return
-        if fingerprint == self._model.fingerprint and table.shape == self._table.shape:
-            self._table, self._known = table.astype(np.float16), known.astype(bool)
+            log.warning("rebuilding unreadable static token table %s: %s", self._path, exc)
+            return None
+        if fingerprint != self._model.fingerprint or table.shape != (size, self.dim):
+            return None  # made from another model file
+        return table.astype(np.float16)
 
-    def _save(self) -> None:
-        if self._path is None:
-            return
+    def _build(self, size: int) -> np.ndarray:
+        log.info("computing the static token table (once per machine): %s", self._path)
+        table = self._model.token_vectors(list(range(size))).astype(np.float16)
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        # Written aside then renamed: a concurrent reader sees the old table or the new one.
+        # Written aside then renamed: a concurrent reader sees no table or the whole one.
         partial = self._path.with_name(f"{self._path.name}.{os.getpid()}.tmp")
-        with self._lock, partial.open("wb") as handle:
-            np.savez(
-                handle, table=self._table, known=self._known, fingerprint=self._model.fingerprint
-            )
+        with partial.open("wb") as handle:
+            np.savez(handle, table=table, fingerprint=self._model.fingerprint)
         os.replace(partial, self._path)
+        return table
