@@ -183,9 +183,8 @@ def create_app(
             app.state.keel, app.state.limiter = keel, keel.limiter
             # Everything built at start-up (models, tokenizers, corpora) lives as long as the
             # process: out of the collector's sight, a full collection no longer walks it (one
-            # paused the event loop for 270 ms in a cache-hit benchmark). The default corpus's
-            # chunk table and BM25 index are built first, not on the first query: left to it,
-            # every later full collection walked them (27-47 ms pauses over SciFact).
+            # paused the event loop for 270 ms in a cache-hit benchmark). The default corpus is
+            # searched once first, so that what its first query loads is frozen too.
             try:
                 await asyncio.to_thread(keel.deps.corpora.load)
             except Exception as exc:  # the first query opens it, and reports a failure
