@@ -193,7 +193,7 @@ def distractor_documents(paths: list[Path]) -> tuple[list[Document], list[str]]:
             try:
                 loaded = list(load_file(src.path, src.name))
             except (InvalidInput, OSError, ValueError) as exc:
-                skipped.append(f"{src.path}: {exc}")
+                skipped.append(f"{src.path}: {str(exc).removeprefix(f'{src.name}: ')}")
                 continue
             docs += [replace(doc, id=f"distractor:{path.name}/{doc.id}") for doc in loaded]
     return docs, skipped
