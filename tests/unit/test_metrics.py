@@ -142,3 +142,20 @@ def test_convex_fusion_normalises_each_list_and_weights_them():
     )
     assert fused == pytest.approx({"a": 0.4, "b": 0.2, "c": 0.6, "d": 0.0})
     assert convex_fusion({"dense": [], "lexical": [("x", 2.0)]}) == [("x", 1.0)]
+
+
+def test_distractors_join_a_dataset_under_their_own_ids(tmp_path):
+    from corpus import Document
+    from evals.datasets import EvalDataset, distractor_documents
+
+    manual = tmp_path / "manual"
+    (manual / "sub").mkdir(parents=True)
+    (manual / "sub" / "page.html").write_text("<h1>Locks</h1><p>A mutex guards shared data.</p>")
+    (manual / "empty.html").write_text("<nav>Home</nav>")
+    docs, skipped = distractor_documents([manual])
+    assert [d.id for d in docs] == ["distractor:manual/sub/page.html"]
+    assert docs[0].title == "Locks" and "mutex" in docs[0].text
+    assert skipped == [f"{manual / 'empty.html'}: no text found"]
+    dataset = EvalDataset("d", [], [Document("1", "judged")]).with_distractors(docs)
+    assert [d.id for d in dataset.documents or []] == ["1", "distractor:manual/sub/page.html"]
+    assert dataset.fingerprint() != EvalDataset("d", [], [Document("1", "judged")]).fingerprint()
