@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,23 +81,43 @@ def run(args: argparse.Namespace) -> int:
             return 1
     target = find_target(settings, "ingest", args.url)
     progress = Progress(sources, quiet=args.quiet)
+    done = Done()
+    failure: Exception | None = None
     try:
         if isinstance(target, str):
             key = args.api_key or (
                 settings.api_key.get_secret_value() if settings.api_key else None
             )
-            result = _upload(target, key, sources, progress, wait_for(settings, args.url))
+            _upload(target, key, sources, progress, wait_for(settings, args.url), done)
         else:
-            result = _local(settings, args, sources, progress)
+            _local(settings, args, sources, progress, done)
+    except Exception as exc:  # the batches before it stay committed: say what they were
+        failure = exc
     finally:
         progress.close()
         if isinstance(target, DataDirLock):
             target.release()
+    result = _summary(done.reports, target if isinstance(target, str) else "local")
+    result["skipped"] = [vars(s) for s in done.skipped]
+    if failure:
+        result["error"] = f"{type(failure).__name__}: {failure}"
     print(json.dumps(result))
+    if failure:
+        print(f"keel: ingestion stopped ({result['error']}); the {result['documents']} "
+              "documents before it are stored, and a rerun skips them", file=sys.stderr)  # fmt: skip
+        return 2
     if not result["documents"]:
         print("keel: nothing could be ingested", file=sys.stderr)
         return 1
     return 0
+
+
+@dataclass
+class Done:
+    """What a run has committed so far: its finished batches' reports and its skipped files."""
+
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list["Skipped"] = field(default_factory=list)
 
 
 class Progress:
@@ -182,18 +203,23 @@ def _summary(reports: list[dict[str, Any]], via: str) -> dict[str, Any]:
 
 
 def _local(
-    settings: Settings, args: argparse.Namespace, sources: "list[SourceFile]", progress: Progress
-) -> dict[str, Any]:
+    settings: Settings,
+    args: argparse.Namespace,
+    sources: "list[SourceFile]",
+    progress: Progress,
+    done: Done,
+) -> None:
     from corpus import IngestReport, open_corpora
     from integrations.loaders import Batch, ingest_sources
 
     corpus = open_corpora(settings).get(args.tenant)
 
     def on_batch(batch: Batch, report: IngestReport) -> None:
+        done.reports.append(vars(report))
+        done.skipped += batch.skipped
         progress.on_batch(batch, report.documents, report.chunks_added, batch.skipped)
 
-    report, skipped = ingest_sources(corpus, sources, on_batch, progress.on_chunks)
-    return _summary([vars(report)], "local") | {"skipped": [vars(s) for s in skipped]}
+    ingest_sources(corpus, sources, on_batch, progress.on_chunks)
 
 
 def _upload_batches(sources: "list[SourceFile]") -> "list[list[SourceFile]]":
@@ -211,15 +237,18 @@ def _upload_batches(sources: "list[SourceFile]") -> "list[list[SourceFile]]":
 
 
 def _upload(
-    url: str, api_key: str | None, sources: "list[SourceFile]", progress: Progress, wait_s: float
-) -> dict[str, Any]:
+    url: str,
+    api_key: str | None,
+    sources: "list[SourceFile]",
+    progress: Progress,
+    wait_s: float,
+    done: Done,
+) -> None:
     from cli.remote import NOTHING_INGESTED, NOTHING_PREFIX, ServerError, checked, connect
     from integrations.loaders import Batch, Skipped
 
     # Answers that refuse files, not the request: each file of the batch is then sent alone.
     refusals = (NOTHING_INGESTED, "unsupported_file_type", "payload_too_large")
-    reports: list[dict[str, Any]] = []
-    skipped: list[Skipped] = []
     client = connect(url, api_key, wait_s)
 
     def post(batch: "list[SourceFile]") -> dict[str, Any]:
@@ -230,34 +259,33 @@ def _upload(
         for batch in _upload_batches(sources):
             local = {src.name: str(src.path) for src in batch}
             try:
-                done = [post(batch)]
+                answers = [post(batch)]
             except ServerError as exc:
                 if exc.code not in refusals:
                     raise
-                done = []
+                answers = []
                 for src in batch:
                     try:
-                        done.append(post([src]))
+                        answers.append(post([src]))
                     except ServerError as single:
                         if single.code not in refusals:
                             raise
                         reason = single.message.removeprefix(NOTHING_PREFIX)
                         reason = reason.removeprefix(f"{src.name}: ")
-                        done.append({"skipped": [{"path": src.name, "reason": reason}]})
+                        answers.append({"skipped": [{"path": src.name, "reason": reason}]})
             batch_skipped = [
                 Skipped(local.get(s["path"], s["path"]), s["reason"])
-                for report in done
-                for s in report.get("skipped", [])
+                for answer in answers
+                for s in answer.get("skipped", [])
             ]
-            reports += [r for r in done if "documents" in r]
-            skipped += batch_skipped
+            done.reports += [a for a in answers if "documents" in a]
+            done.skipped += batch_skipped
             size = sum(src.path.stat().st_size for src in batch)
             progress.on_batch(
                 Batch(files=len(batch), bytes=size),
-                sum(r.get("documents", 0) for r in done),
-                sum(r.get("chunks_added", 0) for r in done),
+                sum(a.get("documents", 0) for a in answers),
+                sum(a.get("chunks_added", 0) for a in answers),
                 batch_skipped,
             )
     finally:
         client.close()
-    return _summary(reports, url) | {"skipped": [vars(s) for s in skipped]}

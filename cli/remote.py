@@ -58,7 +58,8 @@ def is_keel(url: str) -> bool:
     """True when a keel server answers at `url` (its OpenAPI document is titled "keel"; `/info`
     alone would not tell keel from another Agent Server)."""
     try:
-        response = httpx.get(f"{url}/openapi.json", timeout=2)
+        # Refused at once when nothing listens; a busy server may take seconds to build it.
+        response = httpx.get(f"{url}/openapi.json", timeout=httpx.Timeout(10, connect=1))
         return response.status_code == 200 and response.json()["info"]["title"] == "keel"
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return False

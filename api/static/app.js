@@ -204,7 +204,10 @@ async function upload(files) {
   status.textContent =
     `${result.documents} document(s), ${result.chunks_added} chunk(s) added` +
     (result.documents_replaced ? `, ${result.documents_replaced} replaced` : "") +
-    (result.documents_unchanged ? `, ${result.documents_unchanged} unchanged` : "");
+    (result.documents_unchanged ? `, ${result.documents_unchanged} unchanged` : "") +
+    (result.skipped.length
+      ? `; skipped ${result.skipped.map((s) => `${s.path} (${s.reason})`).join(", ")}`
+      : "");
 }
 
 function guarded(action) {

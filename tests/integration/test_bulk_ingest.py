@@ -233,3 +233,17 @@ def test_commands_outside_the_checkout_find_the_server_or_say_where_they_write(
         KEEL_DATA_DIR=str(tmp_path / "pinned"),
     )  # fmt: skip
     assert json.loads(pinned.stdout)["via"] == "local"
+
+
+def test_a_run_stopped_by_the_server_reports_what_it_stored(start_server, tmp_path: Path):
+    # One request a minute: the second batch of uploads is refused (429) after the first landed.
+    server = start_server(KEEL_DATA_DIR=str(tmp_path / "data"), KEEL_RATE_LIMIT_RPM="1")
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for n in range(600):
+        (folder / f"note-{n:04d}.txt").write_text(f"Note {n}: the ferry to island {n}.")
+    done = keel("ingest", "--url", server.url, "notes", cwd=tmp_path)
+    assert done.returncode == 2
+    report = json.loads(done.stdout)
+    assert report["documents"] == 500 and "429 (rate_limited" in report["error"]
+    assert "the 500 documents before it are stored, and a rerun skips them" in done.stderr

@@ -139,10 +139,14 @@ def test_chat_page_streams_answer_citations_and_resumes_threads(server, browser,
     # Upload a document, then reload and resume the first thread from the list.
     note = tmp_path / "lighthouse.md"
     note.write_text("# Harbor\n\nThe harbor lighthouse flashes green every six seconds.\n")
-    page.set_input_files("#files", str(note))
+    blank = tmp_path / "index.html"  # a page without text is skipped, and named
+    blank.write_text("<html><body><nav>Home</nav></body></html>")
+    page.set_input_files("#files", [str(note), str(blank)])
     page.click("#upload button")
     page.locator("#upload-status").filter(has_text="chunk").wait_for(timeout=60_000)
-    assert page.inner_text("#upload-status").startswith("1 document(s)")
+    status = page.inner_text("#upload-status")
+    assert status.startswith("1 document(s)")
+    assert status.endswith("; skipped index.html (no text found)")
     page.reload()
     page.locator(f"#threads li[data-thread-id='{first_thread}']").click()
     expect(page.locator("#messages .turn")).to_have_count(2, timeout=30_000)
