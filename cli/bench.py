@@ -26,7 +26,7 @@ def _pct(values: list[float], q: float) -> float:
 def _ingest(corpus: Path, data_dir: Path) -> dict[str, float]:
     """Ingests a corpus (a file, or a directory's supported files) into `data_dir`."""
     from corpus import open_corpora
-    from integrations.loaders import load_paths
+    from corpus.loaders import load_paths
 
     settings = Settings(data_dir=data_dir)
     docs = load_paths([corpus])

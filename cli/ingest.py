@@ -21,7 +21,8 @@ from graph.context import DEFAULT_TENANT
 from graph.settings import Settings
 
 if TYPE_CHECKING:  # the loaders import the corpus stack: not for `keel --help`
-    from integrations.loaders import Batch, Skipped, SourceFile
+    from corpus.ingest import Batch, Skipped
+    from corpus.loaders import SourceFile
 
 # One upload request stays under both (the server's limits: 64 MiB and 1,000 files).
 UPLOAD_BATCH_BYTES, UPLOAD_BATCH_FILES = 8 * 1024 * 1024, 500
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     prints what happened as JSON (`skipped` lists each file passed over and why)."""
     from cli.datadir import DataDirLock
     from cli.remote import find_target, wait_for
-    from integrations.loaders import check_unique_sources, iter_paths, load_batches
+    from corpus.ingest import load_batches
+    from corpus.loaders import check_unique_sources, iter_paths
 
     settings = Settings()
     sources = list(iter_paths(args.paths, args.root))
@@ -210,7 +212,7 @@ def _local(
     done: Done,
 ) -> None:
     from corpus import IngestReport, open_corpora
-    from integrations.loaders import Batch, ingest_sources
+    from corpus.ingest import Batch, ingest_batches, prefetched_batches
 
     corpus = open_corpora(settings).get(args.tenant)
 
@@ -219,7 +221,7 @@ def _local(
         done.skipped += batch.skipped
         progress.on_batch(batch, report.documents, report.chunks_added, batch.skipped)
 
-    ingest_sources(corpus, sources, on_batch, progress.on_chunks)
+    ingest_batches(corpus, prefetched_batches(sources), on_batch, progress.on_chunks)
 
 
 def _upload_batches(sources: "list[SourceFile]") -> "list[list[SourceFile]]":
@@ -245,7 +247,7 @@ def _upload(
     done: Done,
 ) -> None:
     from cli.remote import NOTHING_INGESTED, NOTHING_PREFIX, ServerError, checked, connect
-    from integrations.loaders import Batch, Skipped
+    from corpus.ingest import Batch, Skipped
 
     # Answers that refuse files, not the request: each file of the batch is then sent alone.
     refusals = (NOTHING_INGESTED, "unsupported_file_type", "payload_too_large")

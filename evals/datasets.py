@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from corpus import Document
+from corpus.loaders import load_paths
 from graph.errors import InvalidInput
-from integrations.loaders import load_paths
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ def abstract_sentences(text: str) -> list[str]:
 def distractor_documents(paths: list[Path]) -> tuple[list[Document], list[str]]:
     """Every document under `paths` as a distractor (ids prefixed `distractor:`, so no judged
     id can collide), and the files skipped, each with its reason (a page without text, say)."""
-    from integrations.loaders import iter_paths, load_file
+    from corpus.loaders import iter_paths, load_file
 
     docs: list[Document] = []
     skipped: list[str] = []

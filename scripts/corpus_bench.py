@@ -35,8 +35,8 @@ import psutil
 
 from cli.process import ServerProcess, free_port
 from cli.wire import Wire
+from corpus.loaders import SUPPORTED_SUFFIXES
 from evals import SCIFACT
-from integrations.loaders import SUPPORTED_SUFFIXES
 from scripts.peer_bench import REPO, _chroma_server, _env, _pct, _print_table
 
 TIERS: dict[int, tuple[str, ...]] = {

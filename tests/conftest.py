@@ -22,9 +22,9 @@ import pytest
 from api.auth import hash_key
 from cli.process import ServerProcess, free_port
 from corpus import Document, open_corpora
+from corpus.loaders import load_paths
 from evals import SCIFACT
 from graph.settings import Settings
-from integrations.loaders import load_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DOCS = 60

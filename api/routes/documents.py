@@ -22,15 +22,9 @@ from api import audit
 from api.deps import KeelDep, TenantDep
 from api.errors import NothingIngested, TooManyFiles, UnsupportedFileType
 from api.schemas import DocumentInfo, DocumentPage, IngestResult, SkippedFile
+from corpus.ingest import Skipped, ingest_batches, load_batches
+from corpus.loaders import SUPPORTED_SUFFIXES, SourceFile, check_unique_sources, relative_name
 from graph.errors import InvalidInput, NotFound
-from integrations.loaders import (
-    SUPPORTED_SUFFIXES,
-    Skipped,
-    SourceFile,
-    check_unique_sources,
-    ingest_sources,
-    relative_name,
-)
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 
@@ -93,7 +87,8 @@ async def ingest(keel: KeelDep, tenant: TenantDep, request: Request) -> IngestRe
                 names[str(path)] = name
             check_unique_sources(sources, lambda src: names[str(src.path)])
             corpus = keel.deps.corpora.get(tenant)
-            report, skipped = await asyncio.to_thread(ingest_sources, corpus, sources)
+            batches = load_batches(sources)
+            report, skipped = await asyncio.to_thread(ingest_batches, corpus, batches)
     finally:
         await form.close()
     skipped = unsupported + [Skipped(names[s.path], s.reason) for s in skipped]

@@ -18,9 +18,10 @@ import pytest
 
 from cli.process import free_port
 from corpus import open_corpora
+from corpus.ingest import BATCH_DOCS, ingest_batches, load_batches, prefetched_batches
+from corpus.loaders import check_unique_sources, iter_paths
 from graph.errors import DuplicateDocuments
 from graph.settings import Settings
-from integrations.loaders import BATCH_DOCS, check_unique_sources, ingest_sources, iter_paths
 from tests.conftest import ROOT
 
 PAGES = BATCH_DOCS + 50  # two batches
@@ -100,10 +101,10 @@ def test_an_interrupted_run_keeps_its_finished_batches_and_resumes(tmp_path: Pat
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        ingest_sources(corpus, sources, on_batch=interrupt)
+        ingest_batches(corpus, load_batches(sources), on_batch=interrupt)
     first, _ = corpus.documents(1000)
     assert len(first) == BATCH_DOCS  # the first batch was committed
-    report, skipped = ingest_sources(corpus, sources)
+    report, skipped = ingest_batches(corpus, prefetched_batches(sources))
     outcomes = list(report.outcomes.values())
     assert (
         outcomes.count("unchanged") == BATCH_DOCS and outcomes.count("added") == PAGES - BATCH_DOCS

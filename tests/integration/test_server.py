@@ -10,8 +10,8 @@ import pytest
 from httpx_sse import connect_sse
 
 from corpus import open_corpora
+from corpus.loaders import load_paths
 from graph.settings import Settings
-from integrations.loaders import load_paths
 from tests.conftest import ROOT, scifact_docs
 
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"

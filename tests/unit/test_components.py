@@ -9,9 +9,9 @@ import pytest
 
 from checkpoints import open_persistence
 from checkpoints.sqlite import WalCheckpointer, connect
+from corpus.loaders import doc_id_for, iter_paths, load_file, load_paths
 from graph.errors import InvalidInput
 from integrations.cache_stores import RedisCacheStore, SqliteCacheStore
-from integrations.loaders import doc_id_for, iter_paths, load_file, load_paths
 from integrations.pii import PatternRedactor
 from integrations.text import split_sentences
 from nodes.cache import normalize_question

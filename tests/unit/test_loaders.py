@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from fpdf import FPDF
 
+from corpus.loaders import iter_paths, load_file, load_paths
 from graph.errors import DuplicateDocuments
 from graph.state import Passage
-from integrations.loaders import iter_paths, load_file, load_paths
 from nodes.generate import build_prompt
 
 HTML = """<!doctype html>

@@ -1,7 +1,7 @@
 """Document loaders: .txt, .md, .html, .pdf and .jsonl into `Document`s with sections.
 
-Folders go in batches (`load_batches`, `ingest_sources`): a file that cannot be read or holds no
-text is skipped with its reason, and ids are checked for repeats across all files first.
+Ids are checked for repeats across all files before anything is loaded
+(`check_unique_sources`); `corpus.ingest` loads and ingests folders in batches.
 
 Headings (Markdown `#`, HTML `<h1>`-`<h6>`, short title lines in PDFs) become section names
 carried beside the text, never glued into it. HTML keeps its main content only (no title, nav,
@@ -15,20 +15,17 @@ import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import charset_normalizer
 import lxml.html
 from pypdf import PdfReader
 
-from corpus import Corpus, Document, IngestReport, Section
+from corpus import Document, Section
 from graph.errors import DuplicateDocuments, InvalidInput
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".html", ".htm", ".pdf", ".jsonl")
-# One `Corpus.ingest` call takes at most this many documents or text bytes: memory stays bounded
-# and an interrupted run keeps the batches it finished.
-BATCH_DOCS, BATCH_TEXT_BYTES = 200, 4 * 1024 * 1024
 # Joins nested heading names in a section path ("Operations > Readiness").
 SECTION_SEPARATOR = " > "
 
@@ -434,26 +431,6 @@ def load_paths(paths: list[Path], root: Path | None = None) -> list[Document]:
     return load_sources(iter_paths(paths, root))
 
 
-@dataclass(frozen=True)
-class Skipped:
-    """A file ingestion passed over, and why (unreadable, no text, unsupported type)."""
-
-    path: str
-    reason: str
-
-
-@dataclass
-class Batch:
-    """Documents loaded from consecutive files, the files skipped among them, and how many
-    files (and bytes on disk) the batch finished."""
-
-    docs: list[Document] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
-    files: int = 0
-    bytes: int = 0
-    text_bytes: int = 0
-
-
 def check_unique_sources(
     sources: Sequence[SourceFile], label: Callable[[SourceFile], str] = lambda s: str(s.path)
 ) -> None:
@@ -478,60 +455,3 @@ def check_unique_sources(
         raise DuplicateDocuments(
             f"the same document id occurs more than once: {'; '.join(repeated[:20])}"
         )
-
-
-def load_batches(
-    sources: Iterable[SourceFile],
-    max_docs: int = BATCH_DOCS,
-    max_text_bytes: int = BATCH_TEXT_BYTES,
-) -> Iterator[Batch]:
-    """The documents of `sources` in batches of at most `max_docs` documents or about
-    `max_text_bytes` of text; a file that fails to load is skipped, with its reason."""
-    batch = Batch()
-    for src in sources:
-        try:
-            for doc in load_file(src.path, src.name):
-                batch.docs.append(doc)
-                batch.text_bytes += len(doc.text)
-                if len(batch.docs) >= max_docs or batch.text_bytes >= max_text_bytes:
-                    yield batch
-                    batch = Batch()
-        except DuplicateDocuments:
-            raise
-        except (InvalidInput, OSError) as exc:
-            reason = str(exc).removeprefix(f"{src.name}: ")
-            batch.skipped.append(Skipped(str(src.path), reason))
-        batch.files += 1
-        batch.bytes += src.path.stat().st_size if src.path.exists() else 0
-    if batch.docs or batch.files:
-        yield batch
-
-
-def ingest_sources(
-    corpus: Corpus,
-    sources: Sequence[SourceFile],
-    on_batch: Callable[[Batch, IngestReport], None] | None = None,
-    on_chunks: Callable[[int], None] | None = None,
-) -> tuple[IngestReport, list[Skipped]]:
-    """Ingests `sources` batch by batch (see `load_batches`; check their ids with
-    `check_unique_sources` first); returns the merged report and the skipped files. `on_batch`
-    follows each finished batch, `on_chunks` the chunks embedded so far in the current one."""
-    total, skipped = IngestReport(), []
-    for batch in load_batches(sources):
-        report = corpus.ingest(batch.docs, on_chunks) if batch.docs else IngestReport()
-        merge_report(total, report)
-        skipped += batch.skipped
-        if on_batch:
-            on_batch(batch, report)
-    return total, skipped
-
-
-def merge_report(total: IngestReport, part: IngestReport) -> None:
-    """Adds one batch's report to the run's."""
-    total.documents += part.documents
-    total.chunks_added += part.chunks_added
-    total.documents_unchanged += part.documents_unchanged
-    total.documents_replaced += part.documents_replaced
-    total.corpus_version = max(total.corpus_version, part.corpus_version)
-    total.doc_ids += part.doc_ids
-    total.outcomes.update(part.outcomes)
