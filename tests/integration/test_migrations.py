@@ -3,26 +3,11 @@ Postgres database all come up, where two unserialised `setup()`s collide on
 `checkpoint_migrations_pkey`."""
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
 from checkpoints import open_persistence
-
-
-@asynccontextmanager
-async def fresh_database(server_url: str) -> AsyncIterator[str]:
-    """A new, empty database on the suite's server; dropped afterwards."""
-    name = f"keel_migrate_{uuid.uuid4().hex[:12]}"
-    async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-        finally:
-            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+from tests.conftest import fresh_database
 
 
 async def start_replica(url: str, started: asyncio.Barrier) -> list[str]:
@@ -40,7 +25,7 @@ async def start_replica(url: str, started: asyncio.Barrier) -> list[str]:
 
 async def test_two_replicas_migrate_a_new_database_together_ten_times_of_ten(postgres_url):
     for _ in range(10):
-        async with fresh_database(postgres_url) as url:
+        with fresh_database(postgres_url) as url:
             started = asyncio.Barrier(2)
             first, second = await asyncio.gather(
                 start_replica(url, started), start_replica(url, started)
