@@ -5,6 +5,7 @@ replicas behind an SSE-friendly proxy; the connection budget check refuses overs
 
 import contextlib
 import importlib.metadata
+import json
 import re
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from uvicorn.config import HTTP_PROTOCOLS
 from uvicorn.importer import import_from_string
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from api.errors import error_body
 from checkpoints.capacity import check_connection_budget
 from cli.serving import server_config, worker_sockets
 from graph.errors import ConfigError
@@ -131,7 +133,14 @@ def test_compose_runs_two_replicas_behind_an_sse_proxy():
     assert upstreams == ["api-1", "api-2"]
     assert "proxy_buffering off;" in conf and "proxy_read_timeout 3600s;" in conf
     (body_mib,) = re.findall(r"client_max_body_size (\d+)m;", conf)
-    assert int(body_mib) * 1024 * 1024 == Settings().max_body_bytes  # keel's JSON 413 decides
+    limit = Settings().max_body_bytes
+    assert int(body_mib) * 1024 * 1024 == limit
+    # nginx refuses a larger body first: with keel's own JSON error, not its HTML page.
+    assert "error_page 413 @payload_too_large;" in conf
+    (body,) = re.findall(r"return 413 '(.+)';", conf)
+    assert json.loads(body) == error_body(
+        "payload_too_large", f"request body larger than {limit} bytes"
+    )
 
 
 def test_env_example_points_chroma_away_from_keels_port():
