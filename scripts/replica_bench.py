@@ -115,7 +115,8 @@ class Bench:
         return server
 
     async def start(self, client: httpx.AsyncClient, base: str, text: str) -> Stream:
-        for attempt in range(3):
+        attempts = 3
+        while True:
             try:
                 tid = (await client.post(f"{base}/v1/threads")).raise_for_status().json()
                 run = await client.post(
@@ -124,9 +125,9 @@ class Bench:
                 return Stream(tid["thread_id"], run.raise_for_status().json()["run_id"])
             except (httpx.ReadError, httpx.RemoteProtocolError):
                 # A pooled connection the server closed as it idled out (keep-alive race).
-                if attempt == 2:
+                attempts -= 1
+                if not attempts:
                     raise
-        raise AssertionError("unreachable")
 
     async def calls(self, client: httpx.AsyncClient, tag: str) -> list[int]:
         return (await client.get(f"{self.llm_url}/calls", params={"contains": tag})).json()
