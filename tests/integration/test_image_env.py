@@ -215,7 +215,8 @@ def metrics(http: httpx.Client) -> str:
 def check_the_server(url: str, key: str) -> None:
     headers = {"X-API-Key": key}
     with httpx.Client(base_url=url, timeout=60) as http:
-        assert http.get("/startupz").status_code == 200
+        for probe in ("/startupz", "/livez", "/health"):  # the last is the image's HEALTHCHECK
+            assert http.get(probe).status_code == 200, probe
         ready = http.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert http.post("/v1/threads").status_code == 401  # compose's auth is on
