@@ -29,6 +29,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy graph nodes corpus integrations checkpoints runtime api cli evals
+# Every import is declared: the package against its dependencies, then tests and
+# benchmarks, which may also import the dev extra.
+	$(BIN)/deptry .
+	$(BIN)/deptry tests scripts --exclude '\.venv' --ignore DEP002,DEP004
 
 bench: $(STAMP)
 	$(BIN)/keel bench

@@ -125,11 +125,17 @@ async def open_persistence(
             # With a serializer, primitive channel values go through it too (not inline JSONB).
             pg_saver = PostgresSaver(pool, serde=serde, sealed=serde is not None)
             pg_store = AsyncPostgresStore(pool, ttl=STORE_TTL)
-            try:
+            from checkpoints.migrations import migration_lock
+
+            async with migration_lock(url):
                 await pg_saver.setup()
                 await pg_store.setup()
+                persistence = await _keel_tables(
+                    pg_saver, pg_store, PostgresRunStore(pool), "postgres"
+                )
+            try:
                 await pg_store.start_ttl_sweeper()
-                yield await _keel_tables(pg_saver, pg_store, PostgresRunStore(pool), "postgres")
+                yield persistence
             finally:
                 await pg_store.stop_ttl_sweeper()
         finally:

@@ -1,5 +1,5 @@
-"""Two replicas on one box (uvicorn processes on two ports, one Postgres, one Redis) behind no
-proxy: SIGTERM drain, SIGKILL resume and many concurrent SSE streams, with the fake LLM.
+"""Two replicas on one box (uvicorn processes on two ports sharing one Postgres, one Redis and
+one Chroma server, as production replicas do) behind no proxy: SIGTERM drain, SIGKILL resume and many concurrent SSE streams, with the fake LLM.
 Run: `python -m scripts.replica_bench --database-url postgresql://... --redis-url redis://...
 [--drain-streams 50] [--load-streams 400]`. Numbers on a shared machine are upper bounds.
 
@@ -12,11 +12,14 @@ between events and the error count at `--load-streams` concurrent streams.
 import argparse
 import asyncio
 import os
+import random
 import signal
+import string
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -26,6 +29,12 @@ from cli.process import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = ("run.finished", "run.error")
+
+
+def run_tag() -> str:
+    """Letters only: the guard redacts a long digit run (a time in ns) as a phone number, and the
+    model calls are counted by the tag in their prompts."""
+    return "".join(random.choices(string.ascii_lowercase, k=10))
 
 
 class Stream:
@@ -55,6 +64,8 @@ class Stream:
                             if not sse.data:
                                 continue
                             self.events.append((int(sse.id.split(":")[1]), sse.event))
+                            if sse.event == "run.error":
+                                self.error = sse.data
                             self.times.append(time.monotonic())
                             if sse.event == "run.resumed":
                                 self.resumed_at = time.monotonic()
@@ -72,8 +83,8 @@ class Stream:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, work: Path):
-        self.args, self.work = args, work
+    def __init__(self, args: argparse.Namespace, work: Path, chroma_url: str):
+        self.args, self.work, self.chroma_url = args, work, chroma_url
         self.llm_port = free_port()
         self.llm = subprocess.Popen([sys.executable, "-m", "tests.fake_llm", str(self.llm_port)])
         self.llm_url = f"http://127.0.0.1:{self.llm_port}"
@@ -88,6 +99,7 @@ class Bench:
             "KEEL_HOST": "127.0.0.1",
             "KEEL_DATABASE_URL": self.args.database_url,
             "KEEL_REDIS_URL": self.args.redis_url,
+            "KEEL_CHROMA_URL": self.chroma_url,
             "KEEL_DATA_DIR": str(self.work / "data"),
             "KEEL_LLM_BASE_URL": f"{self.llm_url}/v1",
             "KEEL_LLM_API_KEY": "bench",
@@ -103,9 +115,19 @@ class Bench:
         return server
 
     async def start(self, client: httpx.AsyncClient, base: str, text: str) -> Stream:
-        tid = (await client.post(f"{base}/v1/threads")).raise_for_status().json()["thread_id"]
-        run = await client.post(f"{base}/v1/threads/{tid}/runs", json={"message": text})
-        return Stream(tid, run.raise_for_status().json()["run_id"])
+        attempts = 3
+        while True:
+            try:
+                tid = (await client.post(f"{base}/v1/threads")).raise_for_status().json()
+                run = await client.post(
+                    f"{base}/v1/threads/{tid['thread_id']}/runs", json={"message": text}
+                )
+                return Stream(tid["thread_id"], run.raise_for_status().json()["run_id"])
+            except (httpx.ReadError, httpx.RemoteProtocolError):
+                # A pooled connection the server closed as it idled out (keep-alive race).
+                attempts -= 1
+                if not attempts:
+                    raise
 
     async def calls(self, client: httpx.AsyncClient, tag: str) -> list[int]:
         return (await client.get(f"{self.llm_url}/calls", params={"contains": tag})).json()
@@ -113,7 +135,7 @@ class Bench:
     async def drain(self, client: httpx.AsyncClient) -> None:
         a = self.replica("drain-a", "slow-60-40", KEEL_DRAIN_TIMEOUT="20")
         b = self.replica("drain-b", "slow-60-40", KEEL_DRAIN_TIMEOUT="20")
-        tag = f"drain-{time.time_ns()}"
+        tag = f"drain-{run_tag()}"
         n = self.args.drain_streams
         streams = await asyncio.gather(*(self.start(client, a.url, f"{tag} {i}") for i in range(n)))
         tasks = [asyncio.create_task(s.follow(client, [a.url, b.url])) for s in streams]
@@ -139,7 +161,7 @@ class Bench:
         a = self.replica("kill-a", "slow-60-40", **lease)
         # B's model call (6 s) outlives the 2 s lease: it must renew, not be taken over.
         b = self.replica("kill-b", "slow-200-30", **lease)
-        tag = f"kill-{time.time_ns()}"
+        tag = f"kill-{run_tag()}"
         n = self.args.kill_streams
         slow = await self.start(client, b.url, f"{tag} slow")
         slow_task = asyncio.create_task(slow.follow(client, [b.url]))
@@ -164,9 +186,10 @@ class Bench:
         a = self.replica("load-a", "slow-20-50")
         b = self.replica("load-b", "slow-20-50")
         n = self.args.load_streams
+        tag = f"load-{run_tag()}"  # new questions: a cached answer streams no tokens
         bases = [a.url, b.url]
         streams = await asyncio.gather(
-            *(self.start(client, bases[i % 2], f"load {i}") for i in range(n))
+            *(self.start(client, bases[i % 2], f"{tag} {i}") for i in range(n))
         )
         await asyncio.gather(
             *(s.follow(client, [bases[i % 2], bases[1 - i % 2]]) for i, s in enumerate(streams))
@@ -180,9 +203,13 @@ class Bench:
             if name == "token"
         )
         p99 = gaps[int(len(gaps) * 0.99)] * 1000 if gaps else float("nan")
-        errors = sum(bool(s.error) or not s.clean() for s in streams)
+        failed = [s for s in streams if s.error or not s.clean()]
+        reasons = Counter(
+            s.error or f"ended {s.events[-1][1] if s.events else 'empty'}" for s in failed
+        )
         print(
-            f"load: {n} streams over 2 replicas, p99 gap between tokens {p99:.0f} ms, errors {errors}"
+            f"load: {n} streams over 2 replicas, p99 gap between tokens {p99:.0f} ms, "
+            f"errors {len(failed)} {dict(reasons) if reasons else ''}".rstrip()
         )
         a.stop()
         b.stop()
@@ -194,8 +221,8 @@ class Bench:
         self.llm.wait(10)
 
 
-async def run(args: argparse.Namespace, work: Path) -> None:
-    bench = Bench(args, work)
+async def run(args: argparse.Namespace, work: Path, chroma_url: str) -> None:
+    bench = Bench(args, work, chroma_url)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     try:
         async with httpx.AsyncClient(timeout=120, limits=limits) as client:
@@ -214,13 +241,30 @@ def main() -> None:
     parser.add_argument("--load-streams", type=int, default=400)
     parser.add_argument("--phases", default="drain,kill,load")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, chroma_server(Path(tmp)) as chroma:
         work = Path(tmp)
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "KEEL_DATA_DIR": str(work / "data")}
+        # Replicas share a Chroma server: an embedded data dir has one owner (cli.datadir).
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "KEEL_DATA_DIR": str(work / "data"),
+            "KEEL_CHROMA_URL": chroma.url,
+            "KEEL_REDIS_URL": args.redis_url,
+        }
         corpus = str(ROOT / "samples" / "corpus")
         ingest = [sys.executable, "-m", "cli.main", "ingest", "--quiet", corpus]
         subprocess.run(ingest, check=True, env=env, cwd=ROOT)
-        asyncio.run(run(args, work))
+        asyncio.run(run(args, work, chroma.url))
+
+
+def chroma_server(work: Path) -> ServerProcess:
+    """A Chroma server on loopback, the vector store both replicas read."""
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "chroma"), "run", "--path", str(work / "chroma")]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    return ServerProcess(
+        command, port, dict(os.environ), work / "chroma.log", ready_path="/api/v2/heartbeat"
+    )
 
 
 if __name__ == "__main__":

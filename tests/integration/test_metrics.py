@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from httpx_sse import connect_sse
 
 from api.auth import hash_key
@@ -138,6 +139,21 @@ def test_alert_rules_pass_their_unit_tests(promtool):
         [promtool, "test", "rules", "alerts_test.yml"], cwd=rules, capture_output=True, text=True
     )
     assert checked.returncode == 0 and "SUCCESS" in checked.stdout, checked.stdout
+
+
+def test_the_kubernetes_prometheus_rule_passes_promtool(promtool, tmp_path):
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "deploy" / "k8s")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    (rule,) = [d for d in yaml.safe_load_all(rendered) if d["kind"] == "PrometheusRule"]
+    (tmp_path / "alerts.yml").write_text(yaml.safe_dump(rule["spec"]))  # what the operator loads
+    shutil.copy(ROOT / "deploy" / "prometheus" / "alerts_test.yml", tmp_path)
+    for command in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]):
+        checked = subprocess.run([promtool, *command], cwd=tmp_path, capture_output=True, text=True)
+        assert checked.returncode == 0 and "SUCCESS" in checked.stdout, checked.stdout
 
 
 def test_every_dashboard_query_names_an_exported_metric(start_server, data_dir):

@@ -5,6 +5,7 @@ replicas behind an SSE-friendly proxy; the connection budget check refuses overs
 
 import contextlib
 import importlib.metadata
+import json
 import re
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from uvicorn.config import HTTP_PROTOCOLS
 from uvicorn.importer import import_from_string
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from api.errors import error_body
 from checkpoints.capacity import check_connection_budget
 from cli.serving import server_config, worker_sockets
 from graph.errors import ConfigError
@@ -37,15 +39,60 @@ def rendered() -> dict[str, dict]:
     return {doc["kind"]: doc for doc in yaml.safe_load_all(out)}
 
 
+# Prometheus Operator kinds: kubernetes-validate has no schema for CRDs, so their structure is
+# checked below and the rules by promtool (tests/integration/test_metrics.py).
+OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
+
+
 def test_manifests_validate_against_the_kubernetes_schemas(rendered):
     assert set(rendered) == {
         "Deployment",
         "Service",
         "PodDisruptionBudget",
         "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+        *OPERATOR_KINDS,
     }
-    for doc in rendered.values():
-        kubernetes_validate.validate(doc, "1.37", strict=True)
+    for kind, doc in rendered.items():
+        if kind not in OPERATOR_KINDS:
+            kubernetes_validate.validate(doc, "1.37", strict=True)
+
+
+def test_network_policy_admits_only_the_http_port_to_the_api_pods(rendered):
+    policy = rendered["NetworkPolicy"]["spec"]
+    pods = rendered["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"] == pods
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = policy["ingress"]
+    (api,) = rendered["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert ingress["ports"] == [{"protocol": "TCP", "port": api["ports"][0]["name"]}]
+    egress = {(p["protocol"], p["port"]) for rule in policy["egress"] for p in rule["ports"]}
+    # DNS, Postgres, Redis, Chroma, HTTPS (LLM, webhooks), OTLP/HTTP.
+    assert egress == {
+        ("UDP", 53),
+        ("TCP", 53),
+        *(("TCP", p) for p in (5432, 6379, 8000, 443, 4318)),
+    }
+
+
+def test_service_monitor_scrapes_every_replica_and_the_rules_are_the_alerts(rendered):
+    monitor = rendered["ServiceMonitor"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    service = rendered["Service"]
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    assert float(endpoint["scrapeTimeout"][:-1]) < float(endpoint["interval"][:-1])
+    rule = rendered["PrometheusRule"]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(rule) == {"apiVersion", "kind", "metadata", "spec"} and set(rule["spec"]) == {
+        "groups"
+    }
+    alerts = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+    assert rule["spec"]["groups"] == alerts["groups"]
 
 
 def test_deployment_probes_grace_resources_and_image(rendered):
@@ -77,12 +124,29 @@ def test_compose_runs_two_replicas_behind_an_sse_proxy():
     for name in ("api-1", "api-2"):
         assert services[name]["environment"]["KEEL_REPLICAS"] == "2"
         assert services[name]["stop_grace_period"] == "40s"
-    for service in services.values():
-        assert not service["image"].endswith(":latest") and ":" in service["image"]
+        # Required: compose stops with this message instead of restarting refused replicas.
+        assert services[name]["environment"]["KEEL_API_KEYS"].startswith("${KEEL_API_KEYS:?")
+    for service in services.values():  # an exact version, never a moving tag
+        assert re.fullmatch(r"[\w./-]+:\d+\.\d+(\.\d+)?(-[a-z]+)?", service["image"]), service
     conf = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
     upstreams = re.findall(r"server (api-\d):8000", conf)
     assert upstreams == ["api-1", "api-2"]
     assert "proxy_buffering off;" in conf and "proxy_read_timeout 3600s;" in conf
+    (body_mib,) = re.findall(r"client_max_body_size (\d+)m;", conf)
+    limit = Settings().max_body_bytes
+    assert int(body_mib) * 1024 * 1024 == limit
+    # nginx refuses a larger body first: with keel's own JSON error, not its HTML page.
+    assert "error_page 413 @payload_too_large;" in conf
+    (body,) = re.findall(r"return 413 '(.+)';", conf)
+    assert json.loads(body) == error_body(
+        "payload_too_large", f"request body larger than {limit} bytes"
+    )
+
+
+def test_env_example_points_chroma_away_from_keels_port():
+    example = (ROOT / ".env.example").read_text()
+    (chroma,) = re.findall(r"^# KEEL_CHROMA_URL=(\S+)$", example, re.M)
+    assert str(Settings().port) not in chroma
 
 
 def test_connection_budget_refuses_oversubscription():
