@@ -33,17 +33,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN groupadd --system --gid 10001 keel \
     && useradd --system --uid 10001 --gid keel --home-dir /home/keel --create-home keel \
-    && mkdir -p /data \
-    && chown keel:keel /data
+    && mkdir -p /data /lexical \
+    && chown keel:keel /data /lexical
 
 COPY --from=build /opt/venv /opt/venv
 
 # Numeric, so Kubernetes `runAsNonRoot` can verify it without reading /etc/passwd.
 USER 10001:10001
 WORKDIR /home/keel
-# The integer-product MiniLM (integrations.embeddings.integer_model), built into the image's
-# ~/.cache/keel now rather than at every container start.
-RUN python -c "from integrations.embeddings import MiniLMEmbedder; MiniLMEmbedder()"
+# The integer-product MiniLM (integrations.embeddings.integer_model) and its static token table,
+# built into the image's ~/.cache/keel now rather than at every container start.
+RUN python -c "from integrations.embeddings import MiniLMEmbedder, StaticEmbedder; StaticEmbedder(MiniLMEmbedder())"
 VOLUME ["/data"]
 EXPOSE 8000
 

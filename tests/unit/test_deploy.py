@@ -51,6 +51,7 @@ def test_manifests_validate_against_the_kubernetes_schemas(rendered):
         "PodDisruptionBudget",
         "HorizontalPodAutoscaler",
         "NetworkPolicy",
+        "PersistentVolumeClaim",
         *OPERATOR_KINDS,
     }
     for kind, doc in rendered.items():
@@ -126,6 +127,10 @@ def test_compose_runs_two_replicas_behind_an_sse_proxy():
         assert services[name]["stop_grace_period"] == "40s"
         # Required: compose stops with this message instead of restarting refused replicas.
         assert services[name]["environment"]["KEEL_API_KEYS"].startswith("${KEEL_API_KEYS:?")
+        # one corpus: chunks in the shared Postgres, the BM25 folder on one shared volume
+        environment = services[name]["environment"]
+        assert environment["KEEL_CORPUS_URL"] == environment["KEEL_DATABASE_URL"]
+        assert f"lexical:{environment['KEEL_LEXICAL_DIR']}" in services[name]["volumes"]
     for service in services.values():  # an exact version, never a moving tag
         assert re.fullmatch(r"[\w./-]+:\d+\.\d+(\.\d+)?(-[a-z]+)?", service["image"]), service
     conf = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
