@@ -7,6 +7,7 @@ the few sentences of a chunk that static vectors (a per-token table distilled fr
 model) find closest to it (`scoring_vectors`).
 """
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -16,6 +17,8 @@ import numpy as np
 from corpus.store import ChunkStore
 from integrations.embeddings import Embedder, StaticEmbedder
 from integrations.text import split_sentences
+
+log = logging.getLogger("keel.corpus")
 
 # A chunk not embedded yet is scored by this many of its sentences.
 COLD_SENTENCES = 2
@@ -44,6 +47,7 @@ class SentenceVectors:
         # (corpus version, chunk id) -> stored sentences and vectors, least recently used first
         self._cached: OrderedDict[tuple[int, str], tuple[list[str], np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
+        self._complete = False  # every chunk had sentence vectors at the last full warm step
 
     def embed_and_store(
         self, chunks: Sequence[tuple[str, str]], embedder: Embedder | None = None
@@ -126,6 +130,11 @@ class SentenceVectors:
             todo += [row for row in more if row[0] not in taken][: chunks - len(todo)]
         if todo:
             self.embed_and_store(todo, embedder)
+            self._complete = False
+        if not wanted_only and len(todo) < chunks and not self._complete:
+            self._complete = True  # the store had no more cold chunks: said once
+            count = self._store.count(self._collection)
+            log.info("sentence vectors of all %d chunks of %s stored", count, self._collection)
         return len(todo)
 
     def _stored(self, chunk_ids: Sequence[str], version: int) -> tuple[Scored, dict[str, str]]:

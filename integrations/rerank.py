@@ -41,7 +41,7 @@ class SentenceMaxSimReranker:
             return []
         query = corpus.embed_query(question)
         top = passages[: self._depth]
-        sentences = corpus.scoring_vectors([p["id"] for p in top], query, 1)
+        sentences = corpus.scoring_vectors([p["id"] for p in top], query)
         first = np.array([p["score"] for p in passages], dtype=np.float32)
         span = float(first.max() - first.min()) or 1.0
         rescored = []

@@ -167,7 +167,10 @@ def serve_env(root: Path, data: Path, extra: dict[str, str]) -> dict[str, str]:
     env["PATH"] = env["PATH"].replace("/opt/venv/bin", str(venv)).replace("$PATH", SYSTEM_PATH)
     assert env["KEEL_HOST"] == "0.0.0.0" and env["KEEL_DATA_DIR"] == "/data"
     env |= {"HOME": str(root / "home"), "KEEL_DATA_DIR": str(data), "KEEL_PORT": str(free_port())}
-    return env | extra
+    env = env | extra
+    if "KEEL_LEXICAL_DIR" in env:  # compose's shared volume: a folder beside the data here
+        env["KEEL_LEXICAL_DIR"] = str(data / "lexical-volume")
+    return env
 
 
 def test_keel_refuses_the_image_environment_without_auth(image_root: Path, tmp_path: Path):
