@@ -10,6 +10,7 @@ rows of its candidates only.
 import asyncio
 import functools
 import hashlib
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -28,6 +29,8 @@ from graph.context import DEFAULT_TENANT
 from graph.errors import StoreUnavailable
 from graph.settings import Settings
 from integrations.embeddings import Embedder, MiniLMEmbedder, StaticEmbedder
+
+log = logging.getLogger("keel.corpus")
 
 # How stale another replica's view of the corpus version may be, in seconds.
 VERSION_TTL_S = 1.0
@@ -292,6 +295,10 @@ class Corpora:
         and Chroma's HNSW index (read from disk by the first query, ~0.3 s at 37k documents)."""
         corpus = self.get()
         corpus.refresh()
+        legacy = f"{self._settings.collection}_chunks"  # where keel kept chunks before corpus/
+        names = {c.name for c in self._client.list_collections()}
+        if legacy in names and corpus.count() == 0 and self._client.get_collection(legacy).count():
+            log.warning("%s holds chunks of an earlier keel: ingest the documents again", legacy)
         question = "How is a question embedded?"
         corpus.dense_search(self._embedder.embed([question])[0], 1)
         corpus.lexical_search(question, 1)
