@@ -67,6 +67,9 @@ def eval_settings(
     values = {**base.model_dump(), **EVAL_SETTINGS, **overrides}
     if data_dir is not None:
         values["data_dir"] = data_dir
+    # The isolated collection lives whole in the eval data dir: a chunk store shared with a
+    # server (Postgres) would say "unchanged" about documents this dir's indexes never saw.
+    values |= {"corpus_url": "", "lexical_dir": None, "chroma_url": None}
     settings = Settings.model_validate(values)
     if dataset.documents is not None:
         settings = settings.model_copy(update={"collection": collection_name(dataset, settings)})

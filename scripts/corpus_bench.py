@@ -360,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
                 "KEEL_DATABASE_URL": args.postgres_url,
                 "KEEL_CORPUS_URL": args.postgres_url,
                 "KEEL_CHROMA_URL": chroma.url,
+                # The database outlives this run's Chroma server and lexical folder.
+                "KEEL_COLLECTION": f"bench{uuid.uuid4().hex[:8]}",
             }
         env = _env(data_dir, **extra)
         for tier, (base, pages) in tiers.items():
