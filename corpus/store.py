@@ -220,16 +220,12 @@ class SqlChunkStore:
 
     def hashes(self, collection: str, doc_ids: Sequence[str]) -> dict[str, str]:
         """The content hash of each of those documents that is stored."""
-        out: dict[str, str] = {}
-        with self._tx() as cur:
-            for page in _pages(doc_ids):
-                rows = cur.execute(
-                    "SELECT id, hash FROM keel_corpus_documents "
-                    f"WHERE collection = ? AND id IN ({_marks(len(page))})",
-                    (collection, *page),
-                ).fetchall()
-                out.update((str(i), str(h)) for i, h in rows)
-        return out
+        rows = self._select_in(
+            "SELECT id, hash FROM keel_corpus_documents WHERE collection = ? AND id IN ({ids})",
+            collection,
+            doc_ids,
+        )
+        return {str(i): str(h) for i, h in rows}
 
     def write(self, collection: str, docs: Sequence[DocumentRecord]) -> None:
         """Writes documents and their chunks in one transaction, replacing what is stored under
@@ -277,18 +273,15 @@ class SqlChunkStore:
 
     def chunks(self, collection: str, ids: Sequence[str]) -> dict[str, Chunk]:
         """Those of the chunks that are stored, with their document's title and source."""
-        out: dict[str, Chunk] = {}
-        with self._tx() as cur:
-            for page in _pages(ids):
-                rows = cur.execute(
-                    "SELECT c.id, c.doc_id, c.text, d.title, d.source, c.section "
-                    "FROM keel_corpus_chunks c JOIN keel_corpus_documents d "
-                    "ON d.collection = c.collection AND d.id = c.doc_id "
-                    f"WHERE c.collection = ? AND c.id IN ({_marks(len(page))})",
-                    (collection, *page),
-                ).fetchall()
-                out.update((str(r[0]), Chunk(*map(str, r))) for r in rows)
-        return out
+        rows = self._select_in(
+            "SELECT c.id, c.doc_id, c.text, d.title, d.source, c.section "
+            "FROM keel_corpus_chunks c JOIN keel_corpus_documents d "
+            "ON d.collection = c.collection AND d.id = c.doc_id "
+            "WHERE c.collection = ? AND c.id IN ({ids})",
+            collection,
+            ids,
+        )
+        return {str(r[0]): Chunk(*map(str, r)) for r in rows}
 
     def documents(
         self, collection: str, limit: int, after: str = ""
@@ -307,21 +300,20 @@ class SqlChunkStore:
     def sentence_rows(self, collection: str, ids: Sequence[str]) -> dict[str, SentenceRow]:
         """Each stored chunk's text and, when embedded, sentences and vectors."""
         out: dict[str, SentenceRow] = {}
-        with self._tx() as cur:
-            for page in _pages(ids):
-                rows = cur.execute(
-                    "SELECT id, text, sentences, vectors FROM keel_corpus_chunks "
-                    f"WHERE collection = ? AND id IN ({_marks(len(page))})",
-                    (collection, *page),
-                ).fetchall()
-                for cid, text, stored, blob in rows:
-                    sentences: list[str] | None = json.loads(stored) if stored else None
-                    vectors = None
-                    if sentences:  # a chunk without sentences has none to score, stored or not
-                        vectors = np.frombuffer(bytes(blob), dtype=np.float16).astype(np.float32)
-                        vectors = vectors.reshape(len(sentences), -1)
-                        vectors.flags.writeable = False  # shared by every query through caches
-                    out[str(cid)] = SentenceRow(str(text), sentences, vectors)
+        rows = self._select_in(
+            "SELECT id, text, sentences, vectors FROM keel_corpus_chunks "
+            "WHERE collection = ? AND id IN ({ids})",
+            collection,
+            ids,
+        )
+        for cid, text, stored, blob in rows:
+            sentences: list[str] | None = json.loads(stored) if stored else None
+            vectors = None
+            if sentences:  # a chunk without sentences has none to score, stored or not
+                vectors = np.frombuffer(bytes(blob), dtype=np.float16).astype(np.float32)
+                vectors = vectors.reshape(len(sentences), -1)
+                vectors.flags.writeable = False  # shared by every query through caches
+            out[str(cid)] = SentenceRow(str(text), sentences, vectors)
         return out
 
     def store_sentences(
@@ -343,22 +335,32 @@ class SqlChunkStore:
         self, collection: str, limit: int, among: Sequence[str] | None = None
     ) -> list[tuple[str, str]]:
         """Up to `limit` chunks (id, text) without sentence vectors, only from `among` if given."""
-        with self._tx() as cur:
-            if among is None:
+        if among is None:
+            with self._tx() as cur:
                 rows = cur.execute(
                     "SELECT id, text FROM keel_corpus_chunks "
                     "WHERE collection = ? AND vectors IS NULL LIMIT ?",
                     (collection, limit),
                 ).fetchall()
-            else:
-                rows = []
-                for page in _pages(among):
-                    rows += cur.execute(
-                        "SELECT id, text FROM keel_corpus_chunks WHERE collection = ? "
-                        f"AND vectors IS NULL AND id IN ({_marks(len(page))})",
-                        (collection, *page),
-                    ).fetchall()
+        else:
+            rows = self._select_in(
+                "SELECT id, text FROM keel_corpus_chunks "
+                "WHERE collection = ? AND vectors IS NULL AND id IN ({ids})",
+                collection,
+                among,
+            )
         return [(str(i), str(t)) for i, t in rows[:limit]]
+
+    def _select_in(self, sql: str, collection: str, ids: Sequence[str]) -> list[Any]:
+        """The rows of `sql` (`? ... IN ({ids})`: the collection, then the ids) over `ids`, a
+        page of them per statement."""
+        rows: list[Any] = []
+        with self._tx() as cur:
+            for page in _pages(ids):
+                rows += cur.execute(
+                    sql.format(ids=_marks(len(page))), (collection, *page)
+                ).fetchall()
+        return rows
 
     def ping(self) -> None:
         """Raises unless the store answers a query."""
