@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench docs docs-serve clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,5 +37,13 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/keel bench
 
+# The documentation site (mkdocs.yml, docs/): strict, so a broken link or a page missing from
+# the nav fails the build. NO_MKDOCS_2_WARNING quiets Material's banner about its successor.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:8001
+
 clean:
-	rm -rf $(VENV) .keel
+	rm -rf $(VENV) .keel site
