@@ -3,7 +3,7 @@
 One index on disk holds every collection's chunks (a `collection` field filters), updated per
 document; processes open it read-only and see another's commits on `reload`, so nothing is
 rebuilt at start-up or after an ingestion. Measured against BM25 postings in SQL before choosing
-(README, "Corpus at scale"): 26k vs 1.5k chunks/s written, 1-5 ms per query at 570k chunks.
+(docs/benchmarks.md, "Components measured for the corpus stores"): 26k vs 1.5k chunks/s written, 1-5 ms per query at 570k chunks.
 Writers take turns through an OS lock beside the index (tantivy allows one writer at a time).
 """
 

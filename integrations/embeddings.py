@@ -59,7 +59,7 @@ def integer_model(source: Path) -> Path:
     weight MatMul is a MatMulInteger over the same weights per output channel, at 7 bits (CPUs
     without VNNI multiply unsigned by signed bytes into saturating 16-bit sums), with each call's
     activations quantized on the fly. Vectors stay within cosine 0.98 of the float model's; a
-    query embeds ~2.7x faster on one thread, sentences ~2x (README, "MiniLM runs on integer
+    query embeds ~2.7x faster on one thread, sentences ~2x (docs/design.md, "MiniLM on integer
     matrix products"). A read-only home needs `XDG_CACHE_HOME` pointed somewhere writable."""
     target = _cache_dir() / f"minilm-int8-matmul-{source.stat().st_size}.onnx"
     if target.exists():
@@ -118,7 +118,7 @@ class MiniLMEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         # Idle pool threads sleep instead of spinning: a server embeds a query now and then,
-        # and the spin-wait after each call cost about as much CPU again as the call (README).
+        # and the spin-wait after each call cost about as much CPU again as the call (docs/benchmarks.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(
             str(self._model_path), options, providers=["CPUExecutionProvider"]
@@ -217,7 +217,7 @@ class StaticEmbedder:
     """Static sentence vectors, model2vec-style: the Zipf-weighted mean of per-token vectors
     that `model` computed once per token (`MiniLMEmbedder.token_vectors`), in the model's own
     space, so they compare with its query vectors. ~1000x cheaper than running the model, and
-    a rougher signal (see README "Cold corpus").
+    a rougher signal (see docs/benchmarks.md, "Cold corpus").
 
     The whole vocabulary's rows are computed once per machine (~10 s on two cores) and kept in
     `path` (default: the user's cache dir, beside the integer model), so that neither ingestion

@@ -14,7 +14,7 @@ from graph.context import Context
 from graph.deps import Deps
 from graph.state import Citation, Passage
 
-# Tuned on SciFact train (evidence sentences, see README "Evaluation"): a sentence's relevance is
+# Tuned on SciFact train (evidence sentences, see docs/benchmarks.md): a sentence's relevance is
 # its cosine to the question plus a share of the question's (stemmed) words it contains, minus a
 # small penalty per rank of its document (the reranker's order already carries evidence).
 LEXICAL_WEIGHT = 0.8
