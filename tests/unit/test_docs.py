@@ -1,5 +1,5 @@
-"""The documentation: the site builds strictly (a broken link or anchor fails it) into pages that
-fetch nothing from outside, every `KEEL_*` setting is in the configuration page with its real
+"""The documentation: the site builds strictly (a broken link or anchor, or a page outside the
+nav, fails it) into pages that fetch nothing from outside, every `KEEL_*` setting is in the configuration page with its real
 default, and the README's links reach files that exist."""
 
 import os
@@ -50,15 +50,17 @@ def test_the_site_builds_strictly_and_fetches_nothing(tmp_path: Path):
         assert "fonts.googleapis" not in text, html
 
 
-def test_a_broken_link_fails_the_build(tmp_path: Path):
+def test_a_broken_link_or_a_page_outside_the_nav_fails_the_build(tmp_path: Path):
     shutil.copytree(ROOT / "docs", tmp_path / "docs")
     shutil.copy(ROOT / "mkdocs.yml", tmp_path)
     with (tmp_path / "docs" / "index.md").open("a") as index:
         index.write("\n[gone](cache.md#no-such-section) and [lost](no-such-page.md)\n")
+    (tmp_path / "docs" / "orphan.md").write_text("# Reachable from no menu\n")
     done = build_site(tmp_path / "mkdocs.yml", tmp_path / "site")
     assert done.returncode == 1
     assert "does not contain an anchor '#no-such-section'" in done.stderr
     assert "'no-such-page.md', but the target is not found" in done.stderr
+    assert 'not included in the "nav" configuration:\n  - orphan.md' in done.stderr
 
 
 def test_every_setting_is_documented_with_its_default():
