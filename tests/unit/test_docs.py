@@ -1,6 +1,6 @@
 """The documentation: the site builds strictly (a broken link or anchor, or a page outside the
-nav, fails it) into pages that fetch nothing from outside, every `KEEL_*` setting is in the configuration page with its real
-default, and the README's links reach files that exist."""
+nav, fails it) into pages that fetch nothing from outside, every `KEEL_*` setting is in the
+configuration page with its real default, and the README's links reach files that exist."""
 
 import os
 import re
