@@ -23,7 +23,7 @@ from corpus.chunking import Chunker
 from corpus.dense import DenseIndex, open_chroma
 from corpus.documents import Chunk, Document, DocumentInfo, IngestReport, check_unique
 from corpus.lexical import LexicalIndex
-from corpus.sentences import COLD_SENTENCES, Scored, SentenceVectors
+from corpus.sentences import Scored, SentenceVectors
 from corpus.store import ChunkStore, DocumentRecord, SqlChunkStore
 from graph.context import DEFAULT_TENANT
 from graph.errors import StoreUnavailable
@@ -63,7 +63,7 @@ class Corpus:
         dense: DenseIndex,
         embedder: Embedder,
         settings: Settings,
-        static: StaticEmbedder | None = None,
+        static: StaticEmbedder,
     ):
         self.name = name
         self._store, self._lexical, self._dense = store, lexical, dense
@@ -199,10 +199,16 @@ class Corpus:
         return self.sentences.vectors(chunk_ids, self._seen)
 
     def scoring_vectors(
-        self, chunk_ids: Sequence[str], query: np.ndarray, cold_sentences: int = COLD_SENTENCES
+        self, chunk_ids: Sequence[str], query: np.ndarray, cold_sentences: int
     ) -> Scored:
         """Sentence vectors to score chunks against `query` by (`SentenceVectors`)."""
         return self.sentences.scoring_vectors(chunk_ids, query, self._seen, cold_sentences)
+
+    def match_scores(
+        self, chunk_ids: Sequence[str], query: np.ndarray, model_depth: int
+    ) -> np.ndarray:
+        """How well each chunk's best sentence matches `query` (`SentenceVectors`)."""
+        return self.sentences.match_scores(chunk_ids, query, self._seen, model_depth)
 
     def ping(self) -> None:
         """Raises unless the dense and lexical indexes answer queries."""
@@ -219,8 +225,8 @@ class Corpora:
 
     The default tenant (single-tenant deployments, `keel ingest`, `keel eval`) owns the
     collection named in settings; any other tenant gets `<collection>_t<digest of tenant>`.
-    All share one chunk store, one lexical index and one Chroma client. `static`, when given,
-    scores sentences that have no stored vectors yet; `background`, when given, makes the model
+    All share one chunk store, one lexical index and one Chroma client. `static` scores
+    sentences that have no stored vectors yet; `background`, when given, makes the model
     that embeds them in `warm_step` (one ORT thread of its own: a run's embeddings never queue
     behind it), on the first step: a process that never warms does not load a second copy.
 
@@ -237,7 +243,7 @@ class Corpora:
         lexical: LexicalIndex,
         embedder: Embedder,
         settings: Settings,
-        static: StaticEmbedder | None = None,
+        static: StaticEmbedder,
         background: Callable[[], Embedder] | None = None,
     ):
         self._client, self._store, self._lexical = client, store, lexical
@@ -345,12 +351,11 @@ class Corpora:
 
 
 def open_corpora(settings: Settings) -> Corpora:
-    """Every tenant's corpus on the configured stores, embedded with the local MiniLM (and, for
-    lazy sentence vectors, its static token table)."""
+    """Every tenant's corpus on the configured stores, embedded with the local MiniLM and its
+    static token table (and, for lazy sentence vectors, a background model that warms them)."""
     model = MiniLMEmbedder(threads=settings.embed_threads)
-    static = background = None
+    background = None
     if settings.sentence_vectors == "lazy":
-        static = StaticEmbedder(model)
         background = functools.partial(MiniLMEmbedder, threads=1, cache_size=0)
     return Corpora(
         open_chroma(settings),
@@ -358,6 +363,6 @@ def open_corpora(settings: Settings) -> Corpora:
         LexicalIndex(settings.lexical_path),
         model,
         settings,
-        static,
+        StaticEmbedder(model),
         background,
     )

@@ -20,8 +20,11 @@ from integrations.text import split_sentences
 
 log = logging.getLogger("keel.corpus")
 
-# A chunk not embedded yet is scored by this many of its sentences.
-COLD_SENTENCES = 2
+# `match_scores`: a static cosine mapped to the model's scale (least squares of the best model
+# cosine on the best static one, over SciFact train's first-stage candidates; correlation 0.40),
+# and the share of the model's cosine beside it.
+STATIC_SCALE, STATIC_OFFSET = 0.789, 0.351
+MODEL_SHARE = 0.3
 MAX_WANTED = 10_000  # cold chunks remembered for the warmer
 # Chunks whose stored sentences and vectors stay in memory (~15 KB each), most recently used.
 MAX_CACHED_CHUNKS = 2048
@@ -37,7 +40,7 @@ class SentenceVectors:
         store: ChunkStore,
         collection: str,
         embedder: Embedder,
-        static: StaticEmbedder | None,
+        static: StaticEmbedder,
         batch_size: int,
     ):
         self._store, self._collection = store, collection
@@ -79,7 +82,7 @@ class SentenceVectors:
         chunk_ids: Sequence[str],
         query: np.ndarray,
         version: int,
-        cold_sentences: int = COLD_SENTENCES,
+        cold_sentences: int,
     ) -> Scored:
         """Sentences and model vectors to score chunks against `query` by: all of a chunk's
         stored ones, and for a chunk not embedded yet only its `cold_sentences` sentences
@@ -87,10 +90,6 @@ class SentenceVectors:
         a few sentences of model time, and every score is a model cosine. Without a static
         table this is `vectors`."""
         out, cold_texts = self._stored(chunk_ids, version)
-        if self._static is None:
-            if cold_texts:
-                out.update(self.embed_and_store(list(cold_texts.items())))
-            return out
         cold = {cid: split_sentences(text) for cid, text in cold_texts.items()}
         texts = [s for sentences in cold.values() for s in sentences]
         if not texts:
@@ -112,6 +111,55 @@ class SentenceVectors:
             out[cid] = (sentences, vectors[offset : offset + len(sentences)])
             offset += len(sentences)
         return out
+
+    def match_scores(
+        self, chunk_ids: Sequence[str], query: np.ndarray, version: int, model_depth: int
+    ) -> np.ndarray:
+        """How well each chunk's best sentence matches `query`, in chunk order (0 for a chunk
+        deleted since). Every chunk gets the best static cosine of its sentences on the model's
+        scale; the first `model_depth` also get a `MODEL_SHARE` of the model's: the best of its
+        stored vectors, or, not embedded yet, that of the sentence static vectors rank first,
+        embedded now. One rule whether a chunk is warm or cold, so the two compare; a query
+        costs at most `model_depth` sentences of model time (SciFact train nDCG@10 0.726 cold,
+        0.729 warm; model cosines of two static picks per chunk gave 0.723 and 0.730 at twice
+        the sentences)."""
+        stored, cold_texts = self._stored(chunk_ids, version)
+        split: dict[str, list[str]] = {}
+        for cid in chunk_ids:
+            if cid in stored:
+                split[cid] = stored[cid][0]
+            elif cid in cold_texts:
+                split[cid] = split_sentences(cold_texts[cid])
+        texts = [sentence for sentences in split.values() for sentence in sentences]
+        closeness = self._static.embed(texts) @ query.astype(np.float32)
+        scores = np.zeros(len(chunk_ids), dtype=np.float32)
+        picks: dict[int, str] = {}  # position -> the cold sentence the model embeds now
+        offset = 0
+        for n, cid in enumerate(chunk_ids):
+            sentences = split.get(cid)
+            if not sentences:
+                continue
+            near = closeness[offset : offset + len(sentences)]
+            offset += len(sentences)
+            best = int(np.argmax(near))
+            scores[n] = STATIC_SCALE * float(near[best]) + STATIC_OFFSET
+            if n >= model_depth:
+                continue
+            if cid in stored:
+                vectors = stored[cid][1]
+                model = float((vectors @ query).max()) if len(vectors) else scores[n]
+                scores[n] = MODEL_SHARE * model + (1 - MODEL_SHARE) * scores[n]
+            else:
+                picks[n] = sentences[best]
+        if picks:
+            with self._lock:
+                if len(self._wanted) < MAX_WANTED:
+                    self._wanted.update(dict.fromkeys(chunk_ids[n] for n in picks))
+            vectors = self._embedder.embed(list(picks.values()), self._batch_size)
+            for (n, _), vector in zip(picks.items(), vectors, strict=True):
+                model = float(vector @ query)
+                scores[n] = MODEL_SHARE * model + (1 - MODEL_SHARE) * scores[n]
+        return scores
 
     def warm(self, chunks: int, wanted_only: bool, embedder: Embedder | None = None) -> int:
         """Embeds (with `embedder`, default the collection's own) and stores the sentences of

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from corpus import Document, open_corpora
-from corpus.sentences import COLD_SENTENCES
 from graph.context import Context
 from graph.settings import Settings
 from graph.state import Passage
@@ -128,9 +127,11 @@ def test_fresh_corpus_answers_with_static_scores_without_embedding_sentences(
     ] + [first_stage("gone#0", "", 0.0)]
     ranked = SentenceMaxSimReranker(depth=20).rerank(question, passages, corpus)
     assert ranked[0]["doc_id"] == "d"
-    # the model saw the question and the sentences static vectors chose, 2 of 3 per chunk
-    assert embedded[0] == question and len(embedded) == 1 + COLD_SENTENCES * len(DOCS)
-    assert "Cod liver oil is a dietary source of it." in embedded
+    # the model saw the question and, per chunk, the one sentence static vectors ranked first
+    assert embedded[0] == question and len(embedded) == 1 + len(DOCS)
+    assert {
+        text: doc.id for doc in DOCS for text in embedded[1:] if text in doc.text
+    }.keys() == set(embedded[1:])
     # all the answerer reads of deps
     deps: Any = SimpleNamespace(redactor=PatternRedactor(), corpora=corpora)
     cold = asyncio.run(extractive_answer(deps, Context(), question, ranked))
@@ -141,10 +142,42 @@ def test_fresh_corpus_answers_with_static_scores_without_embedding_sentences(
     while corpora.warm_step(chunks=8):
         pass
     assert stored_sentences(tmp_path) == 9
-    vectors = corpus.scoring_vectors(["d#0"], corpus.embed_query(question))
+    vectors = corpus.scoring_vectors(["d#0"], corpus.embed_query(question), 2)
     assert vectors["d#0"][0] == [s + "." for s in DOCS[0].text.rstrip(".").split(". ")]
     warm = asyncio.run(extractive_answer(deps, Context(), question, ranked))
     assert warm is not None and warm.sentences == cold.sentences
+
+
+def test_match_scores_cost_at_most_model_depth_sentences_warm_or_cold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    corpora = open_corpora(Settings(data_dir=tmp_path))
+    corpus = corpora.get()
+    corpus.ingest(DOCS)
+    corpus.refresh()
+    query = corpus.embed_query("What lowers the risk of kidney stones?")
+    embedded: list[str] = []
+    real_embed = corpus._embedder.embed
+    monkeypatch.setattr(
+        corpus._embedder,
+        "embed",
+        lambda texts, *a, **kw: embedded.extend(texts) or real_embed(texts, *a, **kw),
+    )
+    ids = ["h#0", "k#0", "d#0", "gone#0"]
+    cold = corpus.match_scores(ids, query, model_depth=2)
+    # the model embedded one sentence for each of the first two chunks, none for the others
+    assert len(embedded) == 2 and embedded[0] in DOCS[2].text and embedded[1] in DOCS[1].text
+    assert int(np.argmax(cold)) == 1 and cold[3] == 0.0  # a deleted chunk scores nothing
+    # beyond the model depth a chunk scores by static vectors alone, on the model's scale
+    alone = corpus.match_scores(["d#0"], query, model_depth=0)
+    assert cold[2] == pytest.approx(alone[0]) and 0.0 < alone[0] < 1.0
+    # once warm, the same rule reads stored vectors: no model call, the same order
+    while corpora.warm_step(chunks=8):
+        pass
+    embedded.clear()
+    warm = corpus.match_scores(ids, query, model_depth=2)
+    assert embedded == [] and list(np.argsort(-warm)) == list(np.argsort(-cold))
+    assert warm[1] >= cold[1]  # the best of all its sentences, not only the static pick
 
 
 def test_chunks_scored_cold_are_warmed_first_even_while_busy(
@@ -155,11 +188,11 @@ def test_chunks_scored_cold_are_warmed_first_even_while_busy(
     corpus.ingest(DOCS)
     corpus.refresh()
     query = corpus.embed_query("What causes kidney stones?")
-    assert len(corpus.scoring_vectors(["k#0"], query)["k#0"][0]) == COLD_SENTENCES
+    assert len(corpus.scoring_vectors(["k#0"], query, 2)["k#0"][0]) == 2
     # while runs go on, the warmer embeds only the chunk a query needed, all its sentences
     assert corpora.warm_step(chunks=8, wanted_only=True) == 1
     assert stored_sentences(tmp_path) == 3
-    assert len(corpus.scoring_vectors(["k#0"], query)["k#0"][0]) == 3  # stored: all of them
+    assert len(corpus.scoring_vectors(["k#0"], query, 2)["k#0"][0]) == 3  # stored: all of them
     # nothing else wanted: the busy warmer's steps do not even look at the store
     lookups: list[Any] = []
     store, real_cold = corpus.sentences._store, corpus.sentences._store.cold
@@ -184,8 +217,8 @@ def test_stored_sentences_are_read_once_per_corpus_version(
     store, real_read = corpus.sentences._store, corpus.sentences._store.sentence_rows
     monkeypatch.setattr(store, "sentence_rows", lambda *a: reads.append(a) or real_read(*a))
     query = corpus.embed_query("What causes kidney stones?")
-    first = corpus.scoring_vectors(["k#0", "d#0"], query)
-    again = corpus.scoring_vectors(["d#0", "k#0"], query)
+    first = corpus.scoring_vectors(["k#0", "d#0"], query, 2)
+    again = corpus.scoring_vectors(["d#0", "k#0"], query, 2)
     assert len(reads) == 1 and again == first  # the second query read nothing from the store
     with pytest.raises(ValueError):  # shared between queries: nobody may change them
         again["k#0"][1][0, 0] = 1.0
@@ -194,7 +227,7 @@ def test_stored_sentences_are_read_once_per_corpus_version(
     corpus.refresh()
     while corpora.warm_step(chunks=8):
         pass
-    assert corpus.scoring_vectors(["k#0"], query)["k#0"][0] == [
+    assert corpus.scoring_vectors(["k#0"], query, 2)["k#0"][0] == [
         "Kidney stones are hard deposits.",
         "They hurt.",
     ]
