@@ -119,16 +119,23 @@ class Corpus:
     ) -> IngestReport:
         """Chunks, embeds and indexes documents, a page at a time; unchanged documents are
         skipped, changed ones replaced. An id given twice raises `DuplicateDocuments` before
-        anything is written. `progress` is called with the number of chunks written so far."""
+        anything is written. `progress` is called with the number of chunks written so far.
+
+        Unchanged means the stored hash matches and both indexes still hold the document: a
+        chunk store can outlive a wiped lexical folder or Chroma collection, and those documents
+        are indexed again (counted as replaced)."""
         docs = list(docs)
         check_unique(docs)
         report = IngestReport(documents=len(docs), doc_ids=[doc.id for doc in docs])
         for page in _pages(docs):
             stored = self._store.hashes(self.name, [doc.id for doc in page])
+            digests = {doc.id: doc.content_hash() for doc in page}
+            same = [doc.id for doc in page if stored.get(doc.id) == digests[doc.id]]
+            lost = self._unindexed(same)
             pending: list[tuple[Document, DocumentRecord]] = []
             for doc in page:
-                digest = doc.content_hash()
-                if stored.get(doc.id) == digest:
+                digest = digests[doc.id]
+                if stored.get(doc.id) == digest and doc.id not in lost:
                     report.documents_unchanged += 1
                     report.outcomes[doc.id] = "unchanged"
                     continue
@@ -143,6 +150,20 @@ class Corpus:
         changed = report.documents_unchanged < report.documents
         report.corpus_version = self._bump_version() if changed else self.version()
         return report
+
+    def _unindexed(self, doc_ids: list[str]) -> set[str]:
+        """Those of the stored documents that an index no longer holds (a wiped lexical folder
+        or Chroma collection under a chunk store that outlived it)."""
+        if not doc_ids:
+            return set()
+        lost = set(doc_ids) - (self._lexical.held(self.name, doc_ids) & self._dense.held(doc_ids))
+        if lost:
+            log.warning(
+                "%d stored documents of %s were missing from its indexes: indexing them again",
+                len(lost),
+                self.name,
+            )
+        return lost
 
     def _write(self, pending: list[tuple[Document, DocumentRecord]]) -> int:
         records = [record for _, record in pending]

@@ -59,6 +59,14 @@ class DenseIndex:
         for start in range(0, len(doc_ids), _BATCH):
             self._collection.delete(ids=list(doc_ids[start : start + _BATCH]))
 
+    def held(self, doc_ids: Sequence[str]) -> set[str]:
+        """Those of the documents that have a vector."""
+        held: set[str] = set()
+        for start in range(0, len(doc_ids), _BATCH):
+            rows = self._collection.get(ids=list(doc_ids[start : start + _BATCH]), include=[])
+            held.update(rows["ids"])
+        return held
+
     def search(self, vector: np.ndarray, k: int) -> list[tuple[str, float, int]]:
         """Nearest documents (id, cosine similarity, chunks), best first."""
         # No count() first: Chroma returns fewer rows when k exceeds the collection.

@@ -99,6 +99,17 @@ class LexicalIndex:
         self._index.reload()
         self._searcher = self._index.searcher()
 
+    def held(self, collection: str, doc_ids: Sequence[str]) -> set[str]:
+        """Those of the documents that have chunks in the index."""
+        searcher = self._searcher
+        return {
+            doc_id
+            for doc_id in doc_ids
+            if searcher.search(
+                tantivy.Query.term_query(self._schema, "doc", _doc_key(collection, doc_id)), 1
+            ).hits
+        }
+
     def search(self, collection: str, text: str, k: int) -> list[tuple[str, float]]:
         """The collection's best `k` chunks (id, BM25 score), best first."""
         terms = tokenize(text)

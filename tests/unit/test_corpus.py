@@ -152,3 +152,24 @@ def test_an_interrupted_ingestion_is_finished_by_the_next_one(
     assert corpus.ingest(docs).outcomes == {"k": "added"}
     assert [h[0] for h in corpus.lexical_search("kidney calcium", 5)] == ["k#0"]  # once
     assert corpus.chunks(["k#0"])["k#0"].title == "Kidney"
+
+
+def test_a_chunk_store_that_outlived_its_indexes_gets_them_rebuilt(tmp_path: Path):
+    docs = [
+        Document("k", "Kidney stones form from calcium oxalate.", title="Kidney"),
+        Document("d", "Vitamin D is made in the skin under sunlight.", title="Vitamin D"),
+    ]
+    settings = Settings(data_dir=tmp_path)
+    first = open_corpora(settings)
+    assert first.get().ingest(docs).documents_unchanged == 0
+    assert first.get().ingest(docs).outcomes == {"k": "unchanged", "d": "unchanged"}
+    # the lexical folder is lost (a fresh volume), the chunk store is not: nothing is unchanged
+    moved = open_corpora(settings.model_copy(update={"lexical_dir": tmp_path / "new-lexical"}))
+    corpus = moved.get()
+    assert corpus.lexical_search("kidney", 5) == []
+    assert corpus.ingest(docs).outcomes == {"k": "replaced", "d": "replaced"}
+    assert [hit[0] for hit in corpus.lexical_search("kidney calcium", 5)] == ["k#0"]
+    # one document's vector is lost from Chroma: only that one is indexed again
+    corpus._dense.delete(["d"])
+    assert corpus.ingest(docs).outcomes == {"k": "unchanged", "d": "replaced"}
+    assert {hit[0] for hit in corpus.dense_search(corpus.embed_query("vitamin"), 5)} == {"k", "d"}
