@@ -15,6 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -156,7 +157,7 @@ class Corpus:
         or Chroma collection under a chunk store that outlived it)."""
         if not doc_ids:
             return set()
-        lost = set(doc_ids) - (self._lexical.held(self.name, doc_ids) & self._dense.held(doc_ids))
+        lost = set(doc_ids) - (self._lexical.held(doc_ids) & self._dense.held(doc_ids))
         if lost:
             log.warning(
                 "%d stored documents of %s were missing from its indexes: indexing them again",
@@ -173,7 +174,7 @@ class Corpus:
         ]
         heads = [f"{doc.title}. {doc.text}" if doc.title else doc.text for doc, _ in pending]
         vectors = self._embedder.embed(heads, HEAD_BATCH, max_tokens=self._head_tokens)
-        self._lexical.write(self.name, doc_ids, chunks)
+        self._lexical.write(doc_ids, chunks)
         self._dense.write(doc_ids, vectors, [len(r.chunks) for r in records])
         self._store.write(self.name, records)
         texts = [(c.id, c.text) for r in records for c in r.chunks]
@@ -185,7 +186,7 @@ class Corpus:
         """Removes a document; returns how many chunks went. Bumps the version."""
         removed = self._store.delete(self.name, [doc_id])
         if removed:  # the store first: what it no longer has, retrieval skips
-            self._lexical.delete(self.name, [doc_id])
+            self._lexical.delete([doc_id])
             self._dense.delete([doc_id])
             self._bump_version()
         return removed
@@ -207,9 +208,13 @@ class Corpus:
         """Nearest documents (id, cosine similarity of their heads, chunks), best first."""
         return self._dense.search(vector, k)
 
+    def lexical_count(self) -> int:
+        """Chunks in the lexical index (as of its last reload)."""
+        return self._lexical.count()
+
     def lexical_search(self, text: str, k: int) -> list[tuple[str, float]]:
         """Best BM25 chunks (id, score), best first."""
-        return self._lexical.search(self.name, text, k)
+        return self._lexical.search(text, k)
 
     def chunks(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
         """Those chunks that are stored (a chunk deleted since it was found is missing)."""
@@ -246,7 +251,7 @@ class Corpora:
 
     The default tenant (single-tenant deployments, `keel ingest`, `keel eval`) owns the
     collection named in settings; any other tenant gets `<collection>_t<digest of tenant>`.
-    All share one chunk store, one lexical index and one Chroma client. `static` scores
+    All share one chunk store, one lexical folder (an index per collection) and one Chroma client. `static` scores
     sentences that have no stored vectors yet; `background`, when given, makes the model
     that embeds them in `warm_step` (one ORT thread of its own: a run's embeddings never queue
     behind it), on the first step: a process that never warms does not load a second copy.
@@ -261,7 +266,7 @@ class Corpora:
         self,
         client: Any,
         store: ChunkStore,
-        lexical: LexicalIndex,
+        lexical: Path,
         embedder: Embedder,
         settings: Settings,
         static: StaticEmbedder,
@@ -284,7 +289,7 @@ class Corpora:
                 corpus = Corpus(
                     name,
                     self._store,
-                    self._lexical,
+                    LexicalIndex(self._lexical / name),
                     DenseIndex(self._client, name),
                     self._embedder,
                     self._settings,
@@ -326,6 +331,14 @@ class Corpora:
         names = {c.name for c in self._client.list_collections()}
         if legacy in names and corpus.count() == 0 and self._client.get_collection(legacy).count():
             log.warning("%s holds chunks of an earlier keel: ingest the documents again", legacy)
+        elif corpus.lexical_count() == 0 and (stored := corpus.count()):
+            log.warning(
+                "the lexical index of %s is empty while the chunk store holds %d chunks (a new "
+                "lexical folder, or one index for all collections before): ingest the documents "
+                "again to index them",
+                corpus.name,
+                stored,
+            )
         question = "How is a question embedded?"
         corpus.dense_search(self._embedder.embed([question])[0], 1)
         corpus.lexical_search(question, 1)
@@ -381,7 +394,7 @@ def open_corpora(settings: Settings) -> Corpora:
     return Corpora(
         open_chroma(settings),
         SqlChunkStore(settings.corpus_store_url),
-        LexicalIndex(settings.lexical_path),
+        settings.lexical_path,
         model,
         settings,
         StaticEmbedder(model),

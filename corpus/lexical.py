@@ -1,8 +1,9 @@
 """The lexical index: Okapi BM25 (k1 1.2, b 0.75) over Snowball-stemmed words, in tantivy.
 
-One index on disk holds every collection's chunks (a `collection` field filters), updated per
-document; processes open it read-only and see another's commits on `reload`, so nothing is
-rebuilt at start-up or after an ingestion. Measured against BM25 postings in SQL before choosing
+Each collection has its own index on disk (a folder named after it), so its BM25 statistics
+(document frequencies, average length) are its own: one tenant's documents never move another's
+ranking. Indexes are updated per document; processes open them read-only and see another's
+commits on `reload`, so nothing is rebuilt at start-up or after an ingestion. Measured against BM25 postings in SQL before choosing
 (docs/benchmarks.md, "Components measured for the corpus stores"): 26k vs 1.5k chunks/s written, 1-5 ms per query at 570k chunks.
 Writers take turns through an OS lock beside the index (tantivy allows one writer at a time).
 """
@@ -36,17 +37,12 @@ def tokenize(text: str) -> list[str]:
     return _stemmer.stemWords(words)
 
 
-def _doc_key(collection: str, doc_id: str) -> str:
-    return f"{collection}\x1f{doc_id}"
-
-
 class LexicalIndex:
-    """BM25 over every collection's chunks, on disk at `path`."""
+    """BM25 over one collection's chunks, on disk at `path`."""
 
     def __init__(self, path: Path):
         path.mkdir(parents=True, exist_ok=True)
         builder = tantivy.SchemaBuilder()
-        builder.add_text_field("collection", tokenizer_name="raw", index_option="basic")
         builder.add_text_field("doc", tokenizer_name="raw", index_option="basic")
         builder.add_text_field("id", stored=True, tokenizer_name="raw", index_option="basic")
         # Text arrives tokenized by `tokenize`, words joined by spaces; BM25 needs frequencies.
@@ -72,46 +68,41 @@ class LexicalIndex:
                 writer.wait_merging_threads()
         self.reload()
 
-    def write(
-        self, collection: str, doc_ids: Sequence[str], chunks: Sequence[tuple[str, str, str]]
-    ) -> None:
+    def write(self, doc_ids: Sequence[str], chunks: Sequence[tuple[str, str, str]]) -> None:
         """Replaces the chunks of documents `doc_ids` with `chunks` (id, doc id, text), in one
         commit. Idempotent: chunks a crashed ingestion left behind are deleted first."""
         with self._writer() as writer:
             for doc_id in doc_ids:
-                writer.delete_documents_by_term("doc", _doc_key(collection, doc_id))
+                writer.delete_documents_by_term("doc", doc_id)
             for chunk_id, doc_id, text in chunks:
                 writer.add_document(
                     tantivy.Document(
-                        collection=collection,
-                        doc=_doc_key(collection, doc_id),
+                        doc=doc_id,
                         id=chunk_id,
                         terms=" ".join(tokenize(text)),
                     )
                 )
 
-    def delete(self, collection: str, doc_ids: Sequence[str]) -> None:
+    def delete(self, doc_ids: Sequence[str]) -> None:
         """Removes the documents' chunks."""
-        self.write(collection, doc_ids, [])
+        self.write(doc_ids, [])
 
     def reload(self) -> None:
         """Sees every commit made so far, by any process."""
         self._index.reload()
         self._searcher = self._index.searcher()
 
-    def held(self, collection: str, doc_ids: Sequence[str]) -> set[str]:
+    def held(self, doc_ids: Sequence[str]) -> set[str]:
         """Those of the documents that have chunks in the index."""
         searcher = self._searcher
         return {
             doc_id
             for doc_id in doc_ids
-            if searcher.search(
-                tantivy.Query.term_query(self._schema, "doc", _doc_key(collection, doc_id)), 1
-            ).hits
+            if searcher.search(tantivy.Query.term_query(self._schema, "doc", doc_id), 1).hits
         }
 
-    def search(self, collection: str, text: str, k: int) -> list[tuple[str, float]]:
-        """The collection's best `k` chunks (id, BM25 score), best first."""
+    def search(self, text: str, k: int) -> list[tuple[str, float]]:
+        """The best `k` chunks (id, BM25 score), best first."""
         terms = tokenize(text)
         if not terms or k <= 0:
             return []
@@ -119,10 +110,13 @@ class LexicalIndex:
         words = Query.boolean_query(
             [(Occur.Should, Query.term_query(self._schema, "terms", t)) for t in terms]
         )
-        scope = Query.const_score_query(Query.term_query(self._schema, "collection", collection), 0)
         searcher = self._searcher
-        hits = searcher.search(Query.boolean_query([(Occur.Must, scope), (Occur.Must, words)]), k)
+        hits = searcher.search(words, k)
         return [(str(searcher.doc(address)["id"][0]), float(score)) for score, address in hits.hits]
+
+    def count(self) -> int:
+        """Chunks indexed, as of the last `reload`."""
+        return int(self._searcher.num_docs)
 
     def ping(self) -> None:
         """Raises unless the index, as it is on disk now, opens and answers a query."""

@@ -141,7 +141,7 @@ def test_a_corpus_past_40k_chunks_answers_lists_and_reports_readiness(start_serv
                 break
         assert (listed, chunks) == (report.documents, report.chunks_added)
         # an index that no longer opens fails readiness instead of failing every question
-        meta = settings.lexical_path / "meta.json"
+        meta = settings.lexical_path / settings.collection / "meta.json"
         meta.write_text("{ not json")
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["corpus"].startswith("error")

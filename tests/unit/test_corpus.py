@@ -1,6 +1,7 @@
 """The corpus room on the embedded stores: the SQLite chunk store, the tantivy BM25 index and the
 Chroma index of document heads, each written per document and read in bounded pages."""
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -15,30 +16,34 @@ from integrations.text import split_sentences
 from nodes.retrieve import DENSE_CHUNKS, dense_chunks
 
 
-def test_bm25_ranks_by_term_rarity_and_stems_per_collection(tmp_path: Path):
-    index = LexicalIndex(tmp_path / "lexical")
+def test_bm25_ranks_by_term_rarity_and_stems_with_statistics_of_its_own(tmp_path: Path):
+    index = LexicalIndex(tmp_path / "lexical" / "one")
     chunks = [
         ("a#0", "a", "the cat sat on the mat"),
         ("b#0", "b", "dogs are running fast"),
         ("c#0", "c", "a cat and a dog ran"),
     ]
-    index.write("one", ["a", "b", "c"], chunks)
-    index.write("two", ["b"], [("b#0", "b", "running dogs everywhere")])
+    index.write(["a", "b", "c"], chunks)
     assert tokenize("Running dogs!") == ["run", "dog"]
-    hits = index.search("one", "running dog", 3)
+    hits = index.search("running dog", 3)
     assert [h[0] for h in hits] == ["b#0", "c#0"]
     assert hits[0][1] > hits[1][1] > 0
-    assert index.search("one", "zebra", 3) == [] and index.search("one", "the of", 3) == []
-    assert [h[0] for h in index.search("two", "dog", 3)] == ["b#0"]  # collections stay apart
-    # a document's chunks are replaced as a whole, then deleted; the other collection keeps its own
-    index.write("one", ["b"], [("b#0", "b", "zebras graze"), ("b#1", "b", "zebra stripes")])
-    assert sorted(h[0] for h in index.search("one", "zebra", 5)) == ["b#0", "b#1"]
-    assert [h[0] for h in index.search("one", "dog", 5)] == ["c#0"]
-    index.delete("one", ["b"])
-    assert index.search("one", "zebra", 5) == [] and index.search("two", "dog", 1)
+    assert index.search("zebra", 3) == [] and index.search("the of", 3) == []
+    # another collection's index: its documents neither show up here nor move these scores
+    two = LexicalIndex(tmp_path / "lexical" / "two")
+    two.write(["x", "y"], [("x#0", "x", "dog dog dog"), ("y#0", "y", "dogs everywhere")])
+    assert [h[0] for h in two.search("dog", 3)] == ["x#0", "y#0"]
+    assert index.search("running dog", 3) == hits
+    # a document's chunks are replaced as a whole, then deleted
+    index.write(["b"], [("b#0", "b", "zebras graze"), ("b#1", "b", "zebra stripes")])
+    assert sorted(h[0] for h in index.search("zebra", 5)) == ["b#0", "b#1"]
+    assert [h[0] for h in index.search("dog", 5)] == ["c#0"]
+    assert index.held(["a", "b", "gone"]) == {"a", "b"} and index.count() == 4
+    index.delete(["b"])
+    assert index.search("zebra", 5) == [] and index.held(["b"]) == set()
     # another process's index object sees those commits after a reload, with nothing rebuilt
-    other = LexicalIndex(tmp_path / "lexical")
-    assert [h[0] for h in other.search("one", "cat", 5)] == ["a#0", "c#0"]
+    other = LexicalIndex(tmp_path / "lexical" / "one")
+    assert [h[0] for h in other.search("cat", 5)] == ["a#0", "c#0"]
 
 
 def test_dense_hits_are_documents_that_score_their_chunks():
@@ -154,7 +159,9 @@ def test_an_interrupted_ingestion_is_finished_by_the_next_one(
     assert corpus.chunks(["k#0"])["k#0"].title == "Kidney"
 
 
-def test_a_chunk_store_that_outlived_its_indexes_gets_them_rebuilt(tmp_path: Path):
+def test_a_chunk_store_that_outlived_its_indexes_gets_them_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
     docs = [
         Document("k", "Kidney stones form from calcium oxalate.", title="Kidney"),
         Document("d", "Vitamin D is made in the skin under sunlight.", title="Vitamin D"),
@@ -165,6 +172,9 @@ def test_a_chunk_store_that_outlived_its_indexes_gets_them_rebuilt(tmp_path: Pat
     assert first.get().ingest(docs).outcomes == {"k": "unchanged", "d": "unchanged"}
     # the lexical folder is lost (a fresh volume), the chunk store is not: nothing is unchanged
     moved = open_corpora(settings.model_copy(update={"lexical_dir": tmp_path / "new-lexical"}))
+    with caplog.at_level(logging.WARNING, "keel.corpus"):
+        moved.load()  # start-up says so
+    assert "ingest the documents again" in caplog.text
     corpus = moved.get()
     assert corpus.lexical_search("kidney", 5) == []
     assert corpus.ingest(docs).outcomes == {"k": "replaced", "d": "replaced"}
