@@ -20,6 +20,10 @@ RRF_K = 60
 DENSE_WEIGHT = 0.4
 # A dense hit (a document) scores at most this many of its chunks beside those BM25 found.
 DENSE_CHUNKS = 8
+# Each list is normalised over its best this many (what a turn retrieves by default), however
+# deep it goes: an eval's 100 candidates then rank as a turn's 40 do. Over whole lists of 100,
+# SciFact train nDCG@10 among 67k distractor chunks fell to 0.712; over the best 40, 0.719.
+FUSION_DEPTH = 40
 
 
 def reciprocal_rank_fusion(
@@ -35,10 +39,13 @@ def reciprocal_rank_fusion(
 
 
 def convex_fusion(
-    scored: dict[str, list[tuple[str, float]]], weights: dict[str, float] | None = None
+    scored: dict[str, list[tuple[str, float]]],
+    weights: dict[str, float] | None = None,
+    depth: int = FUSION_DEPTH,
 ) -> list[tuple[str, float]]:
-    """Fuses scored lists: each list's scores are min-max normalised to [0, 1], then summed with
-    weights (an id a list did not return gets 0 from it; equal scores all get 1). Best first.
+    """Fuses scored lists (best first): each list's scores are min-max normalised to [0, 1]
+    over its best `depth` (lower ones get 0), then summed with weights (an id a list did not
+    return gets 0 from it; equal scores all get 1). Best first.
 
     Unlike rank fusion it keeps how far apart scores are: a clear BM25 winner stays ahead."""
     fused: dict[str, float] = {}
@@ -46,11 +53,11 @@ def convex_fusion(
         if not items:
             continue
         weight = (weights or {}).get(name, 1.0)
-        values = [score for _, score in items]
-        low, span = min(values), max(values) - min(values)
+        values = sorted((score for _, score in items), reverse=True)[:depth]
+        low, span = values[-1], values[0] - values[-1]
         for item, score in items:
             # A list whose scores are all equal (e.g. a single hit) counts fully for each item.
-            share = (score - low) / span if span > 0 else 1.0
+            share = max(score - low, 0.0) / span if span > 0 else 1.0
             fused[item] = fused.get(item, 0.0) + weight * share
     return sorted(fused.items(), key=lambda kv: -kv[1])
 

@@ -142,6 +142,11 @@ def test_convex_fusion_normalises_each_list_and_weights_them():
     )
     assert fused == pytest.approx({"a": 0.4, "b": 0.2, "c": 0.6, "d": 0.0})
     assert convex_fusion({"dense": [], "lexical": [("x", 2.0)]}) == [("x", 1.0)]
+    # normalised over the best `depth` of each list: a longer tail does not move the top
+    lexical = [("c", 30.0), ("d", 10.0), ("e", 5.0), ("f", 0.0)]
+    assert dict(convex_fusion({"lexical": lexical}, depth=2)) == pytest.approx(
+        {"c": 1.0, "d": 0.0, "e": 0.0, "f": 0.0}
+    )
 
 
 def test_distractors_join_a_dataset_under_their_own_ids(tmp_path):
