@@ -33,6 +33,7 @@ GENERATE: Final = "generate"
 FALLBACK: Final = "fallback"
 FINISH: Final = "__end__"  # langgraph's END, as a Literal for the routing functions' types
 NODES = (GUARD, CACHE, RETRIEVE, RERANK, GENERATE, FALLBACK)
+ERROR_HANDLER: Final = "__error_handler__{}"  # the node LangGraph adds for a node's handler
 
 
 # Routing functions and error handlers are `async` only so that langgraph runs them on the event
@@ -112,6 +113,28 @@ async def _on_generate_error(state: State, error: NodeError) -> Command[Literal[
     )
 
 
+def _add_handled(
+    builder: StateGraph[Any, Any, Any, Any],
+    name: str,
+    node: Any,
+    on_error: Any,
+    goto: str,
+    timeout: float | None = None,
+) -> None:
+    """Adds `node` with LangGraph's error handler `on_error` (which goes to `goto`), and the two
+    edges of that handler LangGraph does not draw, so Studio shows where a failure goes."""
+    handler = ERROR_HANDLER.format(name)
+    # langgraph's add_node overloads do not yet type `(state, NodeError)` error handlers.
+    builder.add_node(  # type: ignore[call-overload]
+        name,
+        traced_node(name, node),
+        timeout=timeout,
+        error_handler=on_error,
+        destinations={handler: "error"},  # drawing only: the error goes to the handler
+    )
+    builder.nodes[handler].ends = (goto,)
+
+
 def build_graph(
     deps: Deps, checkpointer: Checkpointer = None
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
@@ -122,21 +145,22 @@ def build_graph(
     )
     builder.add_node(GUARD, traced_node(GUARD, make_guard(deps)))
     builder.add_node(CACHE, traced_node(CACHE, make_cache_lookup(deps)))
-    # langgraph's add_node overloads do not yet type `(state, NodeError)` error handlers.
-    builder.add_node(
-        RETRIEVE, traced_node(RETRIEVE, make_retrieve(deps)), error_handler=_on_retrieve_error
-    )  # type: ignore[call-overload]
-    builder.add_node(  # type: ignore[call-overload]
+    _add_handled(builder, RETRIEVE, make_retrieve(deps), _on_retrieve_error, FALLBACK)
+    _add_handled(
+        builder,
         RERANK,
-        traced_node(RERANK, make_rerank(deps)),
-        timeout=settings.rerank_timeout_s,
-        error_handler=_on_rerank_error,
-    )
-    builder.add_node(  # type: ignore[call-overload]
+        make_rerank(deps),
+        _on_rerank_error,
         GENERATE,
-        traced_node(GENERATE, make_generate(deps)),
+        timeout=settings.rerank_timeout_s,
+    )
+    _add_handled(
+        builder,
+        GENERATE,
+        make_generate(deps),
+        _on_generate_error,
+        FALLBACK,
         timeout=settings.run_deadline_s,  # a safety net: LLMChain enforces the run's deadline
-        error_handler=_on_generate_error,
     )
     builder.add_node(FALLBACK, traced_node(FALLBACK, make_fallback(deps)))
     builder.add_edge(START, GUARD)

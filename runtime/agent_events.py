@@ -56,7 +56,8 @@ class ModeEvents:
         self._task_of: dict[str, str] = {}  # node -> its running task id
         self._step = 0
         self._values: Any = None
-        self._answers: list[tuple[dict[str, Any], Any]] = []  # (metadata, message) to complete
+        # (metadata, message, whether tokens carried it) to complete
+        self._answers: list[tuple[dict[str, Any], Any, bool]] = []
 
     def graph_modes(self) -> list[StreamMode]:
         """The LangGraph stream modes the run must ask the graph for (beyond keel's own)."""
@@ -79,7 +80,7 @@ class ModeEvents:
             self._values = data
         if kind in self.modes:
             yield _event(kind, to_json(data), ns)
-        if kind == "tasks" and not ns and self.modes & {EVENTS_MODE, MESSAGES_MODE}:
+        if kind == "tasks" and not ns and self.modes & {EVENTS_MODE, MESSAGES_MODE, TOKEN_MODE}:
             yield from self._task(data)
 
     def token(self, node: str, text: str) -> Iterator[Event]:
@@ -126,18 +127,23 @@ class ModeEvents:
         result = None if data.get("error") is not None else to_json(data.get("result") or {})
         if EVENTS_MODE in self.modes:
             yield from self._task_end(node, task_id, step, task_input, result)
-        if MESSAGES_MODE in self.modes and result is not None:
+        if self.modes & {MESSAGES_MODE, TOKEN_MODE} and result is not None:
             metadata = {"run_id": self.run_id, "langgraph_node": node, "langgraph_step": step}
             written = (data.get("result") or {}).get("messages") or []
             answers = [m for m in written if getattr(m, "type", None) == "ai"]
-            self._answers += [(metadata, m) for m in answers]
+            self._answers += [(metadata, m, node in self._text) for m in answers]
 
     def _complete(self) -> Iterator[Event]:
-        """The AI messages nodes wrote, once the step's reducers gave them their ids."""
-        for metadata, message in self._answers:
+        """The AI messages nodes wrote, once the step's reducers gave them their ids; in
+        messages-tuple, only those no token carried (a cache hit, a refusal), as LangGraph
+        sends a message a node returns without streaming it."""
+        for metadata, message, streamed in self._answers:
             whole = to_json(message)
-            yield _event("messages/metadata", {whole["id"]: {"metadata": metadata}})
-            yield _event("messages/complete", [whole])
+            if MESSAGES_MODE in self.modes:
+                yield _event("messages/metadata", {whole["id"]: {"metadata": metadata}})
+                yield _event("messages/complete", [whole])
+            if TOKEN_MODE in self.modes and not streamed:
+                yield _event("messages", [whole, metadata])
         self._answers = []
 
     def _task_end(

@@ -325,8 +325,8 @@ async def join_stream(
     The frames are the modes the run was started with: `stream_mode`, `namespace` and
     `checkpoint_id` (sent by the SDKs) do not narrow them."""
     run = await _run(keel, tenant, thread_id, run_id)
-    # "-1" is the JS SDK's "replay the whole run".
-    after = 0 if last_event_id == "-1" else parse_last_event_id(run_id, last_event_id)
+    # "-1" (the JS SDK's) and "0" (a Redis stream's first id) both replay the whole run.
+    after = 0 if last_event_id in ("-1", "0") else parse_last_event_id(run_id, last_event_id)
     return _stream(keel, run, after, cancel_on_disconnect in ("true", "1"))
 
 

@@ -128,6 +128,19 @@ class ThreadPatch(BaseModel):
     metadata: Storable = Field(default_factory=dict)
 
 
+ThreadField = Literal[
+    "thread_id",
+    "created_at",
+    "updated_at",
+    "metadata",
+    "config",
+    "context",
+    "status",
+    "values",
+    "interrupts",
+]
+
+
 class ThreadSearch(BaseModel):
     """`POST /threads/search` and `/threads/count`."""
 
@@ -138,6 +151,8 @@ class ThreadSearch(BaseModel):
     limit: int = Field(default=10, ge=1, le=1000)
     offset: Offset = 0
     sort_order: Literal["asc", "desc"] = "desc"
+    # The fields each result keeps (all when absent); keel's threads have no config or context.
+    select: list[ThreadField] | None = Field(default=None, max_length=10)
 
 
 # Node names (validated against the graph's by the runs router), or "*" for every node.

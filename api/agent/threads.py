@@ -1,7 +1,7 @@
 """Threads: create, read, search, count, patch, delete, state (get, at a checkpoint, update)
 and history, over keel's thread records and checkpointer."""
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from langchain_core.runnables import RunnableConfig
@@ -15,6 +15,7 @@ from api.agent.schemas import (
     StateCheckpointRequest,
     StateUpdate,
     ThreadCreate,
+    ThreadField,
     ThreadPatch,
     ThreadSearch,
 )
@@ -88,6 +89,11 @@ def state_body(snapshot: StateSnapshot) -> dict[str, Any]:
     }
 
 
+async def _values(keel: Keel, thread_id: str) -> dict[str, Any]:
+    """The thread's current state values (empty before its first run)."""
+    return (await keel.graph.aget_state(_config(thread_id))).values
+
+
 def _config(thread_id: str, checkpoint: CheckpointRef | None = None) -> RunnableConfig:
     configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}
     if checkpoint is not None and checkpoint.checkpoint_id:
@@ -122,7 +128,8 @@ async def create(keel: KeelDep, tenant: TenantDep, body: ThreadCreate | None = N
 async def search(
     keel: KeelDep, tenant: TenantDep, body: ThreadSearch | None = None
 ) -> list[dict[str, Any]]:
-    """The tenant's threads matching metadata and status, most recently active first."""
+    """The tenant's threads matching metadata and status, most recently active first, each
+    with its current values (as `GET /threads/{id}`), only the `select` fields when given."""
     body = body or ThreadSearch()
     found = await search_threads(
         keel.persistence,
@@ -133,7 +140,14 @@ async def search(
         body.offset,
         ascending=body.sort_order == "asc",
     )
-    return [thread_body(record, found_status) for record, found_status in found]
+    fields = set(body.select or get_args(ThreadField))
+    threads = []
+    for record, found_status in found:
+        thread = thread_body(record, found_status)
+        if "values" in fields:  # one checkpoint read per thread: only when asked for
+            thread["values"] = await _values(keel, record["thread_id"])
+        threads.append({k: v for k, v in thread.items() if k in fields})
+    return threads
 
 
 @router.post("/count")
@@ -156,7 +170,7 @@ async def read(
     """The thread, with its current values (`include`, e.g. ttl: keel's threads have none)."""
     record = await get_thread(keel.persistence, tenant, thread_id)
     body = thread_body(record, await thread_status(keel.persistence, thread_id))
-    body["values"] = (await keel.graph.aget_state(_config(thread_id))).values
+    body["values"] = await _values(keel, thread_id)
     return body
 
 

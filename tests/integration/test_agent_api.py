@@ -111,6 +111,30 @@ async def test_threads_create_search_count_patch(server: Server) -> None:
         await client.threads.create(thread_id=chosen)
 
 
+def test_thread_search_returns_values_and_keeps_the_selected_fields(server: Server) -> None:
+    client = get_sync_client(url=server.url)
+    tag = uuid.uuid4().hex
+    fresh = client.threads.create(metadata={"suite": tag})["thread_id"]
+    answered = client.threads.create(metadata={"suite": tag})["thread_id"]
+    result = _turn(server, answered)
+
+    found = {t["thread_id"]: t for t in client.threads.search(metadata={"suite": tag})}
+    assert found[answered]["values"]["answer"] == result["answer"]
+    assert [m["type"] for m in found[answered]["values"]["messages"]] == ["human", "ai"]
+    assert found[fresh]["values"] == {} and set(found[fresh]) == set(found[answered])
+    assert set(found[fresh]) >= {"thread_id", "created_at", "metadata", "status", "values"}
+
+    picked = client.threads.search(metadata={"suite": tag}, select=["thread_id", "values"])
+    assert {t["thread_id"]: t["values"] for t in picked} == {t: found[t]["values"] for t in found}
+    assert all(set(t) == {"thread_id", "values"} for t in picked)
+    slim = client.threads.search(metadata={"suite": tag}, select=["thread_id", "status"])
+    assert sorted(slim, key=lambda t: t["thread_id"]) == sorted(
+        ({"thread_id": t, "status": "idle"} for t in found), key=lambda t: t["thread_id"]
+    )
+    refused = httpx.post(f"{server.url}/threads/search", json={"select": ["secret"]})
+    assert refused.status_code == 422
+
+
 def test_state_history_update_and_delete_with_the_sync_client(
     server: Server, postgres_url: str
 ) -> None:
@@ -306,8 +330,39 @@ async def test_join_stream_resumes_exactly_after_a_last_event_id(server: Server)
             )
         ]
         assert rest == [(p.id, p.event, p.data) for p in whole[k + 1 :]]
+    for start in ("0", "-1"):  # a Redis stream's first id and the JS SDK's: the whole run
+        replayed = client.runs.join_stream(thread_id, run["run_id"], last_event_id=start)
+        assert [(p.id, p.event) async for p in replayed] == [(p.id, p.event) for p in whole]
     joined = await client.runs.join(thread_id, run["run_id"])
     assert joined["answer"] and joined["messages"][-1]["content"] == joined["answer"]
+
+
+async def test_a_cached_answer_streams_its_message_in_messages_tuple(server: Server) -> None:
+    """A message no token carried (a cache hit) is sent whole, as LangGraph sends a message a
+    node returns; a streamed answer is not sent again."""
+    client = get_client(url=server.url)
+    question = "Which formats does keel ingest, and how are they chunked?"
+    turn = {"messages": [{"role": "user", "content": question}]}
+    for cached in (False, True):  # the first run fills the cache, the second is served by it
+        thread_id = (await client.threads.create())["thread_id"]
+        parts = [
+            p
+            async for p in client.runs.stream(
+                thread_id, "keel", input=turn, stream_mode=["messages-tuple"]
+            )
+        ]
+        state = await client.threads.get_state(thread_id)
+        assert state["values"]["cached"] is cached
+        messages = [p.data for p in parts if p.event == "messages"]
+        answer = state["values"]["messages"][-1]
+        if not cached:
+            assert len(messages) == 25  # the fake LLM's tokens, and no repeat of the whole
+            continue
+        assert [p.event for p in parts] == ["metadata", "messages"]
+        [(message, metadata)] = messages
+        assert message["type"] == "ai" and message["id"] == answer["id"]
+        assert message["content"] == answer["content"] == state["values"]["answer"]
+        assert metadata["langgraph_node"] == "cache_lookup"
 
 
 async def test_cancel_with_rollback_restores_the_thread(server: Server) -> None:

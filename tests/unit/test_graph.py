@@ -195,3 +195,19 @@ async def test_studio_gets_input_and_output_json_schemas(harness):
     assert list(graph.get_input_jsonschema()["properties"]) == ["messages"]
     output = graph.get_output_jsonschema()["properties"]
     assert {"answer", "citations", "cached", "degraded", "usage"} <= set(output)
+
+
+async def test_the_drawing_shows_where_each_failure_goes(harness):
+    """Studio draws `get_graph()`: LangGraph's error-handler nodes get their two edges (the
+    failing node to its handler, the handler to where it sends the run), so no box floats."""
+    drawn = harness().graph.get_graph(xray=True)
+    edges = {(e.source, e.target): e.data for e in drawn.edges}
+    assert edges[("retrieve", "__error_handler__retrieve")] == "error"
+    assert ("__error_handler__retrieve", "fallback") in edges
+    assert edges[("rerank", "__error_handler__rerank")] == "error"
+    assert ("__error_handler__rerank", "generate") in edges
+    assert edges[("generate", "__error_handler__generate")] == "error"
+    assert ("__error_handler__generate", "fallback") in edges
+    sources, targets = {s for s, _ in edges}, {t for _, t in edges}
+    assert set(drawn.nodes) - {"__start__"} == targets
+    assert set(drawn.nodes) - {"__end__"} == sources
