@@ -39,6 +39,8 @@ class RunContext(BaseModel):
     use_cache: bool = True
     rerank: bool = True
     model: str | None = Field(default=None, max_length=200)
+    retrieval: Literal["hybrid", "dense", "lexical"] = "hybrid"
+    history_turns: int = Field(default=4, ge=0, le=50)
 
 
 class RunRequest(BaseModel):

@@ -4,6 +4,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic.json_schema import SkipJsonSchema
+
 DEFAULT_TENANT = "default"
 
 
@@ -11,14 +13,15 @@ DEFAULT_TENANT = "default"
 class Context:
     """What a caller may tune for one run. Never checkpointed.
 
-    `user_message` carries the raw user text into the graph so that only its redacted form
-    is ever written to a checkpoint (the guard node redacts it first). `retrieval` picks the
-    first stage: both retrievers fused (the default), or one alone (for evaluation).
-    `deadline_at` is the run's total deadline, shared by retrieve, rerank and generate.
+    The knobs: `top_k` passages cited, `candidates` retrieved for the reranker, `retrieval`
+    picks the first stage (both retrievers fused, the default, or one alone), `use_cache`,
+    `rerank`, `model` (one the server allows), `history_turns` earlier turns the answer sees.
+    The server sets the fields its JSON schema skips (Studio and the SDKs see only the knobs):
+    `tenant`; `user_message`, the raw user text, so that only the guard's redacted form is ever
+    written to a checkpoint; `deadline_at`, the run's total deadline, shared by retrieve, rerank
+    and generate; `memo`, per-run values nodes share without checkpointing them.
     """
 
-    tenant: str = DEFAULT_TENANT
-    user_message: str | None = None
     top_k: int = 5
     candidates: int = 40
     retrieval: Literal["hybrid", "dense", "lexical"] = "hybrid"
@@ -26,10 +29,12 @@ class Context:
     rerank: bool = True
     model: str | None = None
     history_turns: int = 4
-    deadline_at: float | None = None  # epoch seconds; the runner sets it when the run starts
-    # Per-run values nodes share without checkpointing them (the cache candidates): lost on a
-    # resume after a crash, so a reader recomputes what it does not find.
-    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    tenant: SkipJsonSchema[str] = DEFAULT_TENANT
+    user_message: SkipJsonSchema[str | None] = None
+    deadline_at: SkipJsonSchema[float | None] = None  # epoch seconds, set when the run starts
+    # The cache candidates: lost on a resume after a crash, so a reader recomputes what it
+    # does not find.
+    memo: SkipJsonSchema[dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
 
 
 def time_left(context: Context, budget_s: float) -> float:

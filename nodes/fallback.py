@@ -17,7 +17,13 @@ from integrations.llm import model_name
 from nodes.cache import near_answer
 from nodes.citations import check_citations
 from nodes.extractive import extractive_answer
-from nodes.generate import blocked_by_passages, build_prompt, prompt_budget, stream_chat
+from nodes.generate import (
+    blocked_by_passages,
+    build_prompt,
+    earlier_turns,
+    prompt_budget,
+    stream_chat,
+)
 from nodes.output_guard import StreamRedactor, merge_counts, redact_citations, screen_passages
 
 
@@ -44,7 +50,7 @@ def make_fallback(deps: Deps):
         partial = state.get("partial_answer", "")
         out_of_time = context.deadline_at is not None and time.time() >= context.deadline_at
         if reason.startswith("generate") and passages and not out_of_time:
-            history = state["messages"][:-1][-2 * context.history_turns :]
+            history = earlier_turns(state, context.history_turns)
             prompt = build_prompt(question, passages, history, prompt_budget(deps))
             if partial:  # continue what the client has seen, on one next model at most
                 prompt = [*prompt, AIMessage(partial)]

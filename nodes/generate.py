@@ -25,6 +25,12 @@ from nodes.output_guard import (
 )
 
 
+def earlier_turns(state: State, turns: int) -> list[AnyMessage]:
+    """The last `turns` question-answer pairs before the current question (none for 0)."""
+    before = state["messages"][:-1]
+    return before[max(0, len(before) - 2 * turns) :]
+
+
 def build_prompt(
     question: str,
     passages: list[Passage],
@@ -142,7 +148,7 @@ def make_generate(deps: Deps):
         if deps.llm.models:
             chain = deps.llm.chain_for(context.model)
             hedge = chain[1] if deps.settings.llm_hedge and len(chain) > 1 else None
-            history = state["messages"][:-1][-2 * context.history_turns :]
+            history = earlier_turns(state, context.history_turns)
             guard = StreamRedactor(deps.redactor)
             prompt = build_prompt(question, passages, history, prompt_budget(deps))
             text, usage, model = await stream_chat(

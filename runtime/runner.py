@@ -317,16 +317,11 @@ class RunManager:
             "metadata": {"run_id": run.run_id, "tenant": run.tenant},
         }
         request = run.request
-        knobs = request["context"]
         context = Context(
             tenant=run.tenant,
             user_message=self._raw.pop(run.run_id, None) or request["message"],
-            top_k=knobs["top_k"],
-            candidates=knobs["candidates"],
-            use_cache=knobs["use_cache"],
-            rerank=knobs["rerank"],
-            model=knobs["model"],
             deadline_at=time.time() + self.keel.settings.run_deadline_s,
+            **request["context"],  # the knobs, checked by the dialect that took the run
         )
         start_checkpoint = run.start_checkpoint_id
         if seq and await self._already_ended(run, seq):

@@ -29,8 +29,6 @@ from runtime.agent_runs import ASSISTANT_ID, GRAPH_ID
 from runtime.keel import Keel
 
 router = APIRouter(prefix="/assistants", tags=["agent: assistants"])
-# Context fields the server sets itself: a client may neither see nor send them.
-SERVER_CONTEXT = ("tenant", "user_message")
 _CREATED = datetime.now(UTC).isoformat()
 AssistantIdPath = Annotated[
     str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="a graph id or an assistant UUID")
@@ -85,15 +83,6 @@ def _variant(assistant_id: str) -> str:
     if assistant_id in (GRAPH_ID, ASSISTANT_ID):
         raise InvalidInput("the default assistant is read-only: create a variant of it")
     return assistant_id
-
-
-def context_schema(keel: Keel) -> dict[str, Any]:
-    """The JSON schema of the run knobs a client may set (`graph.context.Context` without the
-    fields the server fills in)."""
-    schema = keel.graph.get_context_jsonschema() or {}
-    for name in SERVER_CONTEXT:
-        schema.get("properties", {}).pop(name, None)
-    return schema
 
 
 def state_schema(keel: Keel) -> dict[str, Any]:
@@ -275,7 +264,8 @@ async def schemas(
         "output_schema": keel.graph.get_output_jsonschema(),
         "state_schema": state_schema(keel),
         "config_schema": {},
-        "context_schema": context_schema(keel),
+        # The knobs: `graph.context.Context` skips the fields the server sets in its schema.
+        "context_schema": keel.graph.get_context_jsonschema(),
     }
 
 

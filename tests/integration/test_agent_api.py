@@ -14,7 +14,9 @@ import pytest
 from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.errors import ConflictError, NotFoundError
 
+from api.agent.schemas import RunKnobs
 from api.auth import hash_key
+from api.schemas import RunContext
 from tests.conftest import Server
 
 ASSISTANT_UUID = str(uuid.uuid5(uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8"), "keel"))
@@ -74,8 +76,11 @@ async def test_ok_info_and_the_keel_assistant(server: Server) -> None:
     assert {"messages", "answer", "passages"} <= set(schemas["state_schema"]["properties"])
     knobs = schemas["context_schema"]["properties"]
     # Knobs a client may set, never the ones the server fills in (tenant, the raw message).
-    assert {"top_k", "rerank", "use_cache"} <= set(knobs)
-    assert not {"tenant", "user_message"} & set(knobs)
+    # Exactly the knobs a run honours, never the fields the server sets (tenant, deadline...).
+    assert set(knobs) == set(RunKnobs.model_fields) == set(RunContext.model_fields)
+    assert set(knobs) == {"top_k", "candidates", "retrieval", "use_cache", "rerank", "model"} | {
+        "history_turns"
+    }
     assert knobs["top_k"] == {"default": 5, "title": "Top K", "type": "integer"}
 
 
@@ -363,6 +368,23 @@ async def test_a_cached_answer_streams_its_message_in_messages_tuple(server: Ser
         assert message["type"] == "ai" and message["id"] == answer["id"]
         assert message["content"] == answer["content"] == state["values"]["answer"]
         assert metadata["langgraph_node"] == "cache_lookup"
+
+
+async def test_the_server_honours_the_retrieval_knob(server: Server) -> None:
+    """A knob the context schema publishes reaches the run (`retrieval` was once dropped)."""
+    client = get_client(url=server.url)
+    retrieved = {}
+    for mode in ("dense", "lexical"):
+        thread_id = (await client.threads.create())["thread_id"]
+        context = {**FRESH, "retrieval": mode, "rerank": False}
+        parts = client.runs.stream(
+            thread_id, "keel", input=INPUT, stream_mode="updates", context=context
+        )
+        updates = [p.data async for p in parts if p.event == "updates"]
+        [passages] = [u["retrieve"]["passages"] for u in updates if "retrieve" in u]
+        retrieved[mode] = [(p["id"], p["score"]) for p in passages]
+    assert retrieved["dense"] and retrieved["lexical"]
+    assert retrieved["dense"] != retrieved["lexical"]
 
 
 async def test_cancel_with_rollback_restores_the_thread(server: Server) -> None:

@@ -17,7 +17,15 @@ from tests.conftest import Server, two_tenant_server
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
 INPUT = {"messages": [{"role": "user", "content": QUESTION}]}
 DEFAULT_UUID = str(uuid.uuid5(uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8"), "keel"))
-DEFAULT_KNOBS = {"top_k": 5, "candidates": 40, "use_cache": True, "rerank": True, "model": None}
+DEFAULT_KNOBS = {
+    "top_k": 5,
+    "candidates": 40,
+    "use_cache": True,
+    "rerank": True,
+    "model": None,
+    "retrieval": "hybrid",
+    "history_turns": 4,
+}
 
 
 @pytest.fixture(scope="module")

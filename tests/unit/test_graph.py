@@ -1,6 +1,7 @@
 """The compiled graph end to end on the real corpus, with fake LLMs only."""
 
 import asyncio
+import re
 
 from langchain_core.messages import HumanMessage
 
@@ -211,3 +212,44 @@ async def test_the_drawing_shows_where_each_failure_goes(harness):
     sources, targets = {s for s, _ in edges}, {t for _, t in edges}
     assert set(drawn.nodes) - {"__start__"} == targets
     assert set(drawn.nodes) - {"__end__"} == sources
+
+
+async def test_every_published_knob_changes_the_run(harness):
+    """Studio's context form is the graph's context schema: each knob in it changes what a run
+    does, and the fields the server sets (tenant, deadline, ...) are not in it."""
+    model = recording(*["Chunks are skipped [1]."] * 20)
+    h = harness([model], llm_allowed_models=["other-model"])
+    published = set(h.graph.get_context_jsonschema()["properties"])
+    assert published == {
+        "top_k",
+        "candidates",
+        "retrieval",
+        "use_cache",
+        "rerank",
+        "model",
+        "history_turns",
+    }
+
+    async def ask(thread_id: str, **knobs):
+        await h.turn("How large are chunks?", thread_id=thread_id, use_cache=False)
+        out = await h.turn(QUESTION, thread_id=thread_id, **{"use_cache": False, **knobs})
+        prompt = model.prompts[-1]
+        return out["state"], prompt[-1].content, [m.content for m in prompt[1:-1]]
+
+    state, passages, history = await ask("default")
+    numbered = re.compile(r"^\[\d+\] \(", re.MULTILINE)  # a passage in the prompt
+    assert len(numbered.findall(passages)) == 5 and len(state["passages"]) > 5
+    assert history == ["How large are chunks?", "Chunks are skipped [1]."]
+    assert state["model"] == "RecordingChatModel" and state["cached"] is False
+
+    assert len(numbered.findall((await ask("top_k", top_k=1))[1])) == 1
+    assert len((await ask("candidates", candidates=3))[0]["passages"]) == 3
+    lexical = await ask("retrieval", retrieval="lexical")
+    assert [p["id"] for p in lexical[0]["passages"]] != [p["id"] for p in state["passages"]]
+    unranked = await ask("rerank", rerank=False)
+    assert [p["score"] for p in unranked[0]["passages"]] != [p["score"] for p in state["passages"]]
+    assert (await ask("model", model="other-model"))[0]["model"] == "other-model"
+    assert (await ask("history_turns", history_turns=0))[2] == []
+    await h.turn(QUESTION, thread_id="cached")  # fills the cache
+    assert (await h.turn(QUESTION, thread_id="cached"))["state"]["cached"] is True
+    assert (await h.turn(QUESTION, thread_id="cached", use_cache=False))["state"]["cached"] is False
