@@ -2,7 +2,8 @@
 
 A pairs file is JSONL of `{"a": str, "b": str, "hit": bool, "kind"?: str}`: `hit` says whether
 `b` may be served the answer cached for `a`. Each pair is decided as the cache decides (cosine
-similarity of the MiniLM vectors against `KEEL_CACHE_SIMILARITY`, then the false-hit guard with
+similarity of the MiniLM vectors against `KEEL_CACHE_SIMILARITY`, or the lower
+`KEEL_CACHE_SAME_WORDS_SIMILARITY` for questions worded alike, then the false-hit guard with
 `KEEL_CACHE_GUARD_RULES`); the report gives the paraphrase hit rate (pairs that should hit and
 do) and the false-hit rate (pairs that should miss and hit), per contrast kind too."""
 
@@ -55,7 +56,12 @@ def score_pairs(pairs: list[Pair], embedder: Embedder, settings: Settings) -> di
     for pair in pairs:
         similarity = float(vectors[pair.a] @ vectors[pair.b])
         reason = refusal(
-            pair.b, pair.a, similarity, settings.cache_similarity, settings.cache_guard_rules
+            pair.b,
+            pair.a,
+            similarity,
+            settings.cache_similarity,
+            settings.cache_guard_rules,
+            settings.cache_same_words_similarity,
         )
         decided = reason is None
         if pair.hit:

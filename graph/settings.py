@@ -210,6 +210,14 @@ class Settings(BaseSettings):
         le=1,
         description="cosine similarity a cached answer needs when the LLM is unavailable",
     )
+    # Issue 26: an embedding reads "avg" and "average" apart; the same words once normalised
+    # (spelled out, inflected, WordNet synonyms) are a paraphrase at a lower similarity.
+    cache_same_words_similarity: float = Field(
+        default=0.75,
+        ge=0,
+        le=1,
+        description="cosine similarity enough for a question worded with the same words",
+    )
     cache_candidates: int = Field(default=4, ge=1, description="nearest questions checked")
     cache_guard_rules: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import Stemmer
 
+from integrations.lexicon import wordnet
+
 GREEK = "\u03b1-\u03c9\u0391-\u03a9"
 APOSTROPHES = "'\u2019"
 WORD = re.compile(rf"[A-Za-z{GREEK}][\w{APOSTROPHES}{GREEK}-]*|\d+(?:[.,]\d+)*")
@@ -143,7 +145,36 @@ FRAME_WORDS = frozenset(
     "when where who whom whose why will would should may might must shall than then so such also "
     "any about if very while during".split()
 )
-# Common synonyms a one-word swap may use and stay the same question (compared by group).
+# Short forms spelled out before any rule compares words ("min" = "minimum", but "5 min" stays a
+# unit): a shortened word is the same word, not a swap or a name.
+ABBREVIATIONS = dict(
+    pair.split("=")
+    for pair in "min=minimum max=maximum avg=average approx=approximately config=configuration "
+    "configs=configurations env=environment envs=environments db=database dbs=databases "
+    "temp=temporary tmp=temporary docs=documentation doc=document info=information "
+    "repo=repository repos=repositories dir=directory dirs=directories app=application "
+    "apps=applications auth=authentication admin=administrator dev=development "
+    "prod=production pkg=package lib=library libs=libraries msg=message msgs=messages "
+    "num=number stats=statistics spec=specification specs=specifications req=request "
+    "reqs=requests param=parameter params=parameters arg=argument args=arguments "
+    "var=variable vars=variables perf=performance impl=implementation".split()
+)
+# Time phrases said in one word, so "prior to" is "before" to the order rule, not a new word.
+TIME_PHRASES = {
+    ("prior", "to"): "before",
+    ("ahead", "of"): "before",
+    ("in", "advance", "of"): "before",
+    ("subsequent", "to"): "after",
+    ("as", "soon", "as"): "after",
+}
+# "once the client disconnects" is "after ...", "run it once" is not: a clause must follow.
+CLAUSE_STARTS = frozenset(
+    "the a an it i you we they he she this that these those my your our their its all every "
+    "each".split()
+)
+POSSESSIVE = re.compile(rf"[{APOSTROPHES}]s$", re.IGNORECASE)
+# Common synonyms a one-word swap may use and stay the same question (compared by group);
+# WordNet's (`integrations.lexicon`) come on top of these.
 SYNONYMS = [
     group.split()
     for group in (
@@ -185,8 +216,31 @@ class Question:
     cased: tuple[str, ...]  # the same tokens as written
 
 
+def _spelled_out(tokens: list[str]) -> list[str]:
+    """Abbreviations spelled out (not a unit after a number) and time phrases in one word."""
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        lower = [t.lower() for t in tokens[i : i + 3]]
+        phrase = next((p for p in TIME_PHRASES if tuple(lower[: len(p)]) == p), None)
+        measured = bool(out) and (out[-1][:1].isdigit() or out[-1].lower() in NUMBER_WORDS)
+        if phrase is not None:
+            out.append(TIME_PHRASES[phrase])
+            i += len(phrase)
+            continue
+        if lower[0] == "once" and lower[1:2] and lower[1] in CLAUSE_STARTS:
+            out.append("after")
+        elif lower[0] in ABBREVIATIONS and not (measured and lower[0] in UNIT_OF):
+            out.append(ABBREVIATIONS[lower[0]])
+        else:
+            out.append(tokens[i])
+        i += 1
+    return out
+
+
 def parse(text: str) -> Question:
-    """Tokenises a question; "5mg" becomes "5", "mg"."""
+    """Tokenises a question in a normal form: "5mg" becomes "5", "mg"; a possessive loses its
+    "'s" ("Heron's team" / "the Heron team"); abbreviations and time phrases are spelled out."""
     cased: list[str] = []
     spelled = re.sub(
         r"°\s*([CcFf])\b", lambda m: " celsius " if m.group(1) in "Cc" else " fahrenheit ", text
@@ -196,10 +250,10 @@ def parse(text: str) -> Question:
         if glued and token[0].isdigit():
             cased.extend([glued.group(1), glued.group(2)])
         else:
-            cased.append(token.strip(APOSTROPHES + "-"))
+            cased.append(POSSESSIVE.sub("", token).strip(APOSTROPHES + "-"))
     for _ in range(text.count("%")):
         cased.append("%")
-    cased = [c for c in cased if c]
+    cased = _spelled_out([c for c in cased if c])
     return Question(text, tuple(c.lower() for c in cased), tuple(cased))
 
 
@@ -278,6 +332,8 @@ def entities(q: Question) -> frozenset[str]:
             continue
         elif any(c.isdigit() for c in token) and any(c.isalpha() for c in token):
             out.add(lower)
+        elif token == "I":  # the pronoun, not a name
+            continue
         elif sum(c.isupper() for c in token) >= 2 or (i > 0 and token[0].isupper()):
             out.add(lower)
     return frozenset(out)
@@ -304,7 +360,10 @@ def _worded(q: Question) -> tuple[str, ...]:
 
 def _reordered(a: Question, b: Question) -> bool:
     """The same words around a comparison in another order ("A more effective than B" / "B more
-    effective than A"). Different words, or a passive ("A is compared with B by C"), are not."""
+    effective than A"), or counts that trade what they count. Different words, or a passive
+    ("A is compared with B by C"), are not."""
+    if _counts_exchanged(a, b):
+        return True
     wa, wb = _worded(a), _worded(b)
     if Counter(wa) != Counter(wb) or ("by" in a.words) != ("by" in b.words):
         return False
@@ -312,13 +371,40 @@ def _reordered(a: Question, b: Question) -> bool:
     return ca != cb or (ca and wa != wb)
 
 
+def _counted(q: Question) -> dict[str, str]:
+    """What each count counts: the next content word after a number or "many"/"much"."""
+    counts = {}
+    for i, w in enumerate(q.words):
+        if w[:1].isdigit() or w in NUMBER_WORDS or w in ("many", "much"):
+            after = [x for x in q.words[i + 1 :] if x not in FRAME_WORDS]
+            if after:
+                counts[NUMBER_WORDS.get(w, w)] = _stem(after[0])
+    return counts
+
+
+def _counts_exchanged(a: Question, b: Question) -> bool:
+    """Two counts that count each other's thing in the other question ("How many replicas can
+    share one database?" / "How many databases can one replica use?")."""
+    ca, cb = _counted(a), _counted(b)
+    return any(
+        cb.get(n) not in (None, thing) and thing in cb.values() and ca.get(m) == cb[n]
+        for n, thing in ca.items()
+        for m in ca
+        if m != n and cb.get(m) == thing
+    )
+
+
 def _same_word(x: str, y: str) -> bool:
     """Spelling or inflection variants ("tumor"/"tumour", "pregnancy"/"pregnant"), synonyms."""
     return (
         _stem(x) == _stem(y)
         or difflib.SequenceMatcher(None, x, y).ratio() >= 0.75
-        or (x in SYNONYM_OF and SYNONYM_OF[x] == SYNONYM_OF.get(y))
+        or _synonyms(x, y)
     )
+
+
+def _synonyms(x: str, y: str) -> bool:
+    return (x in SYNONYM_OF and SYNONYM_OF[x] == SYNONYM_OF.get(y)) or wordnet().synonyms(x, y)
 
 
 def _swapped(a: Question, b: Question) -> bool:
@@ -366,7 +452,7 @@ ALL_RULES = (*RULES, *PAIRWISE)
 
 def _antonym_prefixed(a: Question, b: Question) -> str | None:
     """A word of one question that is another word of the other with an opposite prefix, or
-    its opposite (client/server)."""
+    its opposite (client/server, or in WordNet)."""
     for x, y in ((a, b), (b, a)):
         xs, ys = set(x.words), set(y.words)
         for first, second in OPPOSITES:
@@ -376,7 +462,10 @@ def _antonym_prefixed(a: Question, b: Question) -> str | None:
             for prefix in ANTONYM_PREFIXES:
                 if w.startswith(prefix) and w[len(prefix) :] in ys - xs:
                     return w
-    return None
+    # Opposites WordNet knows ("buy" / "sell", "wet" / "dry"), among words no other rule compares.
+    only_a = [w for w in set(a.words) - set(b.words) if not _light(w)]
+    only_b = [w for w in set(b.words) - set(a.words) if not _light(w)]
+    return next((x for x in only_a for y in only_b if wordnet().antonyms(x, y)), None)
 
 
 def _entities_disagree(a: Question, b: Question) -> bool:
@@ -407,11 +496,29 @@ def disagreement(a: str, b: str, rules: Iterable[str] = ALL_RULES) -> str | None
     return None
 
 
+def same_words(a: str, b: str) -> bool:
+    """Whether each content word of either question is one of the other's once normalised:
+    spelled out, inflected or a synonym ("the avg request" / "the average requests")."""
+    qa, qb = parse(a), parse(b)
+    wa, wb = ([w for w in q.words if w not in FRAME_WORDS] for q in (qa, qb))
+
+    def matched(x: str, ys: list[str]) -> bool:
+        return any(x == y or _stem(x) == _stem(y) or _synonyms(x, y) for y in ys)
+
+    return all(matched(x, wb) for x in wa) and all(matched(y, wa) for y in wb)
+
+
 def refusal(
-    a: str, b: str, similarity: float, threshold: float, rules: Iterable[str] = ALL_RULES
+    a: str,
+    b: str,
+    similarity: float,
+    threshold: float,
+    rules: Iterable[str] = ALL_RULES,
+    same_words_threshold: float = 1.0,
 ) -> str | None:
-    """Why `b`'s cached answer may not serve `a`: "similarity" (below `threshold`), the first
-    guard rule they disagree on, or None when it may."""
-    if similarity < threshold:
+    """Why `b`'s cached answer may not serve `a`: "similarity" (below `threshold`, or below
+    `same_words_threshold` when the two are worded with the same words: the embedding reads
+    "avg" and "average" apart), the first guard rule they disagree on, or None when it may."""
+    if similarity < threshold and (similarity < same_words_threshold or not same_words(a, b)):
         return "similarity"
     return disagreement(a, b, rules)

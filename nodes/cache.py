@@ -75,7 +75,12 @@ async def semantic_hit(
     for candidate in candidates:
         similarity = round(candidate.similarity, 4)
         reason = refusal(
-            question, candidate.question, candidate.similarity, floor, settings.cache_guard_rules
+            question,
+            candidate.question,
+            candidate.similarity,
+            floor,
+            settings.cache_guard_rules,
+            min(floor, settings.cache_same_words_similarity),
         )
         if reason == "similarity":  # candidates come best first
             break
