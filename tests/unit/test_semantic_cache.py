@@ -260,6 +260,19 @@ async def test_lookup_semantic_hit_guard_and_tenant(deps: Deps):
     }
     other = await lookup({"question": QUESTION, "messages": []}, rt(tenant="t2"))
     assert other["cache"]["hit"] is False and "answer" not in other
+
+
+async def test_lookup_serves_a_question_worded_alike_below_the_threshold(deps: Deps):
+    """MiniLM puts "avg" and "average" at 0.77; spelled out, they are the same words."""
+    lookup, asked = make_cache_lookup(deps), "How long does the avg request take to answer?"
+    state: dict[str, Any] = {"question": asked, "messages": []}
+    await store_answer(deps, rt(tenant="t5").context, state, {"answer": "B [1]", "citations": []})
+    spelled = "How long does the average request take to answer?"
+    hit = await lookup({"question": spelled, "messages": []}, rt(tenant="t5"))
+    assert hit["answer"] == "B [1]" and hit["cache"]["similarity"] < 0.8
+    reworded = "How long does the average upload take to answer?"
+    miss = await lookup({"question": reworded, "messages": []}, rt(tenant="t5"))
+    assert miss["cache"]["hit"] is False and "answer" not in miss
     other_settings = await lookup(
         {"question": PARAPHRASE, "messages": []}, rt(tenant="t1", top_k=2)
     )
