@@ -128,11 +128,13 @@ class Corpus:
         docs = list(docs)
         check_unique(docs)
         report = IngestReport(documents=len(docs), doc_ids=[doc.id for doc in docs])
+        reindexed = 0
         for page in _pages(docs):
             stored = self._store.hashes(self.name, [doc.id for doc in page])
             digests = {doc.id: doc.content_hash() for doc in page}
             same = [doc.id for doc in page if stored.get(doc.id) == digests[doc.id]]
             lost = self._unindexed(same)
+            reindexed += len(lost)
             pending: list[tuple[Document, DocumentRecord]] = []
             for doc in page:
                 digest = digests[doc.id]
@@ -148,6 +150,12 @@ class Corpus:
                 report.chunks_added += self._write(pending)
                 if progress:
                     progress(report.chunks_added)
+        if reindexed:
+            log.warning(
+                "%d stored documents of %s were missing from its indexes: indexed them again",
+                reindexed,
+                self.name,
+            )
         changed = report.documents_unchanged < report.documents
         report.corpus_version = self._bump_version() if changed else self.version()
         return report
@@ -157,14 +165,7 @@ class Corpus:
         or Chroma collection under a chunk store that outlived it)."""
         if not doc_ids:
             return set()
-        lost = set(doc_ids) - (self._lexical.held(doc_ids) & self._dense.held(doc_ids))
-        if lost:
-            log.warning(
-                "%d stored documents of %s were missing from its indexes: indexing them again",
-                len(lost),
-                self.name,
-            )
-        return lost
+        return set(doc_ids) - (self._lexical.held(doc_ids) & self._dense.held(doc_ids))
 
     def _write(self, pending: list[tuple[Document, DocumentRecord]]) -> int:
         records = [record for _, record in pending]
