@@ -6,8 +6,8 @@ tier 1 Python 3.11 + PostgreSQL 15 (`python3.11-doc`, `postgresql-doc-15`), tier
 tier). Each tier's new pages are ingested by `keel ingest` into the same stores (pages linked into
 one folder, ids relative to it), then served, and the bench prints per tier: ingest chunks/s (wall)
 and the ingest process's peak RSS, restart-to-ready (`keel serve` until `/readyz` answers 200) and
-the server's peak RSS, turn and retrieve p50/p95 over built-in questions (the extractive answerer,
-cache off; retrieve from `node.finished`), failed questions, `/readyz`, paging `GET /v1/documents`,
+the server's peak RSS, turn, retrieve, rerank and generate p50/p95 over built-in questions (the
+extractive answerer, cache off; nodes from `node.finished`), failed questions, `/readyz`, paging `GET /v1/documents`,
 the seconds until a page uploaded through one replica is answerable on a second one, and SciFact
 train nDCG@10 with the tier as distractors (`keel eval --with-corpus`).
 
@@ -145,10 +145,11 @@ def peak_rss_mb(pid: int) -> float:
 
 
 async def ask(url: str, questions: list[str]) -> dict[str, Any]:
-    """Each question on a new thread, streamed one after the other: turn and retrieve times,
+    """Each question on a new thread, streamed one after the other: turn and node times,
     failures (`run.error` or an HTTP error) and answers with a citation."""
     wire = Wire(url)
-    turns, retrieves, failed, cited = [], [], 0, 0
+    turns, failed, cited = [], 0, 0
+    nodes: dict[str, list[float]] = {}
     for question in questions:
         try:
             thread_id = (await wire.post_json("/v1/threads", {}))["thread_id"]
@@ -156,8 +157,8 @@ async def ask(url: str, questions: list[str]) -> dict[str, Any]:
             started = time.perf_counter()
             async for event, data in wire.events(f"/v1/threads/{thread_id}/runs/stream", body):
                 payload = json.loads(data) if data else {}
-                if event == "node.finished" and payload.get("node") == "retrieve":
-                    retrieves.append(payload["duration_ms"])
+                if event == "node.finished":
+                    nodes.setdefault(payload["node"], []).append(payload["duration_ms"])
                 elif event == "run.error":
                     failed += 1
                 elif event == "run.finished":
@@ -167,7 +168,7 @@ async def ask(url: str, questions: list[str]) -> dict[str, Any]:
             failed += 1
             await wire.aclose()
     await wire.aclose()
-    return {"turns": turns, "retrieves": retrieves, "failed": failed, "cited": cited}
+    return {"turns": turns, "nodes": nodes, "failed": failed, "cited": cited}
 
 
 def page_documents(url: str) -> dict[str, Any]:
@@ -293,9 +294,10 @@ def bench_tier(
         )
         row["turn_p50_ms"] = round(_pct(asked["turns"], 0.5), 1) if asked["turns"] else "n/a"
         row["turn_p95_ms"] = round(_pct(asked["turns"], 0.95), 1) if asked["turns"] else "n/a"
-        retrieves = asked["retrieves"]
-        row["retrieve_p50_ms"] = round(_pct(retrieves, 0.5), 1) if retrieves else "n/a"
-        row["retrieve_p95_ms"] = round(_pct(retrieves, 0.95), 1) if retrieves else "n/a"
+        for node in ("retrieve", "rerank", "generate"):
+            times = asked["nodes"].get(node, [])
+            row[f"{node}_p50_ms"] = round(_pct(times, 0.5), 1) if times else "n/a"
+            row[f"{node}_p95_ms"] = round(_pct(times, 0.95), 1) if times else "n/a"
         row["failed_questions"] = asked["failed"]
         row["cited_answers"] = f"{asked['cited']}/{len(questions)}"
         if "KEEL_CHROMA_URL" in env:

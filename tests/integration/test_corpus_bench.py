@@ -38,6 +38,8 @@ def test_corpus_bench_prints_a_full_row_for_a_tier(postgres_url: str, tmp_path: 
         "turn_p95_ms",
         "retrieve_p50_ms",
         "retrieve_p95_ms",
+        "rerank_p95_ms",
+        "generate_p95_ms",
         "replica_visible_s",
     ):
         assert isinstance(row[key], int | float) and 0 < row[key] < 60_000, (key, row)
