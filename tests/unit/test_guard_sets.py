@@ -4,7 +4,7 @@ sit a little below the measured numbers, so a regression in the rules or recogni
 import pytest
 
 from integrations.pii import PatternRedactor
-from nodes.guard import detect_injection
+from nodes.injection_rules import detect_injection
 from scripts.guard_bench import (
     latency_ms,
     load_lines,
