@@ -48,7 +48,7 @@ def promptinject(root: Path) -> list[tuple[str, str]]:
     module = importlib.util.module_from_spec(spec)
     sys.modules["promptinject"] = module
     spec.loader.exec_module(module)
-    from promptinject import prompt_data  # type: ignore[import-not-found]
+    prompt_data = importlib.import_module("promptinject.prompt_data")
 
     out = []
     for rogue in ("hate-humans", "kill-humans", "long-prompt"):
@@ -239,7 +239,9 @@ def extract(root: Path, seed: int = 29) -> list[dict[str, str]]:
             if text.strip() and text not in seen:
                 seen.add(text)
                 row = {"family": family, "probe": probe, "text": text}
-                by_probe.setdefault(probe, []).append(row | dict(zip(["injection"], injection)))
+                if injection:
+                    row["injection"] = injection[0]
+                by_probe.setdefault(probe, []).append(row)
         for probe, texts in by_probe.items():
             kept = (
                 texts

