@@ -124,6 +124,33 @@ INJECTION_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     )
 )
 
+# Per rule, words it cannot match without (a plain alternation, cheap to scan): a rule whose
+# gate finds nothing is not run. Ingestion screens every chunk, and most chunks open no gate.
+_GATES: dict[str, re.Pattern[str]] = {
+    name: re.compile(gate, re.IGNORECASE)
+    for name, gate in {
+        "override": r"ignor|disregard|forget|overrid|bypass|discard|set aside|pay no attention"
+        r"|disobey|stop following|do not (?:follow|obey)|don'?t (?:follow|obey)|abandon|supersede"
+        r"|neglect",
+        "override_foreign": r"ignor|olvida|oublie|vergiss|忽略|无视|忘记",
+        "rules_void": r"outdated|obsolete|void|suspended|lifted|no longer|contained a bug"
+        r"|(?:do not|don'?t) apply",
+        "new_instructions": r"new (?:system )?(?:instruction|rule|task|priority|polic|order)"
+        r"|supersede",
+        "exfiltrate": r"your|system prompt|system message|hidden|initial instructions"
+        r"|original prompt|given to you|you were|you have been given|you received|were you told",
+        "context_dump": r"above|before (?:this|the)|context window|your prompt",
+        "role_hijack": r"you are now|act as|pretend|roleplay|role-play|from now on|simulate"
+        r"|answer as if|mode",
+        "no_limits": r"restrictions|limits|rules|filter|guidelines|polic|guardrails|redaction",
+        "addressed_to_ai": r"ai\b|llm|language model|chatbot|assistant|model",
+        "output_control": r"reply|respond|answer|append|add|insert|include|begin your|start your"
+        r"|ignore the question|instead",
+        "exfiltrate_data": r"conversation|chat|history|message|user|personal data|!\[|unredacted"
+        r"|un-redacted|raw|api|secret|credential|environment variable|the reader",
+        "delimiter": r"<|\[|#|role|system|assistant|end of passages",
+    }.items()
+}
 _LEET = str.maketrans("013457@$", "oieastas")
 _SPACED = re.compile(r"\b(?:\w ){3,}\w\b")
 _MIXED = re.compile(r"\b(?=\w*[a-z])(?=\w*\d)\w+\b", re.IGNORECASE)
@@ -148,8 +175,10 @@ def _normalised(text: str) -> str:
 @functools.lru_cache(maxsize=4096)  # the same corpus passages are screened turn after turn
 def detect_injection(text: str) -> str | None:
     """The name of the first injection rule the text (or its de-obfuscated form) matches."""
-    variants = (text, _normalised(text))
+    normalised = _normalised(text)
+    variants = (text,) if normalised == text else (text, normalised)
     for name, pattern in INJECTION_RULES:
-        if any(pattern.search(v) for v in variants):
+        gate = _GATES[name]
+        if any(gate.search(v) and pattern.search(v) for v in variants):
             return name
     return None
