@@ -208,6 +208,11 @@ class DocumentInfo(BaseModel):
     title: str
     chunks: int
     ingested_at: str = Field(description="ISO 8601, UTC")
+    flagged_chunks: int = Field(
+        0,
+        description="chunks that carry instructions aimed at the assistant (injection rules, "
+        "at ingestion); the passage screen keeps them out of prompts",
+    )
 
 
 class DocumentPage(BaseModel):

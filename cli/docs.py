@@ -17,7 +17,9 @@ def add_docs_parser(sub: Any) -> None:
     """Registers `keel docs list` and `keel docs delete`."""
     docs = sub.add_parser("docs", help="list or delete ingested documents")
     actions = docs.add_subparsers(dest="action", required=True)
-    listing = actions.add_parser("list", help="one line per document: id, chunks, time, title")
+    listing = actions.add_parser(
+        "list", help="one line per document: id, chunks, time, title, injection flags"
+    )
     listing.add_argument("--json", action="store_true", help="JSON lines instead of columns")
     delete = actions.add_parser("delete", help="remove documents by id")
     delete.add_argument("doc_ids", nargs="+")
@@ -45,7 +47,11 @@ def run_list(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(row))
         else:
-            print(f"{row['id']}\t{row['chunks']} chunks\t{row['ingested_at']}\t{row['title']}")
+            flagged = row.get("flagged_chunks", 0)
+            mark = f"\tFLAGGED: {flagged} chunks carry instructions" if flagged else ""
+            print(
+                f"{row['id']}\t{row['chunks']} chunks\t{row['ingested_at']}\t{row['title']}{mark}"
+            )
     return 0
 
 

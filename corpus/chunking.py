@@ -6,6 +6,7 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from corpus.documents import Document, Section
 from corpus.store import ChunkRecord, DocumentRecord
+from nodes.injection_rules import detect_injection
 
 
 class Chunker:
@@ -15,7 +16,8 @@ class Chunker:
         self._splitter = RecursiveCharacterTextSplitter(chunk_size=size, chunk_overlap=overlap)
 
     def record(self, doc: Document, digest: str) -> DocumentRecord:
-        """The document as the store keeps it; chunk ids are `<doc id>#<n>`."""
+        """The document as the store keeps it; chunk ids are `<doc id>#<n>`. Each chunk is
+        screened with the injection rules, as the passage screen will see it (title first)."""
         pieces = [
             (section.heading, text)
             for section in doc.sections or (Section("", doc.text),)
@@ -28,7 +30,13 @@ class Chunker:
             hash=digest,
             ingested_at=datetime.now(UTC).isoformat(timespec="seconds"),
             chunks=tuple(
-                ChunkRecord(f"{doc.id}#{n}", n, heading, text)
+                ChunkRecord(
+                    f"{doc.id}#{n}",
+                    n,
+                    heading,
+                    text,
+                    detect_injection(f"{doc.title}\n{text}") or "",
+                )
                 for n, (heading, text) in enumerate(pieces)
             ),
         )

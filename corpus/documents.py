@@ -54,6 +54,8 @@ class DocumentInfo:
     title: str
     chunks: int
     ingested_at: str
+    # Chunks whose text matched an injection rule at ingestion: they carry instructions.
+    flagged_chunks: int = 0
 
 
 @dataclass

@@ -51,6 +51,14 @@ CREATE TABLE IF NOT EXISTS keel_corpus_chunks (
     vectors {blob},
     PRIMARY KEY (collection, id)
 );
+CREATE TABLE IF NOT EXISTS keel_corpus_flags (
+    collection TEXT NOT NULL,
+    chunk_id TEXT NOT NULL,
+    doc_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    PRIMARY KEY (collection, chunk_id)
+);
+CREATE INDEX IF NOT EXISTS keel_corpus_flags_doc ON keel_corpus_flags (collection, doc_id);
 CREATE INDEX IF NOT EXISTS keel_corpus_chunks_doc ON keel_corpus_chunks (collection, doc_id);
 CREATE INDEX IF NOT EXISTS keel_corpus_chunks_cold ON keel_corpus_chunks (collection, id)
     WHERE vectors IS NULL;
@@ -59,12 +67,14 @@ CREATE INDEX IF NOT EXISTS keel_corpus_chunks_cold ON keel_corpus_chunks (collec
 
 @dataclass(frozen=True)
 class ChunkRecord:
-    """A chunk as written: position `n` in its document and its heading path."""
+    """A chunk as written: position `n` in its document, its heading path, and the injection
+    rule its text matched at ingestion ("" for none)."""
 
     id: str
     n: int
     section: str
     text: str
+    injection: str = ""
 
 
 @dataclass(frozen=True)
@@ -246,6 +256,16 @@ class SqlChunkStore:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [(collection, c.id, d.id, c.n, c.section, c.text) for d in docs for c in d.chunks],
             )
+            cur.executemany(
+                "INSERT INTO keel_corpus_flags (collection, chunk_id, doc_id, rule) "
+                "VALUES (?, ?, ?, ?)",
+                [
+                    (collection, c.id, d.id, c.injection)
+                    for d in docs
+                    for c in d.chunks
+                    if c.injection
+                ],
+            )
 
     def delete(self, collection: str, doc_ids: Sequence[str]) -> int:
         """Removes documents with their chunks; returns how many chunks went."""
@@ -262,10 +282,10 @@ class SqlChunkStore:
                 (collection, *page),
             ).fetchone()
             removed += int(row[0])
-            cur.execute(
-                f"DELETE FROM keel_corpus_chunks WHERE {where.format('doc_id')}",
-                (collection, *page),
-            )
+            for table in ("keel_corpus_chunks", "keel_corpus_flags"):
+                cur.execute(
+                    f"DELETE FROM {table} WHERE {where.format('doc_id')}", (collection, *page)
+                )
             cur.execute(
                 f"DELETE FROM keel_corpus_documents WHERE {where.format('id')}", (collection, *page)
             )
@@ -286,15 +306,22 @@ class SqlChunkStore:
     def documents(
         self, collection: str, limit: int, after: str = ""
     ) -> tuple[list[DocumentInfo], str | None]:
-        """Up to `limit` documents with ids after `after`, by id, and the cursor of the next
-        page (None on the last)."""
+        """Up to `limit` documents with ids after `after`, by id, with how many of their chunks
+        were flagged as carrying instructions, and the cursor of the next page (None on the
+        last)."""
         with self._tx() as cur:
             rows = cur.execute(
-                "SELECT id, source, title, chunks, ingested_at FROM keel_corpus_documents "
-                "WHERE collection = ? AND id > ? ORDER BY id LIMIT ?",
+                "SELECT d.id, d.source, d.title, d.chunks, d.ingested_at, "
+                "(SELECT COUNT(*) FROM keel_corpus_flags f "
+                "WHERE f.collection = d.collection AND f.doc_id = d.id) "
+                "FROM keel_corpus_documents d "
+                "WHERE d.collection = ? AND d.id > ? ORDER BY d.id LIMIT ?",
                 (collection, after, limit + 1),
             ).fetchall()
-        page = [DocumentInfo(str(i), str(s), str(t), int(n), str(at)) for i, s, t, n, at in rows]
+        page = [
+            DocumentInfo(str(i), str(s), str(t), int(n), str(at), int(flagged))
+            for i, s, t, n, at, flagged in rows
+        ]
         return page[:limit], (page[limit - 1].id if len(page) > limit else None)
 
     def sentence_rows(self, collection: str, ids: Sequence[str]) -> dict[str, SentenceRow]:

@@ -51,6 +51,15 @@ EVENT_APPEND = Histogram(
 CACHE_LOOKUPS = Counter(
     "keel_cache_lookups_total", "Answer-cache lookups, by result and kind", ["result", "kind"]
 )
+GUARD_BLOCKS = Counter(
+    "keel_guard_blocked_total",
+    "Questions the guard refused (nothing retrieved, no LLM call), by reason",
+    ["reason"],
+)
+FOLLOWED_INSTRUCTIONS = Counter(
+    "keel_guard_followed_instructions_total",
+    "Answers withheld because they did what an instruction inside a passage said",
+)
 ANSWERS = Counter(
     "keel_answers_total",
     "Answers by service level (full, no_rerank, cached, documents_only): degraded answers by mode",

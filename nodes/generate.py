@@ -1,6 +1,7 @@
 """generate: an OpenAI-compatible chat model that streams tokens and cites passages as [n];
 with no model configured, the extractive answerer."""
 
+import re
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -10,8 +11,9 @@ from langgraph.runtime import Runtime
 from graph.context import Context, run_context
 from graph.deps import Deps
 from graph.errors import ProviderError
-from graph.prompts import PASSAGE_REFUSAL, PASSAGES_TEMPLATE, SYSTEM_PROMPT
+from graph.prompts import FOLLOWED_REFUSAL, PASSAGE_REFUSAL, PASSAGES_TEMPLATE, SYSTEM_PROMPT
 from graph.state import Passage, State
+from integrations import metrics
 from integrations.llm import model_name
 from nodes.cache import store_answer
 from nodes.citations import check_citations
@@ -19,10 +21,19 @@ from nodes.extractive import extractive_answer
 from nodes.output_guard import (
     PassageScreen,
     StreamRedactor,
+    instruction_targets,
     merge_counts,
     redact_citations,
     screen_passages,
 )
+
+# A passage cannot close the fence it is quoted in, nor open a turn of its own.
+_FENCE = re.compile(r"<\s*/?\s*passages\s*>|<\|im_(start|end)\|>", re.IGNORECASE)
+
+
+def quoted(text: str) -> str:
+    """A passage's text as data: fence tags and chat-turn markers inside it are defused."""
+    return _FENCE.sub(lambda m: m.group(0).replace("<", "[").replace(">", "]"), text)
 
 
 def earlier_turns(state: State, turns: int) -> list[AnyMessage]:
@@ -44,7 +55,7 @@ def build_prompt(
     while True:
         numbered = "\n\n".join(
             f"[{n}] ({' — '.join(x for x in (p['source'], p['title'], p.get('section')) if x)})"
-            f"\n{p['text']}"
+            f"\n{quoted(p['text'])}"
             for n, p in enumerate(passages, start=1)
         )
         prompt: list[BaseMessage] = [
@@ -131,6 +142,22 @@ def blocked_by_passages(screen: PassageScreen, state: State, runtime: Runtime[Co
     }
 
 
+def followed_instruction(state: State, screen: PassageScreen, runtime: Runtime[Context]):
+    """The update that withholds an answer which did what a passage told it to (the stream was
+    stopped before any of that text left)."""
+    metrics.FOLLOWED_INSTRUCTIONS.inc()
+    runtime.stream_writer({"token": FOLLOWED_REFUSAL, "node": "generate"})
+    return {
+        "passages": screen.passages,
+        "injected_passages": screen.injected,
+        "answer": FOLLOWED_REFUSAL,
+        "citations": [],
+        "model": None,
+        "degraded": [*state.get("degraded", []), "injection_followed"],
+        "messages": [AIMessage(FOLLOWED_REFUSAL)],
+    }
+
+
 def make_generate(deps: Deps):
     """The generate node. Provider errors propagate to the builder's handler (-> fallback)."""
 
@@ -149,11 +176,13 @@ def make_generate(deps: Deps):
             chain = deps.llm.chain_for(context.model)
             hedge = chain[1] if deps.settings.llm_hedge and len(chain) > 1 else None
             history = earlier_turns(state, context.history_turns)
-            guard = StreamRedactor(deps.redactor)
+            guard = StreamRedactor(deps.redactor, targets=instruction_targets(passages))
             prompt = build_prompt(question, passages, history, prompt_budget(deps))
             text, usage, model = await stream_chat(
                 deps, chain[0], prompt, runtime, "generate", guard, hedge=hedge
             )
+            if guard.followed:
+                return followed_instruction(state, screen, runtime)
             checked = check_citations(text.strip(), passages)
             answer, flags = checked.answer, checked.degraded
             citations, snippet_counts = redact_citations(deps.redactor, checked.citations)

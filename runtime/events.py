@@ -112,6 +112,8 @@ async def graph_events(
             hit = finished["summary"]
             result = "hit" if hit["hit"] else "miss"
             metrics.CACHE_LOOKUPS.labels(result, hit.get("kind") or "none").inc()
+        if name == "guard" and finished["summary"].get("blocked"):
+            metrics.GUARD_BLOCKS.labels(finished["summary"].get("reason") or "unknown").inc()
         yield "node.finished", finished
     for event in modes.end():
         yield event

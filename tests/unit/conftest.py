@@ -53,11 +53,16 @@ class Harness:
 
 @pytest.fixture
 async def harness(corpus_dir: Path, tmp_path: Path):
-    """A factory of harnesses over the shared, read-only corpus."""
+    """A factory of harnesses over the shared, read-only corpus (or a `data_dir` of the test's)."""
     made: list[Harness] = []
 
-    def make(chat_models: list[BaseChatModel] | None = None, **settings: Any) -> Harness:
-        h = Harness(corpus_dir, tmp_path / f"harness-{len(made)}", chat_models, **settings)
+    def make(
+        chat_models: list[BaseChatModel] | None = None,
+        data_dir: Path | None = None,
+        **settings: Any,
+    ) -> Harness:
+        cache_dir = tmp_path / f"harness-{len(made)}"
+        h = Harness(data_dir or corpus_dir, cache_dir, chat_models, **settings)
         made.append(h)
         return h
 

