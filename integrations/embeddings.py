@@ -81,6 +81,24 @@ def integer_model(source: Path) -> Path:
     return target
 
 
+# A batch is cut where a text is over twice as long as its shortest (and `SHORT` characters):
+# every row is padded to the longest, so one code line among short sentences cost up to 10x.
+SHORT = 48
+
+
+def _batches(ids: list[int], lengths: list[int], size: int) -> list[list[int]]:
+    """`ids` in length-sorted batches of at most `size`, padding under 2x."""
+    order = sorted(range(len(ids)), key=lengths.__getitem__)
+    out: list[list[int]] = []
+    floor = 0
+    for n in order:
+        if not out or len(out[-1]) == size or lengths[n] > 2 * floor:
+            out.append([])
+            floor = max(lengths[n], SHORT)
+        out[-1].append(ids[n])
+    return out
+
+
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 (mean pooling, normalised) with a small LRU cache of recent texts."""
 
@@ -152,10 +170,7 @@ class MiniLMEmbedder:
                 else:
                     self._cache.move_to_end(key)
                     out[i] = hit
-        # Sorting by length keeps padding, and so wasted compute, small within a batch.
-        missing.sort(key=lambda i: len(texts[i]))
-        for start in range(0, len(missing), batch_size):
-            idx = missing[start : start + batch_size]
+        for idx in _batches(missing, [len(texts[i][: limit * 4]) for i in missing], batch_size):
             vectors = self._run([texts[i] for i in idx], limit)
             out[idx] = vectors
             with self._lock:

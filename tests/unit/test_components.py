@@ -219,3 +219,21 @@ async def test_sqlite_persistence_never_checkpoints_on_the_loop(tmp_path: Path):
     async with open_persistence(f"sqlite:///{tmp_path}/k.sqlite") as persistence:
         for conn in (persistence.saver.conn, persistence.store.conn):
             assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+
+
+def test_embedding_batches_pad_short_texts_to_at_most_twice_their_length():
+    from integrations.embeddings import SHORT, _batches
+
+    lengths = [10, 300, 20, 40, 90, 5, 100, 2000]
+    batches = _batches(list(range(len(lengths))), lengths, size=3)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    assert [[lengths[i] for i in batch] for batch in batches] == [
+        [5, 10, 20],  # at most `size` a batch
+        [40, 90],  # short texts count as SHORT: 90 <= 2 x 48
+        [100],  # over twice the batch's shortest
+        [300],
+        [2000],
+    ]
+    assert all(
+        max(lengths[i] for i in b) <= 2 * max(min(lengths[i] for i in b), SHORT) for b in batches
+    )
