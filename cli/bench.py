@@ -230,7 +230,10 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
         "--cache run the other benchmarks instead.",
     )
     bench.add_argument(
-        "--corpus", type=Path, default=SCIFACT / "corpus.jsonl", help="documents to ingest (default: %(default)s)"
+        "--corpus",
+        type=Path,
+        default=SCIFACT / "corpus.jsonl",
+        help="documents to ingest (default: %(default)s)",
     )
     bench.add_argument(
         "--queries",
@@ -244,7 +247,9 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
         default=Path("bench-out/data"),
         help="ingested once, reused while the corpus is unchanged (default: %(default)s)",
     )
-    bench.add_argument("--turns", type=int, default=100, help="chat turns timed per server (default: %(default)s)")
+    bench.add_argument(
+        "--turns", type=int, default=100, help="chat turns timed per server (default: %(default)s)"
+    )
     bench.add_argument(
         "--postgres-url",
         default=os.environ.get("KEEL_DATABASE_URL"),

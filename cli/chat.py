@@ -44,7 +44,8 @@ def run_chat(args: argparse.Namespace) -> int:
             base_url=url, headers=headers, timeout=httpx.Timeout(10, read=300)
         ) as client:
             thread_id = _check_thread(client, args.thread) if args.thread else None
-            print(f"{_thread_line(thread_id) if thread_id else 'new thread'}; /quit or Ctrl-D to quit")
+            opening = _thread_line(thread_id) if thread_id else "new thread"
+            print(f"{opening}; /quit or Ctrl-D to quit")
             while True:
                 try:
                     message = input("you> ").strip()

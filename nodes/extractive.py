@@ -4,6 +4,7 @@ sentence itself as the citation's snippet; None when no sentence is relevant eno
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,43 +113,54 @@ class ExtractiveAnswer:
         return " ".join(f"{sentence} [{n}]" for sentence, n in self.sentences)
 
 
-def _answer(
-    deps: Deps, corpus: Corpus, question: str, query: np.ndarray, passages: list[Passage]
-) -> ExtractiveAnswer | None:
+def _select(
+    corpus: Corpus, question: str, query: np.ndarray, passages: list[Passage]
+) -> list[Selected]:
     # The reranker embedded the first ones already: the embedder's cache has them.
     stored = corpus.scoring_vectors([p["id"] for p in passages], query, COLD_SENTENCES)
     empty: tuple[list[str], np.ndarray] = ([], np.zeros((0, query.size), dtype=np.float32))
     docs = list(dict.fromkeys(p["doc_id"] for p in passages))
-    picked = select_sentences(
+    return select_sentences(
         question,
         query,
         [stored.get(p["id"], empty) for p in passages],
         [docs.index(p["doc_id"]) for p in passages],
     )
-    if not picked:
-        return None
-    # The output guard: sentences leave redacted, as answer tokens and as citation snippets.
-    counts: Counter[str] = Counter()
-    sentences: list[tuple[str, int]] = []
-    citations: list[Citation] = []
-    for n, choice in enumerate(picked, start=1):
-        redaction = deps.redactor.redact(choice.text)
-        counts.update(redaction.counts)
-        p = passages[choice.passage]
-        sentences.append((redaction.text, n))
-        citations.append(
-            Citation(n=n, id=p["id"], source=p["source"], snippet=redaction.text[:300])
-        )
-    return ExtractiveAnswer(sentences, citations, dict(counts))
+
+
+# Called with each sentence (redacted, with its citation number) and its citation, in order.
+OnSentence = Callable[[str, Citation], None]
 
 
 async def extractive_answer(
-    deps: Deps, context: Context, question: str, passages: list[Passage]
+    deps: Deps,
+    context: Context,
+    question: str,
+    passages: list[Passage],
+    on_sentence: OnSentence | None = None,
 ) -> ExtractiveAnswer | None:
     """The sentences of `passages` that answer `question`, or None when none is relevant. The
-    question's vector is the run's own (`Corpora.query_vector`): no second model call."""
+    question's vector is the run's own (`Corpora.query_vector`): no second model call.
+
+    Each sentence goes to `on_sentence` as soon as it is redacted (the output guard: sentences
+    leave redacted, as answer tokens and as citation snippets), before the next one is."""
     if not passages:
         return None
     query = await deps.corpora.query_vector(question)
     corpus = deps.corpora.get(context.tenant)
-    return await asyncio.to_thread(_answer, deps, corpus, question, query, passages)
+    picked = await asyncio.to_thread(_select, corpus, question, query, passages)
+    if not picked:
+        return None
+    counts: Counter[str] = Counter()
+    sentences: list[tuple[str, int]] = []
+    citations: list[Citation] = []
+    for n, choice in enumerate(picked, start=1):
+        redaction = await asyncio.to_thread(deps.redactor.redact, choice.text)
+        counts.update(redaction.counts)
+        p = passages[choice.passage]
+        citation = Citation(n=n, id=p["id"], source=p["source"], snippet=redaction.text[:300])
+        sentences.append((redaction.text, n))
+        citations.append(citation)
+        if on_sentence is not None:
+            on_sentence(f"{redaction.text} [{n}]", citation)
+    return ExtractiveAnswer(sentences, citations, dict(counts))
