@@ -70,17 +70,16 @@ def test_chat_streams_then_prints_the_cached_answer(server):
     resumed = keel("chat", "--thread", thread_id, KEEL_PORT=str(server.port))
     assert resumed.returncode == 0 and resumed.stdout.startswith(f"thread {thread_id} ")
 
-
-def test_quitting_at_once_leaves_no_thread(server):
+    # Quitting at once (or at once reaching the end of input) leaves no empty thread behind.
     def threads() -> list[str]:  # the database is the session's: other tests' threads are there
         page = httpx.get(f"{server.url}/v1/threads", params={"limit": 100}).json()
         return [t["thread_id"] for t in page["threads"]]
 
-    before = threads()
+    known = threads()
     for stdin in ("/quit\n", ""):
         result = keel("chat", "--url", server.url, stdin=stdin)
         assert result.returncode == 0 and result.stdout.startswith("new thread; "), result
-    assert threads() == before
+    assert threads() == known
 
 
 def test_unknown_thread_fails_before_the_prompt(server):

@@ -36,7 +36,7 @@ def test_sse_question_is_answered_by_the_keepalive_sentence_alone(server):
     assert citation["snippet"] == KEEPALIVE
 
 
-def test_multi_sentence_answers_cite_contiguously_with_supporting_snippets(server):
+def test_multi_sentence_answers_stream_sentence_by_sentence_with_their_citations(server):
     with httpx.Client(base_url=server.url, timeout=60) as client:
         events = stream_run(
             client,
@@ -57,8 +57,7 @@ def test_multi_sentence_answers_cite_contiguously_with_supporting_snippets(serve
         {k: v for k, v in c.items() if k != "section"} for c in finished["citations"]
     ]
 
-
-def test_agent_dialect_streams_one_message_chunk_per_sentence(server):
+    # The Agent Server dialect: one `messages` chunk per sentence too.
     with httpx.Client(base_url=server.url, timeout=60) as client:
         thread_id = client.post("/threads", json={}).json()["thread_id"]
         body = {
