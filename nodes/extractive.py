@@ -3,11 +3,13 @@ of the ranked passages that answer the question, best first, each cited as [1], 
 sentence itself as the citation's snippet; None when no sentence is relevant enough."""
 
 import asyncio
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from spacy.lang.en.stop_words import STOP_WORDS
 
 from corpus import Corpus
 from corpus.lexical import tokenize
@@ -34,6 +36,15 @@ COLD_SENTENCES = 4
 # .txt file): it names a topic and answers nothing.
 HEADING_WORDS = 8
 _FINAL_PUNCTUATION = tuple(".!?:;\"')]")
+# A question naming something no document has a word for ("cookies", asked of a corpus about
+# bread) is answered only by a sentence this close in meaning: a shared word ("bake") is not
+# enough. SciFact train, gold abstracts only: 4 of 505 claims lose their answer (named otherwise
+# in their abstract: "Deltex", "tirasemtiv"), evidence P/R 0.419/0.454 -> 0.416/0.448; the
+# same 4 from 0.5 to 0.55, 6 at 0.6, 14 at 0.65.
+GROUNDED_COSINE = 0.55
+# Shorter stems, or with digits, are codes and abbreviations: a corpus may well spell them otherwise.
+NAME_CHARS = 4
+_WORD = re.compile(r"[a-z0-9]+")
 
 
 def is_heading(sentence: str) -> bool:
@@ -44,12 +55,13 @@ def is_heading(sentence: str) -> bool:
 @dataclass(frozen=True)
 class Selected:
     """A chosen sentence: its passage (0-based rank), position among the sentences given for
-    that passage, and relevance."""
+    that passage, relevance, and cosine similarity to the question."""
 
     passage: int
     position: int
     text: str
     relevance: float
+    similarity: float
 
 
 def select_sentences(
@@ -87,7 +99,8 @@ def select_sentences(
     )
     by_passage = doc_ranks if doc_ranks is not None else list(range(len(candidates)))
     ranks = np.array([by_passage[rank] for rank, _ in owners], dtype=np.float32)
-    relevance = matrix @ query.astype(np.float32) + LEXICAL_WEIGHT * overlap - RANK_PENALTY * ranks
+    cosine = matrix @ query.astype(np.float32)
+    relevance = cosine + LEXICAL_WEIGHT * overlap - RANK_PENALTY * ranks
     order = np.argsort(-relevance, kind="stable")
     floor = max(MIN_RELEVANCE, float(relevance[order[0]]) - MAX_GAP)
     chosen: list[int] = []
@@ -97,7 +110,25 @@ def select_sentences(
         if chosen and float((matrix[chosen] @ matrix[i]).max()) >= REDUNDANCY:
             continue
         chosen.append(int(i))
-    return [Selected(*owners[i], texts[i], round(float(relevance[i]), 4)) for i in chosen]
+    return [
+        Selected(*owners[i], texts[i], round(float(relevance[i]), 4), round(float(cosine[i]), 4))
+        for i in chosen
+    ]
+
+
+def unknown_words(corpus: Corpus, question: str, passages: list[Passage]) -> list[str]:
+    """The question's words (not function words, stems of at least `NAME_CHARS` letters) that
+    neither `passages` nor any other document of `corpus` contains."""
+    seen = set(tokenize(" ".join(f"{p['title']} {p['text']}" for p in passages)))
+    words: dict[str, str] = {}
+    for word in _WORD.findall(question.lower()):
+        stem = next(iter(tokenize(word)), "")
+        # Function words ("what", "should") are asked with, not about.
+        if word in STOP_WORDS or not stem.isalpha() or len(stem) < NAME_CHARS:
+            continue
+        if stem not in seen:
+            words[stem] = word
+    return [word for word in words.values() if not corpus.lexical_search(word, 1)]
 
 
 @dataclass(frozen=True)
@@ -120,12 +151,16 @@ def _select(
     stored = corpus.scoring_vectors([p["id"] for p in passages], query, COLD_SENTENCES)
     empty: tuple[list[str], np.ndarray] = ([], np.zeros((0, query.size), dtype=np.float32))
     docs = list(dict.fromkeys(p["doc_id"] for p in passages))
-    return select_sentences(
+    picked = select_sentences(
         question,
         query,
         [stored.get(p["id"], empty) for p in passages],
         [docs.index(p["doc_id"]) for p in passages],
     )
+    if picked and max(s.similarity for s in picked) < GROUNDED_COSINE:
+        if unknown_words(corpus, question, passages):
+            return []
+    return picked
 
 
 # Called with each sentence (redacted, with its citation number) and its citation, in order.
