@@ -16,8 +16,10 @@ from nodes.citations import check_citations
 from nodes.extractive import (
     MAX_SENTENCES,
     MIN_RELEVANCE,
+    Selected,
     extractive_answer,
     select_sentences,
+    shares_identifier,
     unknown_words,
 )
 
@@ -224,3 +226,13 @@ async def test_bread_questions_are_answered_and_table_rows_read_as_sentences(bak
     assert oven is not None
     assert oven.sentences[0][0] == "Item: Baguette; Temperature: 250 °C; Time: 25 min."
     assert not any("|" in s for s, _ in oven.sentences)
+
+
+def test_a_sentence_sharing_an_identifier_with_the_question_is_on_topic():
+    def chosen(text: str) -> list[Selected]:
+        return [Selected(0, 0, text, 0.6, 0.4)]
+
+    question = "Deltex has no known interactions with eIF3f."
+    assert shares_identifier(question, chosen("The screen identified eIF3f as a partner."))
+    assert not shares_identifier(question, chosen("Known interactions were screened."))
+    assert not shares_identifier("Cookies bake in 12 minutes.", chosen("Bread bakes 12 minutes."))
