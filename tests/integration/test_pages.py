@@ -118,6 +118,8 @@ def test_chat_page_streams_answer_citations_and_resumes_threads(server, browser,
     page.click("#send")
     turn = page.locator(".turn.assistant").last
     turn.locator(".citations li").first.wait_for(timeout=60_000)
+    # Citations come with their sentences: the run is over once the page takes questions again.
+    expect(page.locator("#send")).to_be_enabled(timeout=30_000)
     answer = turn.locator(".answer").inner_text()
     assert "fifteen seconds" in answer
     sources = turn.locator(".citations .source").all_inner_texts()
@@ -187,8 +189,9 @@ def test_chat_page_sends_the_api_key_and_marks_degraded_answers(
     expect(page.locator("#error")).to_have_text("", timeout=30_000)
     page.fill("#question", QUESTION)
     page.click("#send")
-    page.locator(".turn.assistant .citations li").first.wait_for(timeout=60_000)
+    page.locator(".turn.assistant .mark.degraded").first.wait_for(timeout=60_000)
     assert "fifteen seconds" in page.locator(".turn.assistant .answer").inner_text()
+    assert page.locator(".turn.assistant .citations li").count() >= 1
     degraded = page.locator(".turn.assistant .mark.degraded").all_inner_texts()
     assert degraded and all(m.startswith("degraded: ") for m in degraded), degraded
     page.close()
