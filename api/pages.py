@@ -4,6 +4,7 @@ Every asset is served by keel itself (the chat page from `api/static/`, the docs
 CSS from the `fastapi-offline` wheel), so the pages work with no network.
 """
 
+from functools import cache
 from pathlib import Path
 
 import fastapi_offline
@@ -13,15 +14,21 @@ from fastapi.openapi.docs import (
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 STATIC_DIR = Path(__file__).parent / "static"
 DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
 DOCS_ASSETS_URL = "/docs-assets"
 OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
-# The browser may fetch nothing from elsewhere (ReDoc's bundle links a CDN logo, for one).
+# The browser may fetch nothing from elsewhere.
 CHAT_CSP = "default-src 'self'"
+FAVICON = STATIC_DIR / "favicon.svg"
+REDOC_JS = "redoc.standalone.js"
+# ReDoc's bundle draws its sidebar logo from a CDN: served with an empty image in its place, the
+# page asks nothing of the network and the CSP has nothing to block.
+REDOC_CDN_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+EMPTY_IMAGE = b"data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg'/%3E"
 DOCS_CSP = (
     "default-src 'self'; script-src 'self' 'unsafe-inline' blob:; "
     "style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:"
@@ -33,9 +40,28 @@ def _own_assets_only(page: HTMLResponse) -> HTMLResponse:
     return page
 
 
+@cache
+def _redoc_bundle() -> bytes:
+    bundle = (DOCS_ASSETS_DIR / REDOC_JS).read_bytes()
+    if REDOC_CDN_LOGO not in bundle:  # a new fastapi-offline: this page must be looked at again
+        raise RuntimeError(f"{REDOC_JS} no longer links {REDOC_CDN_LOGO.decode()}")
+    return bundle.replace(REDOC_CDN_LOGO, EMPTY_IMAGE)
+
+
 def install_pages(app: FastAPI) -> None:
-    """Adds `/`, `/static/*`, `/docs`, `/redoc` and their assets; the app must be created with
-    `docs_url=None, redoc_url=None` (FastAPI's own pages load their assets from a CDN)."""
+    """Adds `/`, `/favicon.ico`, `/static/*`, `/docs`, `/redoc` and their assets; the app must be
+    created with `docs_url=None, redoc_url=None` (FastAPI's own pages load their assets from a
+    CDN)."""
+
+    # Before the assets' mount, which would otherwise serve the bundle as shipped.
+    @app.get(f"{DOCS_ASSETS_URL}/{REDOC_JS}", include_in_schema=False)
+    async def redoc_bundle() -> Response:
+        return Response(_redoc_bundle(), media_type="text/javascript; charset=utf-8")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(FAVICON, media_type="image/svg+xml")
+
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS_DIR), name="docs-assets")
     openapi_url = app.openapi_url or "/openapi.json"
@@ -55,7 +81,7 @@ def install_pages(app: FastAPI) -> None:
                 oauth2_redirect_url=OAUTH2_REDIRECT_URL,
                 swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
                 swagger_css_url=f"{DOCS_ASSETS_URL}/swagger-ui.css",
-                swagger_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
+                swagger_favicon_url="/favicon.ico",
             )
         )
 
@@ -70,7 +96,7 @@ def install_pages(app: FastAPI) -> None:
                 openapi_url=openapi_url,
                 title=f"{app.title} - ReDoc",
                 redoc_js_url=f"{DOCS_ASSETS_URL}/redoc.standalone.js",
-                redoc_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
+                redoc_favicon_url="/favicon.ico",
                 with_google_fonts=False,
             )
         )

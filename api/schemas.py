@@ -103,6 +103,9 @@ class Thread(BaseModel):
     created_at: str
     updated_at: str | None = None
     message_count: int = 0
+    title: str | None = Field(
+        default=None, description="the thread's first question (redacted), once it has one"
+    )
     metadata: dict[str, Any]
 
 
@@ -137,6 +140,9 @@ class Message(BaseModel):
     id: str | None
     role: str
     content: str
+    citations: list[dict[str, Any]] = Field(
+        default_factory=list, description="an assistant message's citations: what its [n] cite"
+    )
 
 
 class ThreadState(Thread):
@@ -145,6 +151,7 @@ class ThreadState(Thread):
     messages: list[Message]
     answer: str | None
     citations: list[dict[str, Any]]
+    found: bool = Field(default=True, description="false when the last answer found nothing")
     degraded: list[str]
 
 
@@ -167,6 +174,11 @@ class RunResult(BaseModel):
     answer: str
     citations: list[dict[str, Any]]
     cached: bool
+    found: bool = Field(
+        default=True,
+        description="false when the documents hold nothing relevant and the answer says so "
+        "(not a failure: `degraded` lists failures only)",
+    )
     degraded: list[str]
     usage: dict[str, int]
     model: str | None = None

@@ -102,14 +102,23 @@ async def delete_thread(p: Persistence, tenant: str, thread_id: str) -> None:
     await p.store.adelete(thread_namespace(tenant), thread_id)
 
 
-async def touch_thread(p: Persistence, tenant: str, thread_id: str, message_count: int) -> None:
-    """Records a thread's last activity and message count (for listing)."""
+# Characters of a thread's first question kept as its title.
+TITLE_CHARS = 120
+
+
+async def touch_thread(
+    p: Persistence, tenant: str, thread_id: str, message_count: int, question: str | None = None
+) -> None:
+    """Records a thread's last activity and message count, and its first (redacted) `question`
+    as its title, for listing."""
     item = await p.store.aget(thread_namespace(tenant), thread_id)
     if item is not None:
         record = dict(item.value) | {
             "updated_at": datetime.now(UTC).isoformat(),
             "message_count": message_count,
         }
+        if question and not record.get("title"):
+            record["title"] = " ".join(question.split())[:TITLE_CHARS]
         await p.store.aput(thread_namespace(tenant), thread_id, record)
 
 

@@ -222,18 +222,39 @@ def run(args: argparse.Namespace) -> int:
 def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     """Registers `keel bench`."""
     bench = subparsers.add_parser(
-        "bench", help="latency and ingestion benchmark against real servers"
+        "bench",
+        help="latency and ingestion benchmark against real servers",
+        description="By default: ingests --corpus once, then times --turns chat turns (no LLM: "
+        "the extractive answerer) against a real `keel serve` with SQLite checkpoints, and with "
+        "Postgres ones when --postgres-url is given; prints a JSON report. --durability and "
+        "--cache run the other benchmarks instead.",
     )
-    bench.add_argument("--corpus", type=Path, default=SCIFACT / "corpus.jsonl")
-    bench.add_argument("--queries", type=Path, default=SCIFACT / "queries.jsonl")
+    bench.add_argument(
+        "--corpus",
+        type=Path,
+        default=SCIFACT / "corpus.jsonl",
+        help="documents to ingest (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--queries",
+        type=Path,
+        default=SCIFACT / "queries.jsonl",
+        help="JSONL rows with a `text` field, asked in order (default: %(default)s)",
+    )
     bench.add_argument(
         "--data-dir",
         type=Path,
         default=Path("bench-out/data"),
-        help="ingested once, reused while the corpus is unchanged",
+        help="ingested once, reused while the corpus is unchanged (default: %(default)s)",
     )
-    bench.add_argument("--turns", type=int, default=100)
-    bench.add_argument("--postgres-url", default=os.environ.get("KEEL_DATABASE_URL"))
+    bench.add_argument(
+        "--turns", type=int, default=100, help="chat turns timed per server (default: %(default)s)"
+    )
+    bench.add_argument(
+        "--postgres-url",
+        default=os.environ.get("KEEL_DATABASE_URL"),
+        help="also time Postgres checkpoints on this database (default: KEEL_DATABASE_URL)",
+    )
     bench.add_argument(
         "--durability",
         action="store_true",
@@ -252,8 +273,17 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
         default=[Path(f"evals/data/cache_pairs_{name}.jsonl") for name in ("heldout", "tune")],
         help="question pairs whose hits are timed (latency: tuning pairs are fair game)",
     )
-    bench.add_argument("--cache-questions", type=int, default=100_000)
-    bench.add_argument("--redis-url", default=os.environ.get("KEEL_REDIS_URL"))
+    bench.add_argument(
+        "--cache-questions",
+        type=int,
+        default=100_000,
+        help="cached questions the --cache lookup is timed against (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--redis-url",
+        default=os.environ.get("KEEL_REDIS_URL"),
+        help="also time the --cache lookup on this Redis (default: KEEL_REDIS_URL)",
+    )
     bench.set_defaults(func=_dispatch)
 
 

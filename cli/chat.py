@@ -43,8 +43,9 @@ def run_chat(args: argparse.Namespace) -> int:
         with httpx.Client(
             base_url=url, headers=headers, timeout=httpx.Timeout(10, read=300)
         ) as client:
-            thread_id = _open_thread(client, args.thread)
-            print(f"thread {thread_id} (resume with --thread {thread_id}); /quit or Ctrl-D to quit")
+            thread_id = _check_thread(client, args.thread) if args.thread else None
+            opening = _thread_line(thread_id) if thread_id else "new thread"
+            print(f"{opening}; /quit or Ctrl-D to quit")
             while True:
                 try:
                     message = input("you> ").strip()
@@ -54,6 +55,9 @@ def run_chat(args: argparse.Namespace) -> int:
                 if message in QUIT:
                     return 0
                 if message:
+                    if thread_id is None:  # created with the first question: quitting leaves none
+                        thread_id = _create_thread(client)
+                        print(_thread_line(thread_id))
                     _ask(client, thread_id, message)
     except httpx.TransportError as exc:
         print(
@@ -80,21 +84,45 @@ def _error_text(response: httpx.Response) -> str:
         return f"{response.status_code}: {response.text[:200]}"
 
 
-def _open_thread(client: httpx.Client, thread_id: str | None) -> str:
-    """The given thread once the server knows it, else a new thread."""
-    if thread_id:
-        response = client.get(f"/v1/threads/{thread_id}")
-        if response.status_code == 404:
-            raise ChatError(f"thread {thread_id} not found on {client.base_url}")
-    else:
-        response = client.post("/v1/threads")
+def _thread_line(thread_id: str) -> str:
+    return f"thread {thread_id} (resume with --thread {thread_id})"
+
+
+def _check_thread(client: httpx.Client, thread_id: str) -> str:
+    """`thread_id` once the server knows it."""
+    response = client.get(f"/v1/threads/{thread_id}")
+    if response.status_code == 404:
+        raise ChatError(f"thread {thread_id} not found on {client.base_url}")
+    if response.status_code >= 400:
+        raise ChatError(_error_text(response))
+    return thread_id
+
+
+def _create_thread(client: httpx.Client) -> str:
+    """A new thread's id."""
+    response = client.post("/v1/threads")
     if response.status_code >= 400:
         raise ChatError(_error_text(response))
     return str(response.json()["thread_id"])
 
 
+def clip(text: str, limit: int) -> str:
+    """`text` on one line, cut at the last word boundary within `limit` characters with an
+    ellipsis when longer."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat.rfind(" ", 0, limit)
+    return flat[: cut if cut > 0 else limit].rstrip(",;:") + "…"
+
+
+# Characters of a citation's snippet shown under the answer.
+SNIPPET_CHARS = 120
+
+
 class _Printer:
-    """Writes one run's events: node progress, streamed or whole answer, citations, marks."""
+    """Writes one run's events: the node timings as they come, then the streamed or whole
+    answer, its marks (the answering node's own time, cached, degraded) and its citations."""
 
     def __init__(self) -> None:
         self.answering = False
@@ -123,10 +151,6 @@ class _Printer:
         if not self.streamed:
             print(data.get("answer", ""), end="")
         print()
-        for citation in data.get("citations", []):
-            section = f" § {citation['section']}" if citation.get("section") else ""
-            snippet = " ".join(str(citation.get("snippet", "")).split())
-            print(f"  [{citation.get('n', '?')}] {citation['source']}{section}: {snippet[:120]}")
         marks = [f"· {n}" for n in self.late_nodes]
         if data.get("cached"):
             marks.append("(cached)")
@@ -134,6 +158,10 @@ class _Printer:
             marks.append(f"(degraded: {'; '.join(data['degraded'])})")
         if marks:
             print("  " + " ".join(marks))
+        for citation in data.get("citations", []):
+            section = f" § {citation['section']}" if citation.get("section") else ""
+            snippet = clip(str(citation.get("snippet", "")), SNIPPET_CHARS)
+            print(f"  [{citation.get('n', '?')}] {citation['source']}{section}: {snippet}")
 
 
 def _ask(client: httpx.Client, thread_id: str, message: str) -> None:

@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+from importlib.metadata import version
 
 from cli.bench import add_bench_parser
 from cli.chat import add_chat_parser
@@ -39,15 +40,32 @@ def _serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `keel`."""
     parser = argparse.ArgumentParser(prog="keel", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"keel {version('keel')}")
     parser.add_argument(
         "--verbose", action="store_true", help="also show INFO logs of third-party libraries"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the HTTP server (uvicorn)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int, help="worker processes (KEEL_WORKERS)")
+    defaults = Settings.model_fields
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP server (uvicorn)",
+        description="Serves the /v1 API, the LangGraph Agent Server API, MCP, A2A and the chat "
+        "page at /. Every option defaults to its KEEL_ environment variable.",
+    )
+    serve.add_argument(
+        "--host",
+        help=f"interface to bind (KEEL_HOST, default {defaults['host'].default}; a non-loopback "
+        "host needs authentication or --allow-unauthenticated)",
+    )
+    serve.add_argument(
+        "--port", type=int, help=f"TCP port (KEEL_PORT, default {defaults['port'].default})"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help=f"worker processes (KEEL_WORKERS, default {defaults['workers'].default})",
+    )
     serve.add_argument(
         "--allow-unauthenticated",
         action="store_true",

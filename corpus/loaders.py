@@ -16,6 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path, PurePosixPath
 
 import charset_normalizer
@@ -184,13 +185,30 @@ class _Sections:
             self.paragraphs = []
 
 
+# A table's delimiter row under its header row: `| --- | :-: |` (pipes at the ends optional).
+_TABLE_DELIMITER = re.compile(r"\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?")
+
+
+def table_row(header: Sequence[str], cells: Sequence[str]) -> str:
+    """A table row as a sentence of its own, each cell named by its column: "Item: Baguette;
+    Temperature: 250 °C." (the row read as a whole line of pipes answers nothing)."""
+    named = [f"{h}: {c}" if h else c for h, c in zip_longest(header, cells, fillvalue="") if c]
+    return "; ".join(named) + "." if named else ""
+
+
+def _markdown_cells(row: str) -> list[str]:
+    return [_inline_markdown(cell.strip()) for cell in row.strip().strip("|").split("|")]
+
+
 def parse_markdown(text: str) -> tuple[str, list[Section]]:
     """The first level-1 heading as title, and the sections under each heading path. ATX and
     setext headings count, except inside fenced code (kept as its own paragraph); list items
-    are paragraphs; links and emphasis keep their text only; YAML front matter is skipped."""
+    are paragraphs; each table row is a paragraph (`table_row`); links and emphasis keep their
+    text only; YAML front matter is skipped."""
     sections = _Sections()
     title = ""
     lines: list[str] = []
+    header: list[str] | None = None  # inside a table: its column names
     body = text.splitlines()
     if body and body[0].strip() == "---" and "---" in (rest := [b.strip() for b in body[1:]]):
         body = body[rest.index("---") + 2 :]
@@ -209,6 +227,10 @@ def parse_markdown(text: str) -> tuple[str, list[Section]]:
     for line in body:
         stripped = line.strip()
         marker = re.match(r"(```|~~~)", stripped)
+        if header is not None and not fence and "|" in stripped:
+            sections.paragraph(table_row(header, _markdown_cells(stripped)))
+            continue
+        header = None
         if fence:
             if marker and stripped.startswith(fence):
                 end_paragraph(code=True)
@@ -221,6 +243,11 @@ def parse_markdown(text: str) -> tuple[str, list[Section]]:
         elif atx := re.match(r"(#{1,6})\s+(.*?)(\s+#+)?\s*$", stripped):
             end_paragraph()
             heading(len(atx.group(1)), atx.group(2))
+        elif (
+            lines and "|" in lines[-1] and "|" in stripped and _TABLE_DELIMITER.fullmatch(stripped)
+        ):
+            header = _markdown_cells(lines.pop())
+            end_paragraph()
         elif re.fullmatch(r"=+|-+", stripped) and len(lines) == 1:
             name = lines.pop()
             heading(1 if stripped[0] == "=" else 2, name)
@@ -271,7 +298,11 @@ def parse_html(html: str) -> tuple[str, list[Section]]:
             buffer.append(node.text)
         for child in node:
             if isinstance(child.tag, str) and _kept(child):  # not comments, instructions
-                if child.tag in _HEADINGS:
+                if child.tag == "table":
+                    end_block()
+                    for row in _html_table_rows(child):
+                        sections.paragraph(row)
+                elif child.tag in _HEADINGS:
                     end_block()
                     sections.heading(_HEADINGS[child.tag], _normalize(_text(child)))
                 elif child.tag in _BLOCKS:
@@ -290,6 +321,23 @@ def parse_html(html: str) -> tuple[str, list[Section]]:
         first = page.find(".//h1")
         title = _normalize(_text(first)) if first is not None else ""
     return title, sections.out
+
+
+def _html_table_rows(table: lxml.html.HtmlElement) -> list[str]:
+    """Each row of a table as a sentence (`table_row`), its cells named by the header row's
+    when the first row is all `<th>`."""
+    rows = [
+        [c for c in tr if isinstance(c.tag, str) and c.tag in ("td", "th")]
+        for tr in table.iter("tr")
+    ]
+    rows = [r for r in rows if r]
+    if not rows:
+        return []
+    header: list[str] = []
+    if all(c.tag == "th" for c in rows[0]):
+        header = [_normalize(_text(c)) for c in rows.pop(0)]
+    texts = (table_row(header, [_normalize(_text(c)) for c in row]) for row in rows)
+    return [t for t in texts if t]
 
 
 def _kept(node: lxml.html.HtmlElement) -> bool:

@@ -5,6 +5,7 @@ import asyncio
 import hashlib
 import json
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -84,7 +85,7 @@ def prepare_corpus(deps: Deps, dataset: EvalDataset, show_progress: bool = False
         corpus.refresh()
         return info
     started = time.perf_counter()
-    bar = _progress_bar(show_progress, None, "ingest (chunks)")
+    bar = progress_bar(show_progress, None, "ingest (chunks)")
     last = [0]
 
     def tick(done: int) -> None:
@@ -102,8 +103,10 @@ def prepare_corpus(deps: Deps, dataset: EvalDataset, show_progress: bool = False
     return info
 
 
-def _progress_bar(show: bool, total: int | None, desc: str) -> Any:
-    if not show:
+def progress_bar(show: bool, total: int | None, desc: str) -> Any:
+    """A tqdm bar on stderr when `show` and stderr is a terminal (a bar's carriage returns
+    would only garble a log file), else None."""
+    if not show or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
@@ -308,7 +311,7 @@ async def evaluate_config(
                 sentence_cache[doc_id] = abstract_sentences(texts.get(doc_id, ""))
             return sentence_cache[doc_id]
 
-        bar = _progress_bar(show_progress, len(dataset.queries), config.name)
+        bar = progress_bar(show_progress, len(dataset.queries), config.name)
         for query in dataset.queries:
             row = await run_query(graph, query, config, use_cache)
             score_row(row, query, top_k, sentences_of if texts else None)

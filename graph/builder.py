@@ -4,7 +4,7 @@ START -> guard -(blocked)-> END
            `-> cache_lookup -(hit)-> END
                  `-> retrieve -(no passages / store down)-> fallback -> END
                        `-> rerank (skipped, degraded, on timeout or error)
-                             `-> generate -(error / timeout / nothing relevant)-> fallback -> END
+                             `-> generate -(error / timeout)-> fallback -> END
 """
 
 from typing import Any, Final, Literal
@@ -55,11 +55,6 @@ async def route_after_retrieve(state: State) -> Literal["rerank", "fallback"]:
     return RERANK if state.get("passages") else FALLBACK
 
 
-async def route_after_generate(state: State) -> Literal["fallback", "__end__"]:
-    """No answer (nothing relevant) goes to the fallback."""
-    return FINISH if state.get("answer") else FALLBACK
-
-
 ServiceLevel = Literal["full", "no_rerank", "cached", "documents_only"]
 
 
@@ -71,7 +66,8 @@ def service_level(state: State) -> ServiceLevel:
     mode = (state.get("fallback") or {}).get("mode")
     if mode == "cached":
         return "cached"
-    if mode in ("extractive", "not_found"):
+    # "Not found" with nothing failed (nothing retrieved) is what the full graph answers.
+    if mode == "extractive" or (mode == "not_found" and state.get("degraded")):
         return "documents_only"
     if any(reason.startswith("rerank_skipped") for reason in state.get("degraded", [])):
         return "no_rerank"
@@ -168,6 +164,6 @@ def build_graph(
     builder.add_conditional_edges(CACHE, route_after_cache)
     builder.add_conditional_edges(RETRIEVE, route_after_retrieve)
     builder.add_edge(RERANK, GENERATE)
-    builder.add_conditional_edges(GENERATE, route_after_generate)
+    builder.add_edge(GENERATE, END)
     builder.add_edge(FALLBACK, END)
     return builder.compile(checkpointer=checkpointer, name="keel")

@@ -100,8 +100,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
-    log_format: Literal["json", "text"] = Field(
-        default="json", description="`keel serve`'s logs: JSON lines (with trace ids) or text"
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="`keel serve`'s logs: JSON lines (with trace ids), text, or auto (text on a "
+        "terminal, JSON otherwise)",
     )
     max_body_bytes: int = 64 * 1024 * 1024
     max_header_bytes: int = Field(

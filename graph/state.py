@@ -72,6 +72,8 @@ class OutputState(TypedDict):
     answer: str
     citations: list[Citation]
     cached: bool
+    # False when the documents held nothing relevant and the answer says so: not a failure.
+    found: bool
     degraded: list[str]
     usage: Usage
 
@@ -86,6 +88,7 @@ class State(InputState):
     answer: NotRequired[str]
     citations: NotRequired[list[Citation]]
     cached: NotRequired[bool]
+    found: NotRequired[bool]
     degraded: NotRequired[list[str]]
     usage: NotRequired[Usage]
     model: NotRequired[str | None]

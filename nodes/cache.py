@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 
 from graph.context import Context, run_context
@@ -19,6 +18,7 @@ from graph.deps import Deps
 from graph.errors import StoreUnavailable
 from graph.state import CacheVerdict, Passage, State
 from integrations.hit_guard import refusal
+from nodes.citations import answer_message
 
 
 def normalize_question(text: str) -> str:
@@ -150,7 +150,7 @@ def make_cache_lookup(deps: Deps):
             "answer": hit["answer"],
             "citations": hit["citations"],
             "cached": True,
-            "messages": [AIMessage(hit["answer"])],
+            "messages": [answer_message(hit["answer"], hit["citations"])],
         }
 
     return cache_lookup

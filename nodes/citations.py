@@ -4,6 +4,8 @@ numbers that were not given are dropped, the rest renumbered [1], [2]... in orde
 import re
 from dataclasses import dataclass
 
+from langchain_core.messages import AIMessage
+
 from graph.state import Citation, Passage
 
 _CITATION = re.compile(r"\[(\d+)\]")
@@ -49,3 +51,9 @@ def check_citations(answer: str, passages: list[Passage]) -> CheckedCitations:
     if dropped:  # "skipped [9]." leaves "skipped ." behind
         text = _SPACE_BEFORE_PUNCT.sub(r"\1", text).strip()
     return CheckedCitations(text, citations, dropped)
+
+
+def answer_message(answer: str, citations: list[Citation]) -> AIMessage:
+    """The thread's message for an answer, its citations kept beside it (`response_metadata`,
+    never sent back to a model), so a resumed thread can show every answer's sources."""
+    return AIMessage(answer, response_metadata={"citations": citations})

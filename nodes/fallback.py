@@ -11,17 +11,18 @@ from langgraph.runtime import Runtime
 from graph.context import Context, run_context
 from graph.deps import Deps
 from graph.errors import ProviderError, StoreUnavailable
-from graph.prompts import NOT_FOUND
 from graph.state import State
 from integrations.llm import model_name
 from nodes.cache import near_answer
-from nodes.citations import check_citations
+from nodes.citations import answer_message, check_citations
 from nodes.extractive import extractive_answer
 from nodes.generate import (
     blocked_by_passages,
     build_prompt,
     earlier_turns,
+    not_found,
     prompt_budget,
+    sentence_writer,
     stream_chat,
 )
 from nodes.output_guard import StreamRedactor, merge_counts, redact_citations, screen_passages
@@ -74,7 +75,7 @@ def make_fallback(deps: Deps):
                     "degraded": [*degraded, *checked.degraded],
                     "fallback": {"reason": reason, "mode": "continued" if partial else "provider"},
                     "output_redactions": merge_counts(guard.counts, snippet_counts),
-                    "messages": [AIMessage(checked.answer)],
+                    "messages": [answer_message(checked.answer, citations)],
                 }
         if reason.startswith("generate") and not partial:
             # The LLM is unavailable and the client has seen no text: the "cached" rung.
@@ -94,34 +95,29 @@ def make_fallback(deps: Deps):
                         "mode": "cached",
                         "similarity": verdict["similarity"],
                     },
-                    "messages": [AIMessage(hit["answer"])],
+                    "messages": [answer_message(hit["answer"], hit["citations"])],
                 }
-        # generate's extractive answerer already found nothing relevant in these passages.
-        extract = (
-            None
-            if reason == "no_relevant_passage"
-            else await extractive_answer(deps, context, question, passages)
+        extract = await extractive_answer(
+            deps, context, question, passages, sentence_writer(runtime, "fallback")
         )
-        redactions: dict[str, int] = {}
-        if extract is not None:
-            for sentence, n in extract.sentences:
-                runtime.stream_writer({"token": f"{sentence} [{n}] ", "node": "fallback"})
-            answer, citations, mode = extract.text, extract.citations, "extractive"
-            redactions = extract.redactions
+        if extract is None:
+            update = not_found(runtime, "fallback")
+            mode = "not_found"
         else:
-            runtime.stream_writer({"token": NOT_FOUND, "node": "fallback"})
-            answer, citations, mode = NOT_FOUND, [], "not_found"
-        if not degraded:
-            degraded.append(reason)
+            update = {
+                "answer": extract.text,
+                "citations": extract.citations,
+                "output_redactions": extract.redactions,
+                "messages": [answer_message(extract.text, extract.citations)],
+            }
+            mode = "extractive"
         return {
             **screened,
-            "answer": answer,
-            "citations": citations,
+            **update,
             "model": "extractive",
+            # Nothing retrieved is no failure: `degraded` names failures only.
             "degraded": degraded,
             "fallback": {"reason": reason, "mode": mode},
-            "output_redactions": redactions,
-            "messages": [AIMessage(answer)],
         }
 
     return fallback

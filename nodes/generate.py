@@ -1,23 +1,30 @@
 """generate: an OpenAI-compatible chat model that streams tokens and cites passages as [n];
-with no model configured, the extractive answerer."""
+with no model configured, the extractive answerer (sentence by sentence), or an honest "not
+found" when no sentence is relevant."""
 
 import re
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AnyMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from graph.context import Context, run_context
 from graph.deps import Deps
 from graph.errors import ProviderError
-from graph.prompts import FOLLOWED_REFUSAL, PASSAGE_REFUSAL, PASSAGES_TEMPLATE, SYSTEM_PROMPT
-from graph.state import Passage, State
+from graph.prompts import (
+    FOLLOWED_REFUSAL,
+    NOT_FOUND,
+    PASSAGE_REFUSAL,
+    PASSAGES_TEMPLATE,
+    SYSTEM_PROMPT,
+)
+from graph.state import Citation, Passage, State
 from integrations import metrics
 from integrations.llm import model_name
 from nodes.cache import store_answer
-from nodes.citations import check_citations
-from nodes.extractive import extractive_answer
+from nodes.citations import answer_message, check_citations
+from nodes.extractive import OnSentence, extractive_answer
 from nodes.output_guard import (
     PassageScreen,
     StreamRedactor,
@@ -138,7 +145,28 @@ def blocked_by_passages(screen: PassageScreen, state: State, runtime: Runtime[Co
         "model": None,
         "degraded": [*state.get("degraded", []), "injection_in_passages"],
         "injected_passages": screen.injected,
-        "messages": [AIMessage(PASSAGE_REFUSAL)],
+        "messages": [answer_message(PASSAGE_REFUSAL, [])],
+    }
+
+
+def sentence_writer(runtime: Runtime[Context], node: str) -> OnSentence:
+    """Streams each extractive sentence as one `token` event carrying the citation it adds."""
+
+    def write(text: str, citation: Citation) -> None:
+        runtime.stream_writer({"token": f"{text} ", "node": node, "citation": citation})
+
+    return write
+
+
+def not_found(runtime: Runtime[Context], node: str) -> dict[str, Any]:
+    """The honest answer when the documents hold nothing relevant: not a failure (`found` is
+    False, nothing is added to `degraded`)."""
+    runtime.stream_writer({"token": NOT_FOUND, "node": node})
+    return {
+        "answer": NOT_FOUND,
+        "citations": [],
+        "found": False,
+        "messages": [answer_message(NOT_FOUND, [])],
     }
 
 
@@ -154,7 +182,7 @@ def followed_instruction(state: State, screen: PassageScreen, runtime: Runtime[C
         "citations": [],
         "model": None,
         "degraded": [*state.get("degraded", []), "injection_followed"],
-        "messages": [AIMessage(FOLLOWED_REFUSAL)],
+        "messages": [answer_message(FOLLOWED_REFUSAL, [])],
     }
 
 
@@ -189,14 +217,11 @@ def make_generate(deps: Deps):
             redactions = merge_counts(guard.counts, snippet_counts)
             name = model_name(model)
         else:
-            extract = await extractive_answer(deps, context, question, passages)
-            if extract is None:
-                return {
-                    **screened,
-                    "degraded": [*state.get("degraded", []), "no_relevant_passage"],
-                }
-            for sentence, n in extract.sentences:
-                runtime.stream_writer({"token": f"{sentence} [{n}] ", "node": "generate"})
+            extract = await extractive_answer(
+                deps, context, question, passages, sentence_writer(runtime, "generate")
+            )
+            if extract is None:  # nothing is cached: a later document may answer it
+                return {**screened, **not_found(runtime, "generate"), "model": "extractive"}
             answer, citations, name = extract.text, extract.citations, "extractive"
             redactions = extract.redactions
             usage = {"input_tokens": 0, "output_tokens": 0}
@@ -209,7 +234,7 @@ def make_generate(deps: Deps):
             "usage": usage,
             "model": name,
             "output_redactions": redactions,
-            "messages": [AIMessage(answer)],
+            "messages": [answer_message(answer, citations)],
             "degraded": [*state.get("degraded", []), *flags],
         }
 

@@ -70,6 +70,7 @@ def make_guard(deps: Deps):
             "answer": "",
             "citations": [],
             "cached": False,
+            "found": True,
             "degraded": [],
             "usage": {"input_tokens": 0, "output_tokens": 0},
             "model": None,

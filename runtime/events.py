@@ -82,7 +82,9 @@ async def graph_events(
             continue
         data: dict[str, Any] = part["data"]  # type: ignore[assignment]
         if part["type"] == "custom":
-            yield "token", {"text": data["token"], "node": data["node"]}
+            # An extractive sentence carries the citation it adds to the answer.
+            cited = {"citation": data["citation"]} if "citation" in data else {}
+            yield "token", {"text": data["token"], "node": data["node"], **cited}
             for event in modes.token(data["node"], data["token"]):
                 yield event
             continue

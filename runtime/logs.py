@@ -19,7 +19,13 @@ from opentelemetry import trace
 
 _TAGS: ContextVar[dict[str, str] | None] = ContextVar("keel_log_tags", default=None)
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# `color_message` is uvicorn's copy of the message with ANSI colours, for its own formatter.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 @contextmanager
@@ -55,10 +61,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(format: str, verbose: bool) -> None:
-    """keel's own INFO logs on stderr, as JSON lines or text; other libraries' (presidio loads
-    19 recognizers at INFO) only when verbose."""
+    """keel's own INFO logs on stderr, as JSON lines or text (`auto`: text on a terminal, JSON
+    otherwise); other libraries' (presidio loads 19 recognizers at INFO) only when verbose."""
     handler = logging.StreamHandler(sys.stderr)
-    if format == "json":
+    if format == "json" or (format == "auto" and not sys.stderr.isatty()):
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))

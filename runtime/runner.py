@@ -374,6 +374,7 @@ class RunManager:
                 "answer": final.get("answer", ""),
                 "citations": await self._with_sections(run.tenant, final.get("citations", [])),
                 "cached": final.get("cached", False),
+                "found": final.get("found", True),
                 # which kind of hit (exact / semantic) and its similarity; None on a miss
                 "cache": final.get("cache") if final.get("cached") else None,
                 "degraded": final.get("degraded", []),
@@ -388,7 +389,7 @@ class RunManager:
             metrics.ANSWERS.labels(result["service_level"]).inc()
             # Counted here, not where a client reads the result: background runs spend too.
             await self.keel.limiter.count_usage(run.tenant, run.run_id, result["usage"])
-            await self._after_run(run, len(final.get("messages", [])))
+            await self._after_run(run, len(final.get("messages", [])), request["message"])
         except asyncio.CancelledError:
             kind = self._cancel_kind.pop(run.run_id, None)
             if kind is None or self._stopping:  # shutdown: hand the run to another replica
@@ -462,9 +463,11 @@ class RunManager:
             for c in citations
         ]
 
-    async def _after_run(self, run: Run, message_count: int) -> None:
+    async def _after_run(self, run: Run, message_count: int, question: str | None) -> None:
         settings = self.keel.settings
-        await touch_thread(self.keel.persistence, run.tenant, run.thread_id, message_count)
+        await touch_thread(
+            self.keel.persistence, run.tenant, run.thread_id, message_count, question
+        )
         if settings.retention_checkpoints:
             await keep_latest(self.keel.persistence, run.thread_id, settings.retention_checkpoints)
 

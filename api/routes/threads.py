@@ -17,7 +17,8 @@ NOT_FOUND = error_responses(404)
 
 def _message(message: BaseMessage) -> Message:
     role = {"human": "user", "ai": "assistant"}.get(message.type, message.type)
-    return Message(id=message.id, role=role, content=message.text)
+    citations = message.response_metadata.get("citations", []) if role == "assistant" else []
+    return Message(id=message.id, role=role, content=message.text, citations=citations)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(400))
@@ -56,6 +57,7 @@ async def read(thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep) -> Thr
         messages=[_message(m) for m in values.get("messages", [])],
         answer=values.get("answer"),
         citations=values.get("citations", []),
+        found=values.get("found", True),
         degraded=values.get("degraded", []),
     )
 

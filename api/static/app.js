@@ -75,22 +75,24 @@ function addAssistantTurn() {
   return turn;
 }
 
+function citationItem(c) {
+  const item = el("li", "citation");
+  item.append(el("span", "n", `[${c.n}] `), el("span", "source", c.source));
+  if (c.section) item.append(el("span", "section", ` § ${c.section}`));
+  item.append(el("span", "snippet", c.snippet));
+  return item;
+}
+
 function renderCitations(turn, citations) {
-  const list = turn.querySelector(".citations");
-  list.replaceChildren();
-  for (const c of citations || []) {
-    const item = el("li", "citation");
-    item.append(el("span", "n", `[${c.n}] `), el("span", "source", c.source));
-    if (c.section) item.append(el("span", "section", ` § ${c.section}`));
-    item.append(el("span", "snippet", c.snippet));
-    list.append(item);
-  }
+  turn.querySelector(".citations").replaceChildren(...(citations || []).map(citationItem));
 }
 
 function renderMarks(turn, result) {
   const marks = turn.querySelector(".marks");
   marks.replaceChildren();
   if (result.cached) marks.append(el("span", "mark cached", "cached"));
+  // Finding nothing is an answer, not a failure: a neutral mark, never a degraded one.
+  if (result.found === false) marks.append(el("span", "mark not-found", "not in the documents"));
   for (const reason of result.degraded || []) {
     marks.append(el("span", "mark degraded", `degraded: ${reason}`));
   }
@@ -147,6 +149,8 @@ async function ask(question) {
       step.textContent = `${data.node} ${Math.round(data.duration_ms)} ms`;
     } else if (event === "token") {
       answer.textContent += data.text;
+      // An extractive sentence brings its citation along: shown as the sentence arrives.
+      if (data.citation) turn.querySelector(".citations").append(citationItem(data.citation));
     } else if (event === "run.finished") {
       renderFinal(turn, data);
     } else if (event === "run.error") {
@@ -167,7 +171,7 @@ async function loadThreads() {
     item.dataset.threadId = thread.thread_id;
     const active = new Date(thread.updated_at || thread.created_at);
     item.title = `${thread.thread_id}, last active ${active.toISOString()}`;
-    item.append(el("span", "id", thread.thread_id.slice(0, 8)));
+    item.append(el("span", thread.title ? "question" : "question empty", thread.title || "(no question yet)"));
     item.append(el("span", "count", `${thread.message_count} msgs · ${active.toLocaleString()}`));
     item.addEventListener("click", () => openThread(thread.thread_id).catch((e) => showError(e.message)));
     list.append(item);
@@ -187,10 +191,10 @@ async function openThread(threadId) {
     }
     const turn = addAssistantTurn();
     turn.querySelector(".answer").textContent = message.content;
-    // Citations and marks are kept for the last answer only.
+    renderCitations(turn, message.citations);
+    // The thread keeps the marks of its last answer only.
     if (index === messages.length - 1) {
-      renderCitations(turn, thread.citations);
-      renderMarks(turn, { cached: false, degraded: thread.degraded });
+      renderMarks(turn, { cached: false, found: thread.found, degraded: thread.degraded });
     }
   });
 }
@@ -199,8 +203,17 @@ async function upload(files) {
   const form = new FormData();
   for (const file of files) form.append("files", file);
   const status = $("#upload-status");
+  status.className = "status";
   status.textContent = "uploading…";
-  const result = await api("/v1/documents", { method: "POST", body: form });
+  let result;
+  try {
+    result = await api("/v1/documents", { method: "POST", body: form });
+  } catch (error) {
+    // Said next to the form; the picker is cleared by the caller either way.
+    status.className = "status error";
+    status.textContent = `upload failed: ${error.message}`;
+    return;
+  }
   status.textContent =
     `${result.documents} document(s), ${result.chunks_added} chunk(s) added` +
     (result.documents_replaced ? `, ${result.documents_replaced} replaced` : "") +

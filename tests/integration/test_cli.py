@@ -4,10 +4,12 @@
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cli.process import free_port
@@ -58,10 +60,26 @@ def test_chat_streams_then_prints_the_cached_answer(server):
     out = result.stdout
     assert out.count("[1] streaming.md") == 2 and out.count("(cached)") == 1
     assert "· guard " in out and "· retrieve " in out and " ms" in out
-    thread_id = out.split()[1]
+    assert out.startswith("new thread; /quit")
+    # (input() echoes no newline from a pipe: each printed line follows a "you> " prompt)
+    (thread_id,) = re.findall(r"^you> thread (\S+) \(resume with --thread \1\)$", out, re.M)
+    # Timings come before the answer, the answering node's own time and marks right under it.
+    before, answer, after = out.split("\n")[2:5]
+    assert "· guard " in before and answer.startswith("keel> ") and "· generate " in after, out
     # Resuming the thread: the same id, found before the first prompt.
     resumed = keel("chat", "--thread", thread_id, KEEL_PORT=str(server.port))
     assert resumed.returncode == 0 and resumed.stdout.startswith(f"thread {thread_id} ")
+
+    # Quitting at once (or at once reaching the end of input) leaves no empty thread behind.
+    def threads() -> list[str]:  # the database is the session's: other tests' threads are there
+        page = httpx.get(f"{server.url}/v1/threads", params={"limit": 100}).json()
+        return [t["thread_id"] for t in page["threads"]]
+
+    known = threads()
+    for stdin in ("/quit\n", ""):
+        result = keel("chat", "--url", server.url, stdin=stdin)
+        assert result.returncode == 0 and result.stdout.startswith("new thread; "), result
+    assert threads() == known
 
 
 def test_unknown_thread_fails_before_the_prompt(server):

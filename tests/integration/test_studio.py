@@ -116,8 +116,8 @@ def test_studio_run_answers_and_checkpoints_only_the_redacted_message(studio_url
 
         assert "__error__" not in output, output
         assert isinstance(output["answer"], str) and output["answer"].strip()
-        # Empty corpus, no LLM: the fallback answers "not found" and says why.
-        assert output["degraded"] == ["no_passages"]
+        # Empty corpus, no LLM: the fallback answers "not found", which is no failure.
+        assert output["found"] is False and output["degraded"] == []
         assert output["cached"] is False and output["citations"] == []
 
         runs = client.get(f"/threads/{thread_id}/runs").json()

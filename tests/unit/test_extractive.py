@@ -5,13 +5,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from corpus import open_corpora
+from corpus.loaders import load_paths
 from graph.context import Context
 from graph.deps import Deps
 from graph.settings import Settings
 from integrations.cache_stores import SqliteCacheStore
 from integrations.text import split_sentences
 from nodes.citations import check_citations
-from nodes.extractive import MAX_SENTENCES, MIN_RELEVANCE, extractive_answer, select_sentences
+from nodes.extractive import (
+    MAX_SENTENCES,
+    MIN_RELEVANCE,
+    Selected,
+    extractive_answer,
+    select_sentences,
+    shares_identifier,
+    unknown_words,
+)
 
 SSE_QUESTION = "How often do idle SSE connections get a keep-alive comment?"
 KEEPALIVE = "Idle connections receive a comment line every fifteen seconds"
@@ -154,3 +164,75 @@ def test_title_like_lines_are_never_chosen():
     lines = ["Ingesting documents", "Documents are split into chunks."]
     picked = select_sentences("q", QUERY, [(lines, np.stack([QUERY, unit(1, 0.2, 0, 0)]))])
     assert [(s.text, s.position) for s in picked] == [("Documents are split into chunks.", 1)]
+
+
+BREAD = """# Sourdough bread
+
+Mix the flour, water and starter, then let the dough rest for an hour before adding salt.
+Bake the loaf at 230 °C for twenty minutes with the lid on, then twenty more without it.
+Store the bread in a paper bag at room temperature for up to three days.
+
+## Oven temperatures
+
+| Item | Temperature | Time |
+| --- | --- | --- |
+| Baguette | 250 °C | 25 min |
+| Brioche | 180 °C | 30 min |
+"""
+
+
+@pytest.fixture
+async def bakery(data_dir: Path, tmp_path: Path):
+    """The sample corpus plus a page about bread, with a Markdown table."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "bread.md").write_text(BREAD)
+    corpora = open_corpora(Settings(data_dir=data_dir, sentence_vectors="eager"))
+    corpora.get().ingest(load_paths([tmp_path / "docs"], root=tmp_path / "docs"))
+    corpora.close()
+    built = Deps.from_settings(Settings(data_dir=data_dir), [])
+    built.cache = SqliteCacheStore(tmp_path / "cache.sqlite")
+    yield built
+    await built.aclose()
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How long do I bake cookies?",
+        "At what temperature should cookies be baked?",
+        "How should I store cookies?",
+    ],
+)
+async def test_a_question_about_something_no_document_names_is_not_answered_off_topic(
+    bakery, question: str
+):
+    # Bread sentences share "bake", "temperature" or "store" with these: not enough.
+    passages = await passages_for(bakery, question)
+    assert passages and passages[0]["source"] == "bread.md"
+    assert unknown_words(bakery.corpora.get(), question, passages) == ["cookies"]
+    assert await extractive_answer(bakery, Context(), question, passages) is None
+
+
+async def test_bread_questions_are_answered_and_table_rows_read_as_sentences(bakery):
+    question = "How should sourdough bread be stored?"
+    stored = await extractive_answer(
+        bakery, Context(), question, await passages_for(bakery, question)
+    )
+    assert stored is not None and "paper bag" in stored.sentences[0][0]
+    question = "At what temperature is a baguette baked?"
+    oven = await extractive_answer(
+        bakery, Context(), question, await passages_for(bakery, question)
+    )
+    assert oven is not None
+    assert oven.sentences[0][0] == "Item: Baguette; Temperature: 250 °C; Time: 25 min."
+    assert not any("|" in s for s, _ in oven.sentences)
+
+
+def test_a_sentence_sharing_an_identifier_with_the_question_is_on_topic():
+    def chosen(text: str) -> list[Selected]:
+        return [Selected(0, 0, text, 0.6, 0.4)]
+
+    question = "Deltex has no known interactions with eIF3f."
+    assert shares_identifier(question, chosen("The screen identified eIF3f as a partner."))
+    assert not shares_identifier(question, chosen("Known interactions were screened."))
+    assert not shares_identifier("Cookies bake in 12 minutes.", chosen("Bread bakes 12 minutes."))

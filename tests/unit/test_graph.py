@@ -5,6 +5,7 @@ import re
 
 from langchain_core.messages import HumanMessage
 
+from graph.builder import service_level
 from graph.prompts import NOT_FOUND, REFUSAL
 from tests.fakes import SlowChatModel, failing, recording
 
@@ -150,8 +151,12 @@ async def test_unanswerable_question_says_not_found(harness):
     out = await h.turn("zxqv blorptang wibble frobnicator")
     state = out["state"]
     assert state["answer"] == NOT_FOUND
-    assert state["fallback"]["mode"] == "not_found"
-    assert state["citations"] == []
+    # The extractive answerer says so itself: no fallback, nothing degraded, nothing cached.
+    assert out["nodes"][-1] == "generate" and state["fallback"] is None
+    assert state["found"] is False and state["degraded"] == [] and state["citations"] == []
+    assert service_level(state) == "full"
+    again = await h.turn("zxqv blorptang wibble frobnicator")
+    assert again["state"]["cached"] is False
 
 
 async def test_second_turn_sees_the_first(harness):

@@ -10,6 +10,7 @@ from fpdf import FPDF
 from corpus.loaders import iter_paths, load_file, load_paths
 from graph.errors import DuplicateDocuments
 from graph.state import Passage
+from integrations.text import split_sentences
 from nodes.generate import build_prompt
 
 HTML = """<!doctype html>
@@ -237,3 +238,22 @@ def test_files_linked_into_a_folder_are_named_by_their_place_there(tmp_path: Pat
     (farm / "manual.html").symlink_to(elsewhere)
     names = [s.name for s in iter_paths([tmp_path / "farm"], root=tmp_path / "farm")]
     assert names == ["pkg/manual.html"]
+
+
+def test_table_rows_become_sentences_with_their_column_names(tmp_path: Path):
+    (tmp_path / "oven.md").write_text(
+        "# Oven\n\nTimes below.\n\n| Item | Temperature |\n| --- | :-: |\n"
+        "| Baguette | 250 °C |\n| **Brioche** | 180 °C |\nAfter the table.\n\na | b is no table\n"
+    )
+    (tmp_path / "oven.html").write_text(
+        "<html><body><main><h1>Oven</h1><table><tr><th>Item</th><th>Temperature</th></tr>"
+        "<tr><td>Baguette</td><td>250 °C</td></tr><tr><td>Brioche</td><td>180 °C</td></tr>"
+        "</table><table><tr><td>no</td><td>header</td></tr></table></main></body></html>"
+    )
+    rows = ["Item: Baguette; Temperature: 250 °C.", "Item: Brioche; Temperature: 180 °C."]
+    by_name = {d.source: d for d in load_paths([tmp_path], root=tmp_path)}
+    markdown = split_sentences(by_name["oven.md"].sections[0].text)
+    assert markdown == ["Times below.", *rows, "After the table.", "a | b is no table"]
+    html = split_sentences(by_name["oven.html"].sections[0].text)
+    assert html == [*rows, "no; header."]
+    assert not any("|" in s for s in markdown[:-1] + html)

@@ -162,4 +162,6 @@ async def test_fallback_extractive_and_not_found(deps):
     empty = {"question": "anything", "messages": [], "passages": [], "degraded": []}
     update = await make_fallback(deps)(empty, rt)
     assert update["answer"] == NOT_FOUND and update["fallback"]["mode"] == "not_found"
-    assert update["degraded"] == ["no_passages"]
+    # Nothing retrieved is an honest "not found", not a failure.
+    assert update["degraded"] == [] and update["found"] is False
+    assert update["fallback"] == {"reason": "no_passages", "mode": "not_found"}
