@@ -41,7 +41,6 @@ class LexicalIndex:
     """BM25 over one collection's chunks, on disk at `path`."""
 
     def __init__(self, path: Path):
-        path.mkdir(parents=True, exist_ok=True)
         builder = tantivy.SchemaBuilder()
         builder.add_text_field("doc", tokenizer_name="raw", index_option="basic")
         builder.add_text_field("id", stored=True, tokenizer_name="raw", index_option="basic")
@@ -49,15 +48,34 @@ class LexicalIndex:
         builder.add_text_field("terms", tokenizer_name="whitespace", index_option="freq")
         self._schema = builder.build()
         self._path = path
-        self._index = tantivy.Index(self._schema, path=str(path), reuse=True)
-        self._lock = threading.Lock()
-        self._searcher = self._index.searcher()
+        self._lock = threading.Lock()  # this process's writer
+        self._opening = threading.Lock()
+        # Opened on first use, in whichever thread searches or writes: a tenant's corpus is
+        # made where a run first asks for it, on the event loop, which must not touch the disk.
+        self._opened: tantivy.Index | None = None
+        self._current: tantivy.Searcher | None = None
+
+    @property
+    def _index(self) -> tantivy.Index:
+        if self._opened is None:
+            with self._opening:
+                if self._opened is None:
+                    self._path.mkdir(parents=True, exist_ok=True)
+                    self._opened = tantivy.Index(self._schema, path=str(self._path), reuse=True)
+        return self._opened
+
+    @property
+    def _searcher(self) -> tantivy.Searcher:
+        if self._current is None:
+            self._current = self._index.searcher()
+        return self._current
 
     @contextmanager
     def _writer(self) -> Iterator[tantivy.IndexWriter]:
+        index = self._index
         with self._lock, (self._path / WRITER_LOCK).open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # another process's writer: wait for its commit
-            writer = self._index.writer(heap_size=WRITER_HEAP, num_threads=1)
+            writer = index.writer(heap_size=WRITER_HEAP, num_threads=1)
             try:
                 yield writer
                 writer.commit()
@@ -90,7 +108,7 @@ class LexicalIndex:
     def reload(self) -> None:
         """Sees every commit made so far, by any process."""
         self._index.reload()
-        self._searcher = self._index.searcher()
+        self._current = self._index.searcher()
 
     def held(self, doc_ids: Sequence[str]) -> set[str]:
         """Those of the documents that have chunks in the index."""
