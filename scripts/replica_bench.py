@@ -37,6 +37,12 @@ def run_tag() -> str:
     return "".join(random.choices(string.ascii_lowercase, k=10))
 
 
+def question(tag: str, part: object) -> str:
+    """A question carrying the tag, worded as a user would: a bare "kill-xqzv 0" reads like an
+    encoded payload to the injection guard's classifier (0 of 1,200 of these are flagged)."""
+    return f"Tell me about the {tag} test, part {part}."
+
+
 class Stream:
     """One run followed across replicas: its events, arrival times and retry hints."""
 
@@ -137,7 +143,9 @@ class Bench:
         b = self.replica("drain-b", "slow-60-40", KEEL_DRAIN_TIMEOUT="20")
         tag = f"drain-{run_tag()}"
         n = self.args.drain_streams
-        streams = await asyncio.gather(*(self.start(client, a.url, f"{tag} {i}") for i in range(n)))
+        streams = await asyncio.gather(
+            *(self.start(client, a.url, question(tag, i)) for i in range(n))
+        )
         tasks = [asyncio.create_task(s.follow(client, [a.url, b.url])) for s in streams]
         while sum(any(e == "token" for _, e in s.events) for s in streams) < n // 2:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
@@ -163,9 +171,11 @@ class Bench:
         b = self.replica("kill-b", "slow-200-30", **lease)
         tag = f"kill-{run_tag()}"
         n = self.args.kill_streams
-        slow = await self.start(client, b.url, f"{tag} slow")
+        slow = await self.start(client, b.url, question(tag, "slow"))
         slow_task = asyncio.create_task(slow.follow(client, [b.url]))
-        streams = await asyncio.gather(*(self.start(client, a.url, f"{tag} {i}") for i in range(n)))
+        streams = await asyncio.gather(
+            *(self.start(client, a.url, question(tag, i)) for i in range(n))
+        )
         tasks = [asyncio.create_task(s.follow(client, [a.url, b.url])) for s in streams]
         while sum(any(e == "token" for _, e in s.events) for s in streams) < n:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
@@ -173,7 +183,7 @@ class Bench:
         os.killpg(a.proc.pid, signal.SIGKILL)
         await asyncio.gather(*tasks, slow_task)
         waits = [s.resumed_at - killed for s in streams if s.resumed_at is not None]
-        slow_calls = await self.calls(client, f"{tag} slow")
+        slow_calls = await self.calls(client, question(tag, "slow"))
         print(
             f"SIGKILL: {len(waits)}/{n} runs resumed on the other replica, slowest after "
             f"{max(waits or [float('nan')]):.2f} s; {sum(s.clean() for s in streams)}/{n} clean; "
@@ -189,7 +199,7 @@ class Bench:
         tag = f"load-{run_tag()}"  # new questions: a cached answer streams no tokens
         bases = [a.url, b.url]
         streams = await asyncio.gather(
-            *(self.start(client, bases[i % 2], f"{tag} {i}") for i in range(n))
+            *(self.start(client, bases[i % 2], question(tag, i)) for i in range(n))
         )
         await asyncio.gather(
             *(s.follow(client, [bases[i % 2], bases[1 - i % 2]]) for i, s in enumerate(streams))
