@@ -29,7 +29,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from cli.process import ServerProcess, free_port
-from scripts.replica_bench import Stream, chroma_server, run_tag
+from scripts.replica_bench import Stream, chroma_server, question, run_tag
 
 ROOT = Path(__file__).resolve().parents[1]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -145,7 +145,9 @@ async def first_tokens(
     via: dict[str, list[float]] = {proxy: [], direct: []}
     for i in range(runs):
         for base in (proxy, direct) if i % 2 else (direct, proxy):
-            via[base].append(await first_token_s(client, base, f"{tag} {i} {len(via[base])}"))
+            via[base].append(
+                await first_token_s(client, base, question(tag, f"{i}.{len(via[base])}"))
+            )
     return statistics.median(via[proxy]), statistics.median(via[direct])
 
 
@@ -156,7 +158,7 @@ async def drain_through_proxy(client: httpx.AsyncClient, stack: Stack, n: int) -
     streams = []
     for i in range(n):
         tid = (await client.post(f"{proxy}/v1/threads")).raise_for_status().json()["thread_id"]
-        body = {"message": f"{tag} {i}", "context": {"use_cache": False}}
+        body = {"message": question(tag, i), "context": {"use_cache": False}}
         run = await client.post(f"{proxy}/v1/threads/{tid}/runs", json=body)
         streams.append(Stream(tid, run.raise_for_status().json()["run_id"]))
     tasks = [asyncio.create_task(s.follow(client, [proxy] * 5)) for s in streams]
