@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from corpus import Document, open_corpora
+from corpus import Corpora, Corpus, Document, open_corpora
 from graph.context import Context
 from graph.settings import Settings
 from graph.state import Passage
@@ -69,6 +69,28 @@ def first_stage(chunk_id: str, text: str, score: float) -> Passage:
     )
 
 
+def ingested(data_dir: Path) -> tuple[Corpora, Corpus]:
+    """The DOCS in a fresh embedded store (lazy sentence vectors, the default)."""
+    corpora = open_corpora(Settings(data_dir=data_dir))
+    corpus = corpora.get()
+    corpus.ingest(DOCS)
+    corpus.refresh()
+    return corpora, corpus
+
+
+def record_embeddings(monkeypatch: pytest.MonkeyPatch, corpus: Corpus) -> list[str]:
+    """The texts the corpus's model embeds from now on, in order."""
+    embedded: list[str] = []
+    real_embed = corpus._embedder.embed
+
+    def recording(texts: list[str], *args: Any, **kwargs: Any) -> np.ndarray:
+        embedded.extend(texts)
+        return real_embed(texts, *args, **kwargs)
+
+    monkeypatch.setattr(corpus._embedder, "embed", recording)
+    return embedded
+
+
 @pytest.fixture(scope="module")
 def model() -> MiniLMEmbedder:
     return MiniLMEmbedder()
@@ -106,20 +128,9 @@ def test_static_table_is_distilled_from_the_model_once_per_machine(model):
 def test_fresh_corpus_answers_with_static_scores_without_embedding_sentences(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    settings = Settings(data_dir=tmp_path)  # sentence_vectors="lazy", the default
-    corpora = open_corpora(settings)
-    corpus = corpora.get()
-    corpus.ingest(DOCS)
-    corpus.refresh()
+    corpora, corpus = ingested(tmp_path)
     assert stored_sentences(tmp_path) == 0  # and embedded no sentence
-    embedded: list[str] = []
-    real_embed = corpus._embedder.embed
-
-    def recording(texts, *args, **kwargs):
-        embedded.extend(texts)
-        return real_embed(texts, *args, **kwargs)
-
-    monkeypatch.setattr(corpus._embedder, "embed", recording)
+    embedded = record_embeddings(monkeypatch, corpus)
     question = "Which food provides vitamin D?"
     passages = [  # the first stage put the right document last (of the three close ones)
         first_stage(f"{doc.id}#0", doc.text, score)
@@ -151,18 +162,9 @@ def test_fresh_corpus_answers_with_static_scores_without_embedding_sentences(
 def test_match_scores_cost_at_most_model_depth_sentences_warm_or_cold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    corpora = open_corpora(Settings(data_dir=tmp_path))
-    corpus = corpora.get()
-    corpus.ingest(DOCS)
-    corpus.refresh()
+    corpora, corpus = ingested(tmp_path)
     query = corpus.embed_query("What lowers the risk of kidney stones?")
-    embedded: list[str] = []
-    real_embed = corpus._embedder.embed
-    monkeypatch.setattr(
-        corpus._embedder,
-        "embed",
-        lambda texts, *a, **kw: embedded.extend(texts) or real_embed(texts, *a, **kw),
-    )
+    embedded = record_embeddings(monkeypatch, corpus)
     ids = ["h#0", "k#0", "d#0", "gone#0"]
     cold = corpus.match_scores(ids, query, model_depth=2)
     # the model embedded one sentence for each of the first two chunks, none for the others
@@ -183,10 +185,7 @@ def test_match_scores_cost_at_most_model_depth_sentences_warm_or_cold(
 def test_chunks_scored_cold_are_warmed_first_even_while_busy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    corpora = open_corpora(Settings(data_dir=tmp_path))
-    corpus = corpora.get()
-    corpus.ingest(DOCS)
-    corpus.refresh()
+    corpora, corpus = ingested(tmp_path)
     query = corpus.embed_query("What causes kidney stones?")
     assert len(corpus.scoring_vectors(["k#0"], query, 2)["k#0"][0]) == 2
     # while runs go on, the warmer embeds only the chunk a query needed, all its sentences
@@ -207,10 +206,7 @@ def test_chunks_scored_cold_are_warmed_first_even_while_busy(
 def test_stored_sentences_are_read_once_per_corpus_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    corpora = open_corpora(Settings(data_dir=tmp_path))
-    corpus = corpora.get()
-    corpus.ingest(DOCS)
-    corpus.refresh()
+    corpora, corpus = ingested(tmp_path)
     while corpora.warm_step(chunks=8):
         pass
     reads: list[Any] = []
