@@ -9,7 +9,7 @@ from graph.settings import Settings
 from integrations.cache_stores import CacheStore, RedisCacheStore, SqliteCacheStore
 from integrations.llm import LLMChain, build_chat_models
 from integrations.pii import PatternRedactor
-from integrations.rerank import Reranker, SentenceMaxSimReranker
+from integrations.rerank import LearnedReranker, Reranker
 from integrations.semantic_index import SemanticIndexes
 
 
@@ -47,7 +47,7 @@ class Deps:
             corpora=open_corpora(settings),
             redactor=PatternRedactor(names=settings.pii_names),
             cache=cache,
-            reranker=SentenceMaxSimReranker(depth=settings.rerank_depth),
+            reranker=LearnedReranker(depth=settings.rerank_depth),
             llm=LLMChain.from_settings(settings, models),
         )
 

@@ -18,6 +18,9 @@ class Passage(TypedDict):
     score: float
     dense_rank: int | None
     lexical_rank: int | None
+    # The first stage's raw scores (BM25; the document head's cosine), None where a list missed it.
+    lexical_score: NotRequired[float | None]
+    dense_score: NotRequired[float | None]
     # The chunk's heading path in its document ("" when none).
     section: NotRequired[str]
 

@@ -1,19 +1,26 @@
-"""Second-stage rerankers. The slot is a protocol so that a cross-encoder can take it later."""
+"""Second-stage rerankers. The slot is a protocol so that a cross-encoder can take it later.
 
-from typing import Protocol
+The shipped one is learned: a linear model of five signals per candidate, fitted on SciFact's
+training claims by `scripts/train_reranker.py` (listwise, 5-fold cross-validated inside train)
+and loaded from `rerank_model.npz` with numpy."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Protocol, Self
 
 import numpy as np
 
 from corpus import Corpus
+from corpus.lexical import tokenize
 from graph.state import Passage
 
-# Share of the best sentence's match in the blend (depth: how many candidates get it): on SciFact
-# train (head vectors + BM25, score-fused) 0.7 beat 0.6 and 0.8, and depth 20 beat 10.
-RERANK_WEIGHT = 0.7
-# Candidates whose match includes the model's cosine (the rest: static vectors alone); it bounds
-# the model calls a query costs when its candidates have no sentence vectors yet. SciFact train
-# nDCG@10, cold: 0.725 with 5, 0.726 with 10, 0.727 with 15.
+# Candidates whose best-sentence match includes the model's cosine (the rest: static vectors
+# alone); it bounds the model calls a query costs when its candidates have no sentence vectors
+# yet. SciFact train nDCG@10, cold: 0.725 with 5, 0.726 with 10, 0.727 with 15.
 MODEL_DEPTH = 10
+WEIGHTS: Final = Path(__file__).with_name("rerank_model.npz")
+# What the model reads of a candidate, in column order (see `features`).
+FEATURES: Final = ("fused", "lexical", "dense", "match", "coverage")
 
 
 class Reranker(Protocol):
@@ -26,33 +33,83 @@ class Reranker(Protocol):
         ...
 
 
-class SentenceMaxSimReranker:
-    """Late interaction at sentence level: a passage scores by its best-matching sentence
-    (`Corpus.match_scores`: static vectors, and the model's for the first `MODEL_DEPTH`),
-    blended with its first-stage score. Candidates below `depth` keep their order under the
-    re-scored ones."""
+def features(question: str, passages: list[Passage], matches: np.ndarray) -> np.ndarray:
+    """One row of `FEATURES` per passage: its fused first-stage score, its BM25 score over the
+    best of the list, its document head's cosine, its best sentence's match (`matches`, from
+    `Corpus.match_scores`) and the share of the question's (stemmed) words its text contains."""
+    asked = set(tokenize(question))
+    lexical = np.array([p.get("lexical_score") or 0.0 for p in passages], dtype=np.float32)
+    best_lexical = float(lexical.max(initial=0.0)) or 1.0
+    rows = [
+        (
+            p["score"],
+            lexical[n] / best_lexical,
+            p.get("dense_score") or 0.0,
+            float(matches[n]),
+            len(asked.intersection(tokenize(f"{p['title']} {p['text']}"))) / len(asked)
+            if asked
+            else 0.0,
+        )
+        for n, p in enumerate(passages)
+    ]
+    return np.array(rows, dtype=np.float32).reshape(len(passages), len(FEATURES))
 
-    name = "sentence-maxsim"
 
-    def __init__(self, depth: int, weight: float = RERANK_WEIGHT):
-        self._weight = weight
+@dataclass(frozen=True)
+class LinearModel:
+    """score = ((x - mean) / scale) . weights: standardised features, one weight each."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+
+    @classmethod
+    def load(cls, path: Path = WEIGHTS) -> Self:
+        with np.load(path) as stored:
+            names = tuple(str(n) for n in stored["features"])
+            if names != FEATURES:
+                raise ValueError(f"{path} was trained on {names}, this keel reads {FEATURES}")
+            return cls(stored["mean"], stored["scale"], stored["weights"])
+
+    def save(self, path: Path = WEIGHTS) -> None:
+        np.savez(
+            path,
+            features=np.array(FEATURES),
+            mean=self.mean.astype(np.float32),
+            scale=self.scale.astype(np.float32),
+            weights=self.weights.astype(np.float32),
+        )
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        return ((rows - self.mean) / self.scale) @ self.weights
+
+
+class LearnedReranker:
+    """Scores the first `depth` candidates by a `LinearModel` of their `features`; those below
+    keep their order under the re-scored ones."""
+
+    name = "learned"
+
+    def __init__(self, depth: int, model: LinearModel | None = None):
         self._depth = depth
+        self._model = model or LinearModel.load()
 
     def rerank(self, question: str, passages: list[Passage], corpus: Corpus) -> list[Passage]:
         if not passages:
             return []
+        head, tail = passages[: self._depth], passages[self._depth :]
         query = corpus.embed_query(question)
-        matches = corpus.match_scores(
-            [p["id"] for p in passages[: self._depth]], query, MODEL_DEPTH
+        matches = corpus.match_scores([p["id"] for p in head], query, MODEL_DEPTH)
+        scores = self._model.score(features(question, head, matches))
+        rescored = sorted(
+            (
+                Passage(**{**p, "score": round(float(s), 6)})
+                for p, s in zip(head, scores, strict=True)
+            ),
+            key=lambda p: -p["score"],
         )
-        first = np.array([p["score"] for p in passages], dtype=np.float32)
-        span = float(first.max() - first.min()) or 1.0
-        rescored = []
-        for rank, (passage, prior) in enumerate(
-            zip(passages, (first - first.min()) / span, strict=True)
-        ):
-            best = float(matches[rank]) if rank < self._depth else 0.0
-            score = self._weight * best + (1 - self._weight) * float(prior)
-            rescored.append(Passage(**{**passage, "score": round(score, 6)}))
-        rescored.sort(key=lambda p: -p["score"])
-        return rescored
+        # The rest keep their order, below the lowest re-scored one.
+        floor = rescored[-1]["score"]
+        return rescored + [
+            Passage(**{**p, "score": round(floor - n, 6)}) for n, p in enumerate(tail, start=1)
+        ]

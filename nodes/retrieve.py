@@ -77,49 +77,55 @@ def dense_chunks(
     return out
 
 
+def first_stage(
+    corpus: Corpus, question: str, vector: np.ndarray | None, candidates: int, mode: str
+) -> list[Passage]:
+    """The best `candidates` chunks for `question` by `mode` (dense, lexical or hybrid), with
+    each list's rank and raw score. A store failure raises `StoreUnavailable`."""
+    try:
+        corpus.refresh()
+        lexical = corpus.lexical_search(question, candidates) if mode != "dense" else []
+        documents = corpus.dense_search(vector, candidates) if vector is not None else []
+        dense = dense_chunks(documents, lexical)
+        if mode == "hybrid":
+            fused = convex_fusion(
+                {"dense": dense, "lexical": lexical},
+                {"dense": DENSE_WEIGHT, "lexical": 1.0 - DENSE_WEIGHT},
+            )
+        else:
+            fused = dense if mode == "dense" else lexical
+        top = fused[:candidates]
+        stored = corpus.chunks([chunk_id for chunk_id, _ in top])
+    except Exception as exc:
+        raise StoreUnavailable(f"corpus: {exc}") from exc
+    dense_rank = {c: n for n, (c, _) in enumerate(dense, start=1)}
+    lexical_rank = {c: n for n, (c, _) in enumerate(lexical, start=1)}
+    dense_score, lexical_score = dict(dense), dict(lexical)
+    passages = []
+    for chunk_id, score in top:
+        chunk = stored.get(chunk_id)
+        if chunk is None:  # deleted, or an interrupted ingestion's leftover in an index
+            continue
+        passages.append(
+            Passage(
+                id=chunk_id,
+                doc_id=chunk.doc_id,
+                source=chunk.source,
+                title=chunk.title,
+                section=chunk.section,
+                text=chunk.text,
+                score=round(score, 6),
+                dense_rank=dense_rank.get(chunk_id),
+                lexical_rank=lexical_rank.get(chunk_id),
+                dense_score=dense_score.get(chunk_id),
+                lexical_score=lexical_score.get(chunk_id),
+            )
+        )
+    return passages
+
+
 def make_retrieve(deps: Deps):
     """The retrieve node. A store failure raises `StoreUnavailable` (handled by fallback)."""
-
-    def search(
-        corpus: Corpus, question: str, vector: np.ndarray | None, candidates: int, mode: str
-    ) -> list[Passage]:
-        try:
-            corpus.refresh()
-            lexical = corpus.lexical_search(question, candidates) if mode != "dense" else []
-            documents = corpus.dense_search(vector, candidates) if vector is not None else []
-            dense = dense_chunks(documents, lexical)
-            if mode == "hybrid":
-                fused = convex_fusion(
-                    {"dense": dense, "lexical": lexical},
-                    {"dense": DENSE_WEIGHT, "lexical": 1.0 - DENSE_WEIGHT},
-                )
-            else:
-                fused = dense if mode == "dense" else lexical
-            top = fused[:candidates]
-            stored = corpus.chunks([chunk_id for chunk_id, _ in top])
-        except Exception as exc:
-            raise StoreUnavailable(f"corpus: {exc}") from exc
-        dense_rank = {c: n for n, (c, _) in enumerate(dense, start=1)}
-        lexical_rank = {c: n for n, (c, _) in enumerate(lexical, start=1)}
-        passages = []
-        for chunk_id, score in top:
-            chunk = stored.get(chunk_id)
-            if chunk is None:  # deleted, or an interrupted ingestion's leftover in an index
-                continue
-            passages.append(
-                Passage(
-                    id=chunk_id,
-                    doc_id=chunk.doc_id,
-                    source=chunk.source,
-                    title=chunk.title,
-                    section=chunk.section,
-                    text=chunk.text,
-                    score=round(score, 6),
-                    dense_rank=dense_rank.get(chunk_id),
-                    lexical_rank=lexical_rank.get(chunk_id),
-                )
-            )
-        return passages
 
     async def retrieve(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         context = run_context(runtime.context)
@@ -140,7 +146,7 @@ def make_retrieve(deps: Deps):
         ) as span:
             passages = await asyncio.wait_for(
                 asyncio.to_thread(
-                    search,
+                    first_stage,
                     deps.corpora.get(context.tenant),
                     question,
                     vector,

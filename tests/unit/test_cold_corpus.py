@@ -19,7 +19,7 @@ from graph.settings import Settings
 from graph.state import Passage
 from integrations.embeddings import MiniLMEmbedder, StaticEmbedder
 from integrations.pii import PatternRedactor
-from integrations.rerank import SentenceMaxSimReranker
+from integrations.rerank import FEATURES, LearnedReranker, LinearModel, features
 from nodes.extractive import extractive_answer
 from runtime.keel import WARM_CHUNKS, _warm_sentences
 
@@ -136,7 +136,7 @@ def test_fresh_corpus_answers_with_static_scores_without_embedding_sentences(
         first_stage(f"{doc.id}#0", doc.text, score)
         for doc, score in zip(reversed(DOCS), (0.9, 0.88, 0.86), strict=True)
     ] + [first_stage("gone#0", "", 0.0)]
-    ranked = SentenceMaxSimReranker(depth=20).rerank(question, passages, corpus)
+    ranked = LearnedReranker(depth=40).rerank(question, passages, corpus)
     assert ranked[0]["doc_id"] == "d"
     # the model saw the question and, per chunk, the one sentence static vectors ranked first
     assert embedded[0] == question and len(embedded) == 1 + len(DOCS)
@@ -159,7 +159,7 @@ def test_fresh_corpus_answers_with_static_scores_without_embedding_sentences(
     assert warm is not None and warm.sentences == cold.sentences
 
 
-def test_match_scores_cost_at_most_model_depth_sentences_warm_or_cold(
+def test_match_scores_cost_at_most_model_depth_sentences_cold_and_none_warm(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     corpora, corpus = ingested(tmp_path)
@@ -173,12 +173,14 @@ def test_match_scores_cost_at_most_model_depth_sentences_warm_or_cold(
     # beyond the model depth a chunk scores by static vectors alone, on the model's scale
     alone = corpus.match_scores(["d#0"], query, model_depth=0)
     assert cold[2] == pytest.approx(alone[0]) and 0.0 < alone[0] < 1.0
-    # once warm, the same rule reads stored vectors: no model call, the same order
+    # once warm, stored vectors are read: no model call, each chunk's best model cosine
     while corpora.warm_step(chunks=8):
         pass
     embedded.clear()
     warm = corpus.match_scores(ids, query, model_depth=2)
-    assert embedded == [] and list(np.argsort(-warm)) == list(np.argsort(-cold))
+    assert embedded == [] and int(np.argmax(warm)) == 1 and warm[3] == 0.0
+    best = [float((corpus.sentence_vectors([i])[i][1] @ query).max()) for i in ids[:3]]
+    assert warm[:3] == pytest.approx(best, abs=1e-6)
     assert warm[1] >= cold[1]  # the best of all its sentences, not only the static pick
 
 
@@ -291,3 +293,38 @@ def test_warm_steps_run_on_a_thread_at_the_lowest_cpu_priority():
     asyncio.run(main())
     assert steps[:2] == [(WARM_CHUNKS, False, 19)] * 2
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
+def test_reranker_features_and_the_shipped_model(tmp_path: Path):
+    passages = [
+        {**first_stage("k#0", DOCS[1].text, 0.9), "lexical_score": 4.0, "dense_score": 0.5},
+        {**first_stage("d#0", DOCS[0].text, 0.4), "lexical_score": None, "dense_score": 0.2},
+    ]
+    rows = features("What lowers the risk of kidney stones?", passages, np.array([0.7, 0.1]))
+    # fused, BM25 over the list's best (a list that missed it: 0), head cosine, match, and
+    # the question's words it contains: all but "what" (BM25's stop words are fewer)
+    assert rows[0].tolist() == pytest.approx([0.9, 1.0, 0.5, 0.7, 0.8])
+    assert rows[1].tolist() == pytest.approx([0.4, 0.0, 0.2, 0.1, 0.0])
+    shipped = LinearModel.load()
+    assert shipped.weights.shape == (len(FEATURES),) and np.isfinite(shipped.weights).all()
+    assert (shipped.weights > 0).all()  # each signal counts for relevance
+    # weights trained on other features are refused, not misread
+    np.savez(tmp_path / "old.npz", features=np.array(["fused", "match"]), mean=np.zeros(2))
+    with pytest.raises(ValueError, match="trained on"):
+        LinearModel.load(tmp_path / "old.npz")
+
+
+def test_reranker_scores_its_depth_and_keeps_the_rest_below(tmp_path: Path):
+    _, corpus = ingested(tmp_path)
+    # a model that reads only the share of the question's words a passage contains
+    words = LinearModel(np.zeros(5), np.ones(5), np.array([0.0, 0.0, 0.0, 0.0, 1.0]))
+    question = "Where are lighthouse tickets sold?"
+    passages = [
+        first_stage("k#0", DOCS[1].text, 0.9),
+        first_stage("h#0", DOCS[2].text, 0.5),
+        first_stage("d#0", DOCS[0].text, 0.3),
+    ]
+    ranked = LearnedReranker(depth=2, model=words).rerank(question, passages, corpus)
+    assert [p["id"] for p in ranked] == ["h#0", "k#0", "d#0"]
+    assert [p["score"] for p in ranked] == sorted((p["score"] for p in ranked), reverse=True)
+    assert LearnedReranker(depth=2, model=words).rerank(question, [], corpus) == []
