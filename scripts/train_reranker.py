@@ -71,8 +71,7 @@ def ndcg(groups: list[Group], queries: list[EvalQuery], score: Scorer) -> float:
     """Mean nDCG@10 of the documents when each question's candidates are ordered by `score`."""
     values = []
     for (ids, rows, _), query in zip(groups, queries, strict=True):
-        order = np.argsort(-score(rows), kind="stable") if ids else []
-        ranking = metrics.doc_ranking(ids[n].rsplit("#", 1)[0] for n in order)
+        ranking = metrics.doc_ranking(ids[n] for n in np.argsort(-score(rows), kind="stable"))
         values.append(metrics.ndcg_at_k(ranking, query.relevant, 10))
     return float(np.mean(values))
 
