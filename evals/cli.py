@@ -59,6 +59,12 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         "measure retrieval at scale (e.g. the SciFact claims among a manual's chunks)",
     )
     parser.add_argument(
+        "--without-relevant",
+        action="store_true",
+        help="take every query's judged documents out of the corpus: the not_found rate is "
+        "then how often keel abstains when the answer is absent",
+    )
+    parser.add_argument(
         "--config",
         default=None,
         help=f"a named configuration ({', '.join(NAMED)}) or key=value;key=value",
@@ -155,6 +161,13 @@ def run_eval(args: argparse.Namespace) -> int:
             for reason in skipped:
                 print(f"keel eval: skipped {reason}", file=sys.stderr)
             dataset = dataset.with_distractors(extra)
+        if args.without_relevant:
+            if dataset.documents is None:
+                print(
+                    "keel eval: --without-relevant needs a dataset with a corpus", file=sys.stderr
+                )
+                return 2
+            dataset = dataset.without_relevant()
         if not dataset.queries:
             print("keel eval: the dataset has no queries", file=sys.stderr)
             return 2

@@ -57,6 +57,13 @@ class EvalDataset:
         """The first `n` queries."""
         return EvalDataset(self.name, self.queries[:n], self.documents, self.split)
 
+    def without_relevant(self) -> "EvalDataset":
+        """The dataset with every query's judged documents taken out of its corpus: what an
+        answerer should then say is "not found" (abstention)."""
+        judged = {doc for q in self.queries for doc in q.relevant}
+        kept = [d for d in self.documents or [] if d.id not in judged]
+        return EvalDataset(f"{self.name}-without-relevant", self.queries, kept, self.split)
+
     def with_distractors(self, docs: list[Document]) -> "EvalDataset":
         """The dataset with unrelated documents added to its corpus (ids must not collide)."""
         return EvalDataset(self.name, self.queries, [*(self.documents or []), *docs], self.split)

@@ -154,6 +154,7 @@ async def run_query(
         "citations": state.get("citations", []),
         "model": state.get("model"),
         "cached": bool(state.get("cached")),
+        "found": state.get("found", True),
         "degraded": state.get("degraded", []),
         "fallback": state.get("fallback"),
         "timings_ms": timings,
@@ -273,6 +274,8 @@ def summarize(config: EvalConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
                 ),
                 4,
             ),
+            # Answered "not found" (with --without-relevant: the abstention rate).
+            "not_found": round(metrics.rate([not r.get("found", True) for r in rows]), 4),
             "answered_by_generate": round(
                 metrics.rate(
                     [GENERATE in r["timings_ms"] and FALLBACK not in r["timings_ms"] for r in rows]

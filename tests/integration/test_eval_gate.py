@@ -20,6 +20,7 @@ import pytest
 
 from evals import SCIFACT
 from evals.cli import add_eval_parser
+from evals.datasets import load_beir
 
 SAMPLE, SEED, DISTRACTORS = 100, 0, 400
 # Measured on this exact subset (hybrid + rerank, 100 candidates, document-head dense vectors):
@@ -105,3 +106,29 @@ def test_rerun_reuses_the_isolated_collection(tmp_path: Path) -> None:
     assert first["chunks_added"] > 0 and not first["reused"]
     assert second["chunks_added"] == 0 and second["reused"]
     assert first["collection"] == second["collection"]
+
+
+@pytest.mark.slow
+def test_without_relevant_counts_not_found_answers(tmp_path: Path) -> None:
+    """With the judged abstracts taken out, no query can retrieve them, and the summary says
+    how often keel answered "not found"."""
+    parser = argparse.ArgumentParser(prog="keel")
+    add_eval_parser(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "out"
+    args = parser.parse_args(
+        [
+            *("eval", "--dataset", str(SCIFACT), "--sample", "6", "--distractors", "30"),
+            *("--without-relevant", "--config", "default", "--data-dir", str(tmp_path / "data")),
+            *("--out", str(out), "--no-progress", "--no-plots"),
+        ]
+    )
+    assert args.func(args) == 0
+    (config,) = json.loads((out / "summary.json").read_text())["configs"]
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    retrieved = {doc for row in rows for doc in row["doc_ranking"]}
+    assert len(rows) == 6 and retrieved
+    queries = {q.id: q for q in load_beir(SCIFACT, "train").queries}
+    assert not any(set(queries[row["query_id"]].relevant) & set(row["doc_ranking"]) for row in rows)
+    not_found = [row for row in rows if not row["found"]]
+    assert config["rates"]["not_found"] == round(len(not_found) / 6, 4)
+    assert all(row["answer"] and not row["citations"] for row in not_found)

@@ -164,3 +164,17 @@ def test_distractors_join_a_dataset_under_their_own_ids(tmp_path):
     dataset = EvalDataset("d", [], [Document("1", "judged")]).with_distractors(docs)
     assert [d.id for d in dataset.documents or []] == ["1", "distractor:manual/sub/page.html"]
     assert dataset.fingerprint() != EvalDataset("d", [], [Document("1", "judged")]).fingerprint()
+
+
+def test_without_relevant_takes_every_judged_document_out():
+    from corpus import Document
+    from evals.datasets import EvalDataset, EvalQuery
+
+    queries = [
+        EvalQuery("q1", "a?", relevant={"1": 1.0}),
+        EvalQuery("q2", "b?", relevant={"3": 1.0}),
+    ]
+    docs = [Document(str(n), f"text {n}") for n in range(1, 5)]
+    absent = EvalDataset("d", queries, docs).without_relevant()
+    assert [d.id for d in absent.documents or []] == ["2", "4"]
+    assert absent.queries == queries and absent.name == "d-without-relevant"
