@@ -9,8 +9,8 @@ over `--folds` folds of the questions (the new model is fitted on the other fold
 then fits on every question and writes the weights (`--out`).
 
 Run: `python -m scripts.train_reranker [--dataset DIR] [--split train] [--data-dir DIR]`; with
-your own labelled questions (the `keel eval` format, docs/evaluation.md) that is how the
-reranker learns your documents. About 10 minutes for SciFact train on 2 cores, most of it the
+your own labelled questions (the `keel eval` format: `--dataset questions.jsonl --corpus DIR`,
+docs/evaluation.md) that is how the reranker learns your documents. About 10 minutes for SciFact train on 2 cores, most of it the
 warm-up's embedding."""
 
 import argparse
@@ -80,6 +80,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, default=SCIFACT)
     parser.add_argument("--split", default="train")
+    parser.add_argument(
+        "--corpus", type=Path, action="append", help="documents of a questions JSONL (repeatable)"
+    )
     parser.add_argument("--data-dir", type=Path, default=Path(".keel/train-reranker"))
     parser.add_argument(
         "--depth", type=int, default=Context.candidates, help="candidates per question"
@@ -88,7 +91,7 @@ def main() -> None:
     parser.add_argument("--l2", type=float, default=1e-3)
     parser.add_argument("--out", type=Path, default=WEIGHTS)
     args = parser.parse_args()
-    dataset = load_dataset(args.dataset, args.split)
+    dataset = load_dataset(args.dataset, args.split, args.corpus)
     settings = eval_settings(Settings(), dataset, {"rerank": True}, args.data_dir)
     deps = Deps.from_settings(settings)
     try:
