@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         "at ingestion (several times slower ingestion)",
     )
     rerank_depth: int = Field(default=40, description="fused candidates the reranker re-scores")
+    abstain_relevance: float = Field(
+        default=0.5,
+        description="the extractive answer's best sentence must reach this relevance (cosine + "
+        '0.8 x share of the question\'s words), else the answer is "not found"; tune it with '
+        "`keel eval --without-relevant` on your own questions",
+    )
 
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = Field(

@@ -145,7 +145,7 @@ class ExtractiveAnswer:
 
 
 def _select(
-    corpus: Corpus, question: str, query: np.ndarray, passages: list[Passage]
+    corpus: Corpus, question: str, query: np.ndarray, passages: list[Passage], floor: float
 ) -> list[Selected]:
     # The reranker embedded the first ones already: the embedder's cache has them.
     stored = corpus.scoring_vectors([p["id"] for p in passages], query, COLD_SENTENCES)
@@ -157,6 +157,8 @@ def _select(
         [stored.get(p["id"], empty) for p in passages],
         [docs.index(p["doc_id"]) for p in passages],
     )
+    if picked and picked[0].relevance < floor:
+        return []  # nothing addresses the question well enough (`KEEL_ABSTAIN_RELEVANCE`)
     if picked and max(s.similarity for s in picked) < GROUNDED_COSINE:
         if not shares_identifier(question, picked) and unknown_words(corpus, question, passages):
             return []
@@ -190,7 +192,9 @@ async def extractive_answer(
         return None
     query = await deps.corpora.query_vector(question)
     corpus = deps.corpora.get(context.tenant)
-    picked = await asyncio.to_thread(_select, corpus, question, query, passages)
+    picked = await asyncio.to_thread(
+        _select, corpus, question, query, passages, deps.settings.abstain_relevance
+    )
     if not picked:
         return None
     counts: Counter[str] = Counter()

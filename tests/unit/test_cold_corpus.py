@@ -144,7 +144,7 @@ def test_fresh_corpus_answers_with_static_scores_without_embedding_sentences(
         text: doc.id for doc in DOCS for text in embedded[1:] if text in doc.text
     }.keys() == set(embedded[1:])
     # all the answerer reads of deps
-    deps: Any = SimpleNamespace(redactor=PatternRedactor(), corpora=corpora)
+    deps: Any = SimpleNamespace(redactor=PatternRedactor(), corpora=corpora, settings=Settings())
     cold = asyncio.run(extractive_answer(deps, Context(), question, ranked))
     assert cold is not None and cold.citations[0]["id"] == "d#0"
     assert stored_sentences(tmp_path) == 0  # a query stores nothing: the warmer does
@@ -157,6 +157,11 @@ def test_fresh_corpus_answers_with_static_scores_without_embedding_sentences(
     assert vectors["d#0"][0] == [s + "." for s in DOCS[0].text.rstrip(".").split(". ")]
     warm = asyncio.run(extractive_answer(deps, Context(), question, ranked))
     assert warm is not None and warm.sentences == cold.sentences
+    # a deployment that wants closer evidence before answering abstains instead
+    best = warm.citations[0]
+    strict: Any = SimpleNamespace(**{**vars(deps), "settings": Settings(abstain_relevance=2.0)})
+    assert best["id"] == "d#0"
+    assert asyncio.run(extractive_answer(strict, Context(), question, ranked)) is None
 
 
 def test_match_scores_cost_at_most_model_depth_sentences_cold_and_none_warm(
