@@ -21,6 +21,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
+from api.agent.answers import answer_fields, answer_text
 from api.agent.assistants import default_assistant
 from api.agent.runs import _start
 from api.agent.schemas import RunCreate
@@ -139,17 +140,6 @@ def _failure(code: str, message: str) -> types.CallToolResult:
     )
 
 
-def answer_text(result: dict[str, Any]) -> str:
-    """The answer, then its sources as `[n] source > section`."""
-    lines = [result["answer"]]
-    if result["citations"]:
-        lines.append("\nSources:")
-        for c in result["citations"]:
-            where = f"{c['source']} > {c['section']}" if c.get("section") else c["source"]
-            lines.append(f"[{c['n']}] {where}")
-    return "\n".join(lines)
-
-
 async def _progress(ctx: ServerRequestContext[Any, Any], keel: Keel, run: Run) -> None:
     """One progress notification per run start and node start and end, until the run ends."""
     count = 0
@@ -209,19 +199,9 @@ async def call_tool(
             asyncio.get_running_loop().create_task(keel.runs.cancel(run))
     if name == "run.error":
         return _failure(data["code"], data["message"])
-    structured = {
-        "answer": data["answer"],
-        "citations": data["citations"],
-        "thread_id": run.thread_id,
-        "run_id": run.run_id,
-        "assistant_id": assistant["assistant_id"],
-        "service_level": data["service_level"],
-        "degraded": data["degraded"],
-        "cached": data["cached"],
-        "found": data["found"],
-    }
     return types.CallToolResult(
-        content=[types.TextContent(text=answer_text(data))], structured_content=structured
+        content=[types.TextContent(text=answer_text(data))],
+        structured_content=answer_fields(run, data),
     )
 
 
