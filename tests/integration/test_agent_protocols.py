@@ -310,7 +310,9 @@ async def test_a2a_card_send_and_get(deployment: Deployment) -> None:
 
 async def test_a2a_stream_reports_each_node_then_the_answer(deployment: Deployment) -> None:
     async with a2a_client(deployment.server.url, deployment.keys["a"], streaming=True) as client:
-        task, events = await _send(client, _message("Which events does keel stream to a client during a run?"))
+        task, events = await _send(
+            client, _message("Which events does keel stream to a client during a run?")
+        )
     kinds = [e.WhichOneof("payload") for e in events]
     assert kinds[0] == "task" and kinds[-2:] == ["artifact_update", "status_update"]
     working = [e.status_update for e in events[1:-2]]
