@@ -18,12 +18,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from api.agent import jsonrpc
 from api.agent.answers import answer_fields, answer_text
 from api.agent.assistants import AssistantIdPath, load_assistant
 from api.agent.runs import _start
 from api.agent.schemas import NodeNames, RunCreate
 from api.deps import Keel, KeelDep, TenantDep
-from api.errors import RateLimited
 from api.ratelimit import enforce_token_quota
 from api.schemas import THREAD_ID_PATTERN
 from checkpoints.runs import TERMINAL_EVENTS, Run
@@ -35,7 +35,7 @@ router = APIRouter(tags=["agent: a2a"])
 PROTOCOL_VERSION = "0.3.0"
 TASK_KEY = "a2a_task_id"  # run metadata: the task a continuing run belongs to
 # JSON-RPC and A2A error codes.
-PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
+METHOD_NOT_FOUND, INVALID_PARAMS = -32601, -32602
 TASK_NOT_FOUND, TASK_NOT_CANCELABLE = -32001, -32002
 STATES = {"pending": "submitted", "running": "working", "succeeded": "completed"}
 STATES |= {"failed": "failed", "cancelled": "canceled", "interrupted": "failed"}
@@ -48,15 +48,6 @@ class RpcError(Exception):
     def __init__(self, code: int, message: str):
         super().__init__(message)
         self.code, self.message = code, message
-
-
-class Envelope(BaseModel):
-    """A JSON-RPC 2.0 request."""
-
-    jsonrpc: Literal["2.0"]
-    id: str | int | None = None
-    method: str = Field(min_length=1)
-    params: dict[str, Any] = Field(default_factory=dict)
 
 
 class Part(BaseModel):
@@ -236,8 +227,8 @@ async def _submit(
         raise RpcError(INVALID_PARAMS, "message has no text part")
     else:
         body["input"] = {"messages": [{"role": "user", "content": question}]}
+    await enforce_token_quota(request, tenant, keel.limiter)  # a 429, as on every run route
     try:
-        await enforce_token_quota(request, tenant, keel.limiter)
         if thread_id is None:
             metadata = {"assistant_id": assistant["assistant_id"], "source": "a2a"}
             thread_id = (await create_thread(keel.persistence, tenant, metadata))["thread_id"]
@@ -246,8 +237,6 @@ async def _submit(
         run = await _start(keel, tenant, thread_id, RunCreate.model_validate(body))
     except NotFound as exc:
         raise RpcError(TASK_NOT_FOUND if task_id else INVALID_PARAMS, str(exc)) from None
-    except RateLimited as exc:
-        raise RpcError(INVALID_REQUEST, f"{exc.code}: {exc}") from None
     except KeelError as exc:
         raise RpcError(INVALID_PARAMS, f"{exc.code}: {exc}") from None
     return task_id or run.run_id, run
@@ -314,35 +303,6 @@ def _status(
     }
 
 
-def _reply(rpc_id: str | int | None, result: Any = None, error: RpcError | None = None) -> dict:
-    body: dict[str, Any] = {"jsonrpc": "2.0", "id": rpc_id}
-    if error is not None:
-        body["error"] = {"code": error.code, "message": error.message}
-    else:
-        body["result"] = result
-    return body
-
-
-# The body is parsed here (errors are JSON-RPC's); declared for the schema and its fuzzing.
-OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "jsonrpc": {"type": "string", "enum": ["2.0"]},
-                        "id": {"type": ["string", "integer"]},
-                        "method": {"type": "string", "minLength": 1},
-                        "params": {"type": "object"},
-                    },
-                    "required": ["jsonrpc", "method"],
-                }
-            }
-        },
-    }
-}
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "the JSON-RPC response (an error included), or for `message/stream` an SSE "
@@ -353,21 +313,15 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/a2a/{assistant_id}", openapi_extra=OPENAPI, responses=RESPONSES)
+@router.post("/a2a/{assistant_id}", openapi_extra=jsonrpc.OPENAPI, responses=RESPONSES)
 async def rpc(
     assistant_id: AssistantIdPath, request: Request, keel: KeelDep, tenant: TenantDep
 ) -> Any:
     """A2A's JSON-RPC methods: `message/send`, `message/stream`, `tasks/get`, `tasks/cancel`."""
     assistant = await load_assistant(keel, tenant, assistant_id)
-    try:
-        envelope = Envelope.model_validate(json.loads(await request.body()))
-    except ValueError as exc:  # not JSON (JSONDecodeError), or not JSON-RPC (ValidationError)
-        error = (
-            RpcError(INVALID_REQUEST, "not a JSON-RPC 2.0 request")
-            if isinstance(exc, ValidationError)
-            else RpcError(PARSE_ERROR, "request body is not valid JSON")
-        )
-        return JSONResponse(_reply(None, error=error), status_code=400)
+    envelope = jsonrpc.parse(await request.body())
+    if isinstance(envelope, JSONResponse):
+        return envelope
     try:
         if envelope.method == "message/stream":
             task_id, run = await _submit(
@@ -385,14 +339,14 @@ async def rpc(
         else:
             raise RpcError(METHOD_NOT_FOUND, f"method {envelope.method[:80]!r} not found")
     except RpcError as exc:
-        return _reply(envelope.id, error=exc)
-    return _reply(envelope.id, result)
+        return jsonrpc.reply(envelope.id, error=(exc.code, exc.message))
+    return jsonrpc.reply(envelope.id, result)
 
 
 def _stream(keel: Keel, rpc_id: str | int | None, task_id: str, run: Run) -> EventSourceResponse:
     async def events() -> AsyncIterator[ServerSentEvent]:
         async for update in _updates(keel, task_id, run):
-            yield ServerSentEvent(data=json.dumps(_reply(rpc_id, update)))
+            yield ServerSentEvent(data=json.dumps(jsonrpc.reply(rpc_id, update)))
 
     return EventSourceResponse(events(), ping=keel.settings.sse_ping_s)
 

@@ -19,8 +19,9 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from api.agent import jsonrpc
 from api.agent.answers import answer_fields, answer_text
 from api.agent.assistants import default_assistant
 from api.agent.runs import _start
@@ -224,7 +225,7 @@ class McpEndpoint:
             self.handle,
             methods=["POST"],
             response_class=Response,
-            openapi_extra=OPENAPI,
+            openapi_extra=jsonrpc.OPENAPI,
             responses=RESPONSES,
             summary="MCP (Streamable HTTP)",
         )
@@ -236,41 +237,34 @@ class McpEndpoint:
             yield
 
     async def handle(self, request: Request, tenant: TenantDep) -> Response:
-        """One JSON-RPC message (or batch) from an MCP client, answered by the SDK."""
-        return _Delegate(self.manager)
+        """One JSON-RPC message from an MCP client, checked, then answered by the SDK."""
+        body = await request.body()
+        envelope = jsonrpc.parse(body)
+        if isinstance(envelope, Response):
+            return envelope
+        return _Delegate(self.manager, body)
 
 
 class _Delegate(Response):
-    """A response that hands the request to the SDK's ASGI app (the body is still unread)."""
+    """A response that hands the request, its body replayed, to the SDK's ASGI app."""
 
-    def __init__(self, manager: StreamableHTTPSessionManager):
+    def __init__(self, manager: StreamableHTTPSessionManager, body: bytes):
         super().__init__()
-        self.manager = manager
+        self.manager, self.body = manager, body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.manager.handle_request(scope, receive, send)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # the client's disconnect, if it goes
+            replayed = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+
+        await self.manager.handle_request(scope, replay, send)
 
 
-# The body is parsed by the SDK; declared here for the schema (and its fuzzing).
-OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "jsonrpc": {"type": "string", "enum": ["2.0"]},
-                        "id": {"type": ["string", "integer"]},
-                        "method": {"type": "string", "minLength": 1},
-                        "params": {"type": "object"},
-                    },
-                    "required": ["jsonrpc", "method"],
-                }
-            }
-        },
-    },
-}
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "the JSON-RPC response, or an SSE stream of progress and the response",
