@@ -142,15 +142,14 @@ def _failure(code: str, message: str) -> types.CallToolResult:
 
 
 async def _progress(ctx: ServerRequestContext[Any, Any], keel: Keel, run: Run) -> None:
-    """One progress notification per run start and node start and end, until the run ends."""
+    """One progress notification when the run starts and one as each node starts, until the
+    run ends (one per node, not two: each costs the client a parse)."""
     count = 0
     async for _, name, data in keel.runs.follow(run, 0):
         if name == "run.started":
             message = f"run {run.run_id} started on thread {run.thread_id}"
         elif name == "node.started":
             message = f"{data['node']} started"
-        elif name == "node.finished":
-            message = f"{data['node']} finished in {data['duration_ms']:.0f} ms"
         elif name in TERMINAL_EVENTS:
             return
         else:
