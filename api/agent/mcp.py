@@ -217,6 +217,9 @@ class McpEndpoint:
             on_list_tools=list_tools,
             on_call_tool=call_tool,
         )
+        # keel's own server span covers the request (api.app.RequestTelemetry); the SDK's span
+        # per message would duplicate it.
+        self.server.middleware = []
         self.manager = StreamableHTTPSessionManager(self.server, stateless=True)
         self.router = APIRouter(tags=["agent: mcp"])
         self.router.add_api_route(

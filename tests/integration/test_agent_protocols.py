@@ -15,10 +15,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import httpx
 import httpx2
 import pytest
-from a2a.client import Client, ClientConfig, ClientFactory
+from a2a.client import Client as A2AClient
+from a2a.client import ClientConfig, ClientFactory
 from a2a.client.card_resolver import A2ACardResolver
 from a2a.types import (
     CancelTaskRequest,
@@ -35,7 +37,7 @@ from a2a.types import (
 from a2a.utils.errors import InvalidParamsError, TaskNotCancelableError, TaskNotFoundError
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Struct
-from mcp import ClientSession
+from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
@@ -208,6 +210,45 @@ async def test_another_tenant_reaches_neither_the_tools_nor_the_threads(
     assert len(await _messages(deployment, "a", thread_id)) == 2  # B's call added nothing
 
 
+async def test_the_per_request_protocol_version_and_a_client_that_goes_away(
+    deployment: Deployment,
+) -> None:
+    """The SDK's high-level `Client` negotiates 2026-07-28 (no handshake, a request each); a
+    call whose client stops waiting takes its run with it."""
+    url, key = deployment.server.url, deployment.keys["a"]
+    progress: list[str | None] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(message)
+
+    async with (
+        httpx2.AsyncClient(headers={"X-API-Key": key}, timeout=60) as http,
+        Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client,
+    ):
+        assert client.session.protocol_version == "2026-07-28"
+        assert next(t.name for t in (await client.list_tools()).tools) == "keel"
+        result = await client.call_tool(
+            "keel",
+            {"question": "How is a document's text split into chunks?"},
+            progress_callback=on_progress,
+        )
+        assert not result.is_error and result.structured_content
+        assert progress[1:] == [f"{n} started" for n in ("guard", "cache_lookup")] + progress[3:]
+    async with mcp_session(url, key) as session:
+        with anyio.move_on_after(1.0):  # the Slow assistant answers in about 2.4 s
+            await session.call_tool("Slow", {"question": "What does the operations page say?"})
+    headers = {"X-API-Key": key}
+    async with httpx.AsyncClient(base_url=url, headers=headers) as http:
+        slow = {"metadata": {"assistant_id": deployment.variants["Slow"]}, "limit": 1}
+        (thread,) = (await http.post("/threads/search", json=slow)).json()
+        for _ in range(50):
+            runs = (await http.get(f"/threads/{thread['thread_id']}/runs")).json()
+            if runs[0]["status"] != "running":
+                break
+            await anyio.sleep(0.1)
+    assert [r["status"] for r in runs] == ["interrupted"]  # the Agent API's word for cancelled
+
+
 async def test_bad_arguments_are_tool_errors_and_bad_requests_are_4xx(
     deployment: Deployment,
 ) -> None:
@@ -246,7 +287,7 @@ async def test_bad_arguments_are_tool_errors_and_bad_requests_are_4xx(
 @asynccontextmanager
 async def a2a_client(
     url: str, key: str, assistant: str = "keel", streaming: bool = False
-) -> AsyncIterator[Client]:
+) -> AsyncIterator[A2AClient]:
     """The official client, from the assistant's agent card, authenticated by `key`."""
     async with httpx.AsyncClient(headers={"X-API-Key": key}, timeout=60) as http:
         path = f"/.well-known/agent-card.json?assistant_id={assistant}"
@@ -262,7 +303,7 @@ def _message(text: str, **fields: object) -> Message:
 
 
 async def _send(
-    client: Client, message: Message, wait: bool = True
+    client: A2AClient, message: Message, wait: bool = True
 ) -> tuple[Task, list[StreamResponse]]:
     """Sends `message`; the task as the last event leaves it, and every event."""
     config = SendMessageConfiguration(return_immediately=not wait)
