@@ -142,20 +142,16 @@ def _failure(code: str, message: str) -> types.CallToolResult:
 
 
 async def _progress(ctx: ServerRequestContext[Any, Any], keel: Keel, run: Run) -> None:
-    """One progress notification when the run starts and one as each node starts, until the
-    run ends (one per node, not two: each costs the client a parse)."""
-    count = 0
+    """Progress notifications: the run recorded (naming it and its thread), then each node as
+    it starts, until the run ends (one per node, not two: each costs the client a parse)."""
+    await ctx.session.report_progress(1, None, f"run {run.run_id} on thread {run.thread_id}")
+    count = 1
     async for _, name, data in keel.runs.follow(run, 0):
-        if name == "run.started":
-            message = f"run {run.run_id} started on thread {run.thread_id}"
-        elif name == "node.started":
-            message = f"{data['node']} started"
-        elif name in TERMINAL_EVENTS:
+        if name in TERMINAL_EVENTS:
             return
-        else:
-            continue
-        count += 1
-        await ctx.session.report_progress(count, None, message)
+        if name == "node.started":
+            count += 1
+            await ctx.session.report_progress(count, None, f"{data['node']} started")
 
 
 async def call_tool(

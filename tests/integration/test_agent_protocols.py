@@ -162,10 +162,10 @@ async def test_a_call_answers_with_citations_progress_and_a_thread_to_continue(
         assert answer["degraded"] == [] and answer["found"] is True
         text = first.content[0].text  # type: ignore[union-attr]
         assert text.startswith(answer["answer"]) and "\nSources:\n[1] " in text
-        # One notification as the run starts and one as each node starts, counting up.
+        # One notification once the run is recorded, then one as each node starts, counting up.
         assert [v for v, _ in progress] == list(range(1, len(progress) + 1))
         messages = [m for _, m in progress]
-        assert messages[0] == f"run {answer['run_id']} started on thread {answer['thread_id']}"
+        assert messages[0] == f"run {answer['run_id']} on thread {answer['thread_id']}"
         assert messages[1:] == [
             f"{node} started"
             for node in ("guard", "cache_lookup", "retrieve", "rerank", "generate")
