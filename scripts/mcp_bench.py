@@ -73,51 +73,54 @@ async def bench(url: str, calls: int) -> None:
             json={"graph_id": "keel", "name": TOOL, "context": {"use_cache": False}},
         )
         assistant_id = assistant.raise_for_status().json()["assistant_id"]
-        body = {
-            "assistant_id": assistant_id,
-            "input": {"messages": [{"role": "user", "content": QUESTION}]},
-            "if_not_exists": "create",
-            # as the MCP call's run: no stream mode logged, so both runs do the same work
-            "stream_mode": [],
-        }
+        try:
+            body = {
+                "assistant_id": assistant_id,
+                "input": {"messages": [{"role": "user", "content": QUESTION}]},
+                "if_not_exists": "create",
+                # as the MCP call's run: no stream mode logged, so both runs do the same work
+                "stream_mode": [],
+            }
 
-        async def wait() -> float:
-            t0 = time.perf_counter()
-            response = await http.post(f"/threads/{uuid.uuid4().hex}/runs/wait", json=body)
-            assert response.status_code == 200 and response.json()["answer"], response.text
-            return time.perf_counter() - t0
-
-        async with (
-            httpx2.AsyncClient(timeout=120) as mcp_http,
-            streamable_http_client(f"{url}/mcp", http_client=mcp_http) as (read, write),
-            ClientSession(read, write) as session,
-        ):
-            await session.initialize()
-
-            async def call() -> tuple[float, float]:
-                first: list[float] = []
-
-                async def progress(value: float, total: float | None, message: str | None):
-                    first.append(first[0] if first else time.perf_counter() - t0)
-
+            async def wait() -> float:
                 t0 = time.perf_counter()
-                result = await session.call_tool(
-                    TOOL, {"question": QUESTION}, progress_callback=progress
-                )
-                elapsed = time.perf_counter() - t0
-                assert not result.is_error and result.structured_content, result.content
-                assert first, "no progress notification"
-                return first[0], elapsed
+                response = await http.post(f"/threads/{uuid.uuid4().hex}/runs/wait", json=body)
+                assert response.status_code == 200 and response.json()["answer"], response.text
+                return time.perf_counter() - t0
 
-            for _ in range(3):
-                await wait()
-                await call()
-            waits, firsts, mcps = [], [], []
-            for _ in range(calls):
-                waits.append(await wait())
-                first, elapsed = await call()
-                firsts.append(first)
-                mcps.append(elapsed)
+            async with (
+                httpx2.AsyncClient(timeout=120) as mcp_http,
+                streamable_http_client(f"{url}/mcp", http_client=mcp_http) as (read, write),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+
+                async def call() -> tuple[float, float]:
+                    first: list[float] = []
+
+                    async def progress(value: float, total: float | None, message: str | None):
+                        first.append(first[0] if first else time.perf_counter() - t0)
+
+                    t0 = time.perf_counter()
+                    result = await session.call_tool(
+                        TOOL, {"question": QUESTION}, progress_callback=progress
+                    )
+                    elapsed = time.perf_counter() - t0
+                    assert not result.is_error and result.structured_content, result.content
+                    assert first, "no progress notification"
+                    return first[0], elapsed
+
+                for _ in range(3):
+                    await wait()
+                    await call()
+                waits, firsts, mcps = [], [], []
+                for _ in range(calls):
+                    waits.append(await wait())
+                    first, elapsed = await call()
+                    firsts.append(first)
+                    mcps.append(elapsed)
+        finally:  # the server's database keeps no trace of the benchmark's assistant
+            await http.delete(f"/assistants/{assistant_id}", params={"delete_threads": True})
     overhead_p50 = statistics.median(mcps) / statistics.median(waits) - 1
     overhead_p95 = _percentile(mcps, 0.95) / _percentile(waits, 0.95) - 1
     print(f"{calls} calls each, alternating")
