@@ -173,7 +173,7 @@ def create_app(
     settings = settings or Settings()
     audit.configure()
     authenticator = Authenticator(settings)
-    mcp = McpEndpoint()
+    mcp = McpEndpoint(settings.max_message_chars)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

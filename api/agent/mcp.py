@@ -204,7 +204,8 @@ async def call_tool(
 class McpEndpoint:
     """The MCP server and its Streamable HTTP transport, run for as long as the app."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_message_chars: int) -> None:
+        schema = input_schema(max_message_chars)
         self.server: Server[Any] = Server(
             "keel",
             version="0.1.0",
@@ -212,6 +213,8 @@ class McpEndpoint:
             "citations; pass the thread_id of an earlier answer to ask a follow-up.",
             on_list_tools=list_tools,
             on_call_tool=call_tool,
+            # Every tool takes the same arguments: no listing per call to check their headers.
+            get_tool_input_schema=lambda name: schema,
         )
         # keel's own server span covers the request (api.app.RequestTelemetry); the SDK's span
         # per message would duplicate it.
