@@ -1,6 +1,7 @@
 """The LangGraph Agent Server API dialect at the root paths (`/assistants`, `/threads`, `/runs`,
 `/store`, `/ok`, `/info`), over keel's runtime, so the official SDKs and LangGraph Studio work
-unchanged."""
+unchanged; beside it, over its run start, the agent protocols: A2A (`a2a`, in this router) and
+MCP (`mcp`, mounted by the app, whose lifespan runs its transport)."""
 
 from fastapi import APIRouter, Depends, Request
 
