@@ -339,8 +339,15 @@ async def rpc(
         else:
             raise RpcError(METHOD_NOT_FOUND, f"method {envelope.method[:80]!r} not found")
     except RpcError as exc:
-        return jsonrpc.reply(envelope.id, error=(exc.code, exc.message))
+        error = jsonrpc.reply(envelope.id, error=(exc.code, exc.message))
+        if envelope.method == "message/stream":  # a stream's client reads events, not a body
+            return EventSourceResponse(_one(ServerSentEvent(data=json.dumps(error))))
+        return error
     return jsonrpc.reply(envelope.id, result)
+
+
+async def _one(event: ServerSentEvent) -> AsyncIterator[ServerSentEvent]:
+    yield event
 
 
 def _stream(keel: Keel, rpc_id: str | int | None, task_id: str, run: Run) -> EventSourceResponse:

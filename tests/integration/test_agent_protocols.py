@@ -418,6 +418,11 @@ async def test_a2a_another_tenant_reaches_nothing(deployment: Deployment) -> Non
             await _send(client, _message("leak?", task_id=mine.id))
         with pytest.raises(InvalidParamsError, match="not found"):
             await _send(client, _message("leak?", context_id=mine.context_id))
+    async with a2a_client(url, deployment.keys["b"], streaming=True) as client:
+        with pytest.raises(TaskNotFoundError):
+            await _send(client, _message("leak?", task_id=mine.id))
+        with pytest.raises(InvalidParamsError, match="not found"):
+            await _send(client, _message("leak?", context_id=mine.context_id))
     assert len(await _messages(deployment, "a", mine.context_id)) == 2
 
 
