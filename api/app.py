@@ -17,6 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import audit
 from api.agent import build_router as agent_router
+from api.agent import reject_unknown_query
+from api.agent.mcp import McpEndpoint
 from api.auth import Authenticator
 from api.errors import PayloadTooLarge, error_body, error_responses, install_error_handlers
 from api.pages import install_pages
@@ -171,6 +173,7 @@ def create_app(
     settings = settings or Settings()
     audit.configure()
     authenticator = Authenticator(settings)
+    mcp = McpEndpoint(settings.max_message_chars)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -179,7 +182,7 @@ def create_app(
                 "no authentication configured (KEEL_API_KEYS, KEEL_JWT_SECRET, "
                 "KEEL_JWT_PUBLIC_KEY_FILE): every caller is tenant 'default'"
             )
-        async with open_keel(settings, chat_models) as keel:
+        async with open_keel(settings, chat_models) as keel, mcp.run():
             app.state.keel, app.state.limiter = keel, keel.limiter
             # Everything built at start-up (models, tokenizers, corpora) lives as long as the
             # process: out of the collector's sight, a full collection no longer walks it (one
@@ -225,6 +228,12 @@ def create_app(
     install_pages(app)
     # The LangGraph Agent Server API at the root paths (the official SDKs and Studio).
     app.include_router(agent_router())
+    # The agent protocols beside it: MCP at /mcp.
+    app.include_router(
+        mcp.router,
+        dependencies=[Depends(enforce_rate_limit), Depends(reject_unknown_query)],
+        responses=common,
+    )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(HeaderLimit, limit=settings.max_header_bytes)
     app.add_middleware(RequestTelemetry)

@@ -481,6 +481,20 @@ def test_stateless_runs_and_refusals_through_the_sync_client(server: Server) -> 
     assert created["answer"]
 
 
+def _foreign_calls(tid: str, rid: str) -> list[tuple[str, str, dict, int]]:
+    """(path, JSON-RPC method, params, A2A error code) reaching for A's thread and run."""
+    message = {"role": "user", "messageId": "m", "parts": [{"kind": "text", "text": "hi"}]}
+    call = {"name": "keel", "arguments": {"question": "hi", "thread_id": tid}}
+    return [
+        ("/mcp", "tools/call", call, 0),
+        ("/a2a/keel", "tasks/get", {"id": rid}, -32001),
+        ("/a2a/keel", "tasks/cancel", {"id": rid}, -32001),
+        ("/a2a/keel", "message/send", {"message": {**message, "taskId": rid}}, -32001),
+        ("/a2a/keel", "message/stream", {"message": {**message, "taskId": rid}}, -32001),
+        ("/a2a/keel", "message/send", {"message": {**message, "contextId": tid}}, -32602),
+    ]
+
+
 def test_tenants_see_only_their_own_threads_and_runs(
     tmp_path: Path, corpus_dir: Path, postgres_url: str
 ) -> None:
@@ -538,5 +552,26 @@ def test_tenants_see_only_their_own_threads_and_runs(
                 headers = {"X-API-Key": keys["b"][0], **extra}
                 response = http.request(method, path, json=json_body, headers=headers)
                 assert response.status_code == 404, (method, path, response.text)
+            # The agent protocols answer in JSON-RPC: an error, and nothing of A's.
+            for path, method, params, code in _foreign_calls(tid, rid):
+                call = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+                headers = {
+                    "X-API-Key": keys["b"][0],
+                    "Accept": "application/json, text/event-stream",
+                }
+                response = http.post(path, json=call, headers=headers)
+                assert response.status_code == 200, (path, method, response.text)
+                (reply,) = [
+                    json.loads(line.removeprefix("data:"))
+                    for line in response.text.splitlines()
+                    if line.startswith("data:")
+                ] or [response.json()]
+                if path == "/mcp":
+                    assert reply["result"]["isError"] is True, reply
+                    text = reply["result"]["content"][0]["text"]
+                    assert text == f"not_found: thread {tid} not found"
+                else:
+                    assert reply["error"]["code"] == code, reply
+                assert QUESTION not in response.text and "answer" not in response.text
         assert a.threads.get(tid)["metadata"] == {"tag": tag}
         assert a.runs.get(tid, rid)["status"] == "success"
