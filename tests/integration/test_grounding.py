@@ -3,12 +3,15 @@ OpenAI-compatible model (`tests/fake_llm.py`), one case per model: a correct cit
 passes untouched; an uncited one, one citing a passage that does not hold it, and one from the
 model's memory are replaced (extractive answer or "not found") and marked."""
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from graph.prompts import NOT_FOUND
+from tests.conftest import Server
 from tests.fake_llm import INVENTED
 from tests.integration.test_server import new_thread, stream_run
 
@@ -16,23 +19,32 @@ QUESTION = "How does keel avoid duplicate chunks when the same file is ingested 
 MODELS = ("quote-1-1", "quote-1-0", "quote-2-1", "quote-1-1+invent", "recall")
 
 
-@pytest.fixture
-def server(start_server, postgres_url: str, data_dir: Path, fake_llm_url: str):
-    return start_server(
-        KEEL_DATABASE_URL=postgres_url,
-        KEEL_DATA_DIR=str(data_dir),
-        KEEL_LLM_BASE_URL=fake_llm_url,
-        KEEL_LLM_API_KEY="test",
-        KEEL_LLM_MODEL=MODELS[0],
-        KEEL_LLM_ALLOWED_MODELS=",".join(MODELS[1:]),
-    )
+@pytest.fixture(scope="module")
+def server(
+    postgres_url: str, corpus_dir: Path, fake_llm_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One server for every case: each run picks its model (`context.model`)."""
+    tmp = tmp_path_factory.mktemp("grounding")
+    shutil.copytree(corpus_dir, tmp / "data")
+    env = {
+        "KEEL_DATABASE_URL": postgres_url,
+        "KEEL_DATA_DIR": str(tmp / "data"),
+        "KEEL_LLM_BASE_URL": fake_llm_url,
+        "KEEL_LLM_API_KEY": "test",
+        "KEEL_LLM_MODEL": MODELS[0],
+        "KEEL_LLM_ALLOWED_MODELS": ",".join(MODELS[1:]),
+    }
+    with Server(env, tmp / "server.log") as server:
+        yield server
 
 
-def ask(server, model: str, question: str = QUESTION) -> tuple[list[dict], dict, dict]:
-    """The token events and `run.finished` of one run on `model`, and the thread after it."""
+def ask(server, model: str | None, question: str = QUESTION) -> tuple[list[dict], dict, dict]:
+    """The token events and `run.finished` of one run on `model` (None: the configured one),
+    and the thread after it."""
     with httpx.Client(base_url=server.url, timeout=60) as client:
         thread_id = new_thread(client)
-        events = stream_run(client, thread_id, question, context={"model": model})
+        context = {"model": model} if model else {}
+        events = stream_run(client, thread_id, question, context=context)
         thread = client.get(f"/v1/threads/{thread_id}").json()
     assert events[-1][0] == "run.finished"
     return [d for e, _, d in events if e == "token"], events[-1][2], thread
@@ -92,3 +104,21 @@ def test_an_answer_from_memory_to_a_question_the_documents_cannot_answer_is_not_
     assert finished["service_level"] == "documents_only"
     assert any(r.startswith("ungrounded_answer: not supported") for r in finished["degraded"])
     assert thread["messages"][-1]["content"] == NOT_FOUND
+
+
+def test_the_fallback_models_answer_is_checked_too(
+    start_server, postgres_url, data_dir, fake_llm_url
+):
+    server = start_server(
+        KEEL_DATABASE_URL=postgres_url,
+        KEEL_DATA_DIR=str(data_dir),
+        KEEL_LLM_BASE_URL=fake_llm_url,
+        KEEL_LLM_API_KEY="test",
+        KEEL_LLM_MODEL="fail500",
+        KEEL_LLM_FALLBACK_MODEL="quote-1-0",
+        KEEL_LLM_MAX_RETRIES="0",
+    )
+    tokens, finished, thread = ask(server, None)
+    assert finished["degraded"][0].startswith("generate: ProviderError")
+    assert_replaced(tokens, finished, thread, "no citation")
+    assert all(t["node"] == "fallback" for t in tokens)
