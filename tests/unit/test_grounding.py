@@ -13,6 +13,7 @@ import pytest
 from integrations.embeddings import MiniLMEmbedder
 from integrations.text import split_sentences
 from nodes.grounding import SUPPORT_THRESHOLD, GroundingGate, cited, claim_text, support_scores
+from runtime.agent_events import ModeEvents
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSAGES = [
@@ -118,3 +119,11 @@ def test_calibration_script_smoke():
     assert report["claims"] == 12 and report["threshold"] == SUPPORT_THRESHOLD
     row = next(r for r in report["by_threshold"] if r["threshold"] == SUPPORT_THRESHOLD)
     assert row["claims_supported_by_rationale"] > row["claims_supported_by_another_abstract"]
+
+
+def test_a_replacing_token_starts_the_agent_message_anew():
+    modes = ModeEvents("r1", ["messages"])
+    list(modes.token("generate", "Unchanged files are skipped [1]. "))
+    events = list(modes.token("generate", "Files are replaced [1] ", replace=True))
+    (partial,) = [data["data"] for name, data in events if name.endswith("messages/partial")]
+    assert partial[0]["content"] == "Files are replaced [1] "
