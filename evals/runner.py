@@ -377,8 +377,9 @@ async def evaluate(
 def write_outputs(
     out_dir: Path, dataset: EvalDataset, runs: list[ConfigRun], plots: bool = True
 ) -> None:
-    """results.jsonl, summary.json, report.md and (optionally) the PNG plots."""
-    from evals.report import render_report, write_plots
+    """results.jsonl, summary.json, report.md, answers.md (with annotated evidence) and
+    (optionally) the PNG plots."""
+    from evals.report import gold_evidence, render_answers, render_report, write_plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "results.jsonl").open("w", encoding="utf-8") as handle:
@@ -396,3 +397,8 @@ def write_outputs(
     )
     images = write_plots(out_dir, runs) if plots else []
     (out_dir / "report.md").write_text(render_report(summary, images), encoding="utf-8")
+    texts = {d.id: d.text for d in dataset.documents or []}
+    evidence = gold_evidence(dataset.queries, lambda doc: abstract_sentences(texts.get(doc, "")))
+    if evidence and runs:
+        answers = render_answers(runs[0].rows, evidence)
+        (out_dir / "answers.md").write_text(answers, encoding="utf-8")

@@ -61,15 +61,19 @@ ServiceLevel = Literal["full", "no_rerank", "cached", "documents_only"]
 def service_level(state: State) -> ServiceLevel:
     """The rung of the degradation ladder that answered: full, no rerank (rerank over budget),
     cached (a near question's answer while the LLM is down), documents only (LLM down, breaker
-    open or deadline). Retrieval down fails the run. An ordinary cache hit is a full answer: it
+    open, deadline, or a generated answer the grounding check replaced). Retrieval down fails the run. An ordinary cache hit is a full answer: it
     is what the full graph answered, and counting it degraded would page on a healthy cache."""
     mode = (state.get("fallback") or {}).get("mode")
     if mode == "cached":
         return "cached"
-    # "Not found" with nothing failed (nothing retrieved) is what the full graph answers.
-    if mode == "extractive" or (mode == "not_found" and state.get("degraded")):
+    degraded = state.get("degraded", [])
+    # "Not found" with nothing failed (nothing retrieved) is what the full graph answers; a
+    # generated answer the grounding check replaced is answered from the documents only.
+    if mode == "extractive" or (mode == "not_found" and degraded):
         return "documents_only"
-    if any(reason.startswith("rerank_skipped") for reason in state.get("degraded", [])):
+    if any(reason.startswith("ungrounded_answer") for reason in degraded):
+        return "documents_only"
+    if any(reason.startswith("rerank_skipped") for reason in degraded):
         return "no_rerank"
     return "full"
 

@@ -180,6 +180,11 @@ class Settings(BaseSettings):
         "next healthy model; the first token wins",
     )
     llm_hedge_ratio: float = Field(default=0.05, ge=0, description="hedges at most this share")
+    grounding_check: bool = Field(
+        default=True,
+        description="hold each generated sentence until a passage it cites supports it; an "
+        "uncited or unsupported answer is replaced by the extractive one",
+    )
     llm_context_window: int = Field(
         default=8192,
         description="the model's window: passages are trimmed to fit it minus llm_max_tokens",

@@ -42,10 +42,13 @@ def build_chat_models(settings: Settings) -> list[BaseChatModel]:
     if settings.llm_fallback_model:
         models.append(settings.llm_fallback_model)
     api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "not-needed"
-    # The read timeout only bounds a silent socket; first-token and idle limits are LLMChain's.
-    timeout = httpx.Timeout(
-        settings.llm_idle_timeout_s, connect=settings.llm_connect_timeout_s, pool=5.0
-    )
+    # The read timeout only bounds a silent socket; first-token and idle limits are LLMChain's
+    # (a server such as llama.cpp's sends nothing until its first token).
+    silent_s = max(settings.llm_idle_timeout_s, settings.llm_first_token_timeout_s)
+    timeout = httpx.Timeout(silent_s, connect=settings.llm_connect_timeout_s, pool=5.0)
+    # langchain-openai sends the limit as `max_completion_tokens`, which self-hosted servers
+    # (llama-cpp-python's) ignore: they get `max_tokens` as well.
+    extra_body = {"max_tokens": settings.llm_max_tokens} if settings.llm_base_url else None
     return [
         ChatOpenAI(
             model=name,
@@ -54,6 +57,7 @@ def build_chat_models(settings: Settings) -> list[BaseChatModel]:
             timeout=timeout,
             max_retries=0,  # LLMChain is the one retry owner
             max_tokens=settings.llm_max_tokens,  # type: ignore[call-arg]
+            extra_body=extra_body,
             streaming=True,
             stream_usage=True,
             temperature=0,

@@ -60,6 +60,10 @@ FOLLOWED_INSTRUCTIONS = Counter(
     "keel_guard_followed_instructions_total",
     "Answers withheld because they did what an instruction inside a passage said",
 )
+UNGROUNDED_ANSWERS = Counter(
+    "keel_ungrounded_answers_total",
+    "Generated answers replaced because a sentence cited nothing or was not supported",
+)
 ANSWERS = Counter(
     "keel_answers_total",
     "Answers by service level (full, no_rerank, cached, documents_only): degraded answers by mode",

@@ -20,10 +20,12 @@ from nodes.generate import (
     blocked_by_passages,
     build_prompt,
     earlier_turns,
+    grounding_gate,
     not_found,
     prompt_budget,
     sentence_writer,
     stream_chat,
+    ungrounded,
 )
 from nodes.output_guard import StreamRedactor, merge_counts, redact_citations, screen_passages
 
@@ -57,13 +59,33 @@ def make_fallback(deps: Deps):
                 prompt = [*prompt, AIMessage(partial)]
             for model in deps.llm.chain_for(context.model)[1 : 2 if partial else None]:
                 guard = StreamRedactor(deps.redactor)
+                gate = grounding_gate(deps, context, passages)
                 try:
                     text, usage, _ = await stream_chat(
-                        deps, model, prompt, runtime, "fallback", guard, continues=partial
+                        deps, model, prompt, runtime, "fallback", guard, partial, gate=gate
                     )
                 except ProviderError as exc:
                     degraded.append(f"fallback {model_name(model)}: {exc}")
                     continue
+                if gate and gate.failed:
+                    shown = bool(partial or gate.released)
+                    update = await ungrounded(
+                        deps,
+                        context,
+                        {**state, "degraded": degraded},
+                        passages,
+                        gate,
+                        runtime,
+                        "fallback",
+                        shown,
+                    )
+                    mode = "not_found" if update.get("found") is False else "extractive"
+                    return {
+                        **screened,
+                        **update,
+                        "usage": usage,
+                        "fallback": {"reason": reason, "mode": mode},
+                    }
                 checked = check_citations((partial + text).strip(), passages)
                 citations, snippet_counts = redact_citations(deps.redactor, checked.citations)
                 return {

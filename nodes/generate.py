@@ -2,9 +2,11 @@
 with no model configured, the extractive answerer (sentence by sentence), or an honest "not
 found" when no sentence is relevant."""
 
+import asyncio
 import re
 from typing import Any
 
+import numpy as np
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AnyMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
@@ -22,9 +24,11 @@ from graph.prompts import (
 from graph.state import Citation, Passage, State
 from integrations import metrics
 from integrations.llm import model_name
+from integrations.text import split_sentences
 from nodes.cache import store_answer
 from nodes.citations import answer_message, check_citations
 from nodes.extractive import OnSentence, extractive_answer
+from nodes.grounding import Evidence, GroundingGate
 from nodes.output_guard import (
     PassageScreen,
     StreamRedactor,
@@ -95,6 +99,32 @@ def prompt_budget(deps: Deps) -> int:
     return deps.settings.llm_context_window - deps.settings.llm_max_tokens
 
 
+def grounding_gate(deps: Deps, context: Context, passages: list[Passage]) -> GroundingGate | None:
+    """A gate judging a streamed answer against `passages` (`nodes.grounding`), None with
+    `KEEL_GROUNDING_CHECK` off; their sentence vectors are read (or embedded and stored) while
+    the model starts."""
+    if not deps.settings.grounding_check:
+        return None
+    corpus = deps.corpora.get(context.tenant)
+    ids = [p["id"] for p in passages]
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.vstack([corpus.embed_query(text) for text in texts])
+
+    def evidence() -> Evidence:
+        found = corpus.sentence_vectors(ids)
+        out: list[tuple[list[str], np.ndarray]] = []
+        for p in passages:
+            if p["id"] in found:
+                out.append(found[p["id"]])
+            else:  # not in the store (yet): judged by its own text
+                sentences = split_sentences(p["text"])
+                out.append((sentences, embed(sentences) if sentences else np.zeros((0, 1))))
+        return out
+
+    return GroundingGate(embed, asyncio.ensure_future(asyncio.to_thread(evidence)))
+
+
 async def stream_chat(
     deps: Deps,
     model: BaseChatModel,
@@ -104,9 +134,11 @@ async def stream_chat(
     guard: StreamRedactor | None = None,
     continues: str = "",
     hedge: BaseChatModel | None = None,
+    gate: GroundingGate | None = None,
 ) -> tuple[str, dict[str, int], BaseChatModel]:
     """Streams a model's answer as `token` events through the LLM chain's retries, timeouts and
-    breakers, redacted by `guard` when given (the answer returned is then the redacted one).
+    breakers, redacted by `guard` and held back by `gate` until judged grounded when given (the
+    answer returned is then what left: redacted, and only the grounded part).
     `continues` is text the client already has, which this answer continues (no double space);
     `hedge` may race a late first token. Returns the text, token usage and the model that
     answered.
@@ -114,24 +146,35 @@ async def stream_chat(
     parts: list[str] = []
     trim = [continues[-1:].isspace()]  # until the first text arrives
 
+    def emit(piece: str) -> None:
+        parts.append(piece)
+        runtime.stream_writer({"token": piece, "node": node})
+
+    def release(pieces: list[str]) -> None:
+        for piece in pieces:
+            gate.feed(piece) if gate else emit(piece)
+
     def send(text: str) -> None:
         if trim[0]:
             text = text.lstrip()
             trim[0] = not text
-        for piece in guard.feed(text) if guard else [text]:
-            parts.append(piece)
-            runtime.stream_writer({"token": piece, "node": node})
+        release(guard.feed(text) if guard else [text])
 
     context = run_context(runtime.context)
+    drain = asyncio.ensure_future(gate.run(emit)) if gate else None
     try:
         usage, answered = await deps.llm.stream(model, prompt, send, context.deadline_at, hedge)
+        if guard:
+            release(guard.flush())
+        if gate and drain:
+            gate.close()
+            await drain
     except ProviderError as exc:
-        exc.partial = "".join(parts)
+        exc.partial = "".join(parts)  # what is held back never leaves
         raise
-    if guard:
-        for piece in guard.flush():
-            parts.append(piece)
-            runtime.stream_writer({"token": piece, "node": node})
+    finally:
+        if drain and not drain.done():
+            drain.cancel()
     return "".join(parts), usage, answered
 
 
@@ -149,24 +192,64 @@ def blocked_by_passages(screen: PassageScreen, state: State, runtime: Runtime[Co
     }
 
 
-def sentence_writer(runtime: Runtime[Context], node: str) -> OnSentence:
-    """Streams each extractive sentence as one `token` event carrying the citation it adds."""
+def sentence_writer(runtime: Runtime[Context], node: str, replace: bool = False) -> OnSentence:
+    """Streams each extractive sentence as one `token` event carrying the citation it adds;
+    with `replace`, the first one also carries `replace: true` (the client drops the text it
+    has of this answer)."""
+    first = [replace]
 
     def write(text: str, citation: Citation) -> None:
-        runtime.stream_writer({"token": f"{text} ", "node": node, "citation": citation})
+        event = {"token": f"{text} ", "node": node, "citation": citation}
+        runtime.stream_writer({**event, "replace": True} if first[0] else event)
+        first[0] = False
 
     return write
 
 
-def not_found(runtime: Runtime[Context], node: str) -> dict[str, Any]:
+def not_found(runtime: Runtime[Context], node: str, replace: bool = False) -> dict[str, Any]:
     """The honest answer when the documents hold nothing relevant: not a failure (`found` is
-    False, nothing is added to `degraded`)."""
-    runtime.stream_writer({"token": NOT_FOUND, "node": node})
+    False, nothing is added to `degraded`); `replace` as in `sentence_writer`."""
+    event = {"token": NOT_FOUND, "node": node}
+    runtime.stream_writer({**event, "replace": True} if replace else event)
     return {
         "answer": NOT_FOUND,
         "citations": [],
         "found": False,
         "messages": [answer_message(NOT_FOUND, [])],
+    }
+
+
+async def ungrounded(
+    deps: Deps,
+    context: Context,
+    state: State,
+    passages: list[Passage],
+    gate: GroundingGate,
+    runtime: Runtime[Context],
+    node: str,
+    replace: bool,
+) -> dict[str, Any]:
+    """The update that replaces a generated answer the grounding gate stopped: the extractive
+    answer, else "not found", with `ungrounded_answer: <why>` in `degraded`. With `replace` (the
+    client has text of the answer already), its first token carries `replace: true`."""
+    metrics.UNGROUNDED_ANSWERS.inc()
+    extract = await extractive_answer(
+        deps, context, state["question"], passages, sentence_writer(runtime, node, replace)
+    )
+    update = (
+        not_found(runtime, node, replace)
+        if extract is None
+        else {
+            "answer": extract.text,
+            "citations": extract.citations,
+            "output_redactions": extract.redactions,
+            "messages": [answer_message(extract.text, extract.citations)],
+        }
+    )
+    return {
+        **update,
+        "model": "extractive",
+        "degraded": [*state.get("degraded", []), f"ungrounded_answer: {gate.reason}"],
     }
 
 
@@ -205,12 +288,28 @@ def make_generate(deps: Deps):
             hedge = chain[1] if deps.settings.llm_hedge and len(chain) > 1 else None
             history = earlier_turns(state, context.history_turns)
             guard = StreamRedactor(deps.redactor, targets=instruction_targets(passages))
+            gate = grounding_gate(deps, context, passages)
             prompt = build_prompt(question, passages, history, prompt_budget(deps))
             text, usage, model = await stream_chat(
-                deps, chain[0], prompt, runtime, "generate", guard, hedge=hedge
+                deps, chain[0], prompt, runtime, "generate", guard, hedge=hedge, gate=gate
             )
             if guard.followed:
                 return followed_instruction(state, screen, runtime)
+            if gate and gate.failed:
+                return {
+                    **screened,
+                    **await ungrounded(
+                        deps,
+                        context,
+                        state,
+                        passages,
+                        gate,
+                        runtime,
+                        "generate",
+                        bool(gate.released),
+                    ),
+                    "usage": usage,
+                }
             checked = check_citations(text.strip(), passages)
             answer, flags = checked.answer, checked.degraded
             citations, snippet_counts = redact_citations(deps.redactor, checked.citations)

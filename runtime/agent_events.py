@@ -83,13 +83,14 @@ class ModeEvents:
         if kind == "tasks" and not ns and self.modes & {EVENTS_MODE, MESSAGES_MODE, TOKEN_MODE}:
             yield from self._task(data)
 
-    def token(self, node: str, text: str) -> Iterator[Event]:
-        """The events of one token keel streamed from `node`."""
+    def token(self, node: str, text: str, replace: bool = False) -> Iterator[Event]:
+        """The events of one token keel streamed from `node`; `replace` starts the message's
+        text anew (`messages/partial` carries the whole text, so it drops what came before)."""
         if not self.modes & {TOKEN_MODE, MESSAGES_MODE, EVENTS_MODE}:
             return  # a /v1 run: its own `token` events say it all
         message_id = f"run-{self.run_id}-{node}"
         first = node not in self._text
-        self._text[node] = self._text.get(node, "") + text
+        self._text[node] = ("" if replace else self._text.get(node, "")) + text
         metadata = {"run_id": self.run_id, "langgraph_node": node}
         chunk = {"type": "AIMessageChunk", "id": message_id, "content": text}
         if TOKEN_MODE in self.modes:

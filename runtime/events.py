@@ -82,10 +82,11 @@ async def graph_events(
             continue
         data: dict[str, Any] = part["data"]  # type: ignore[assignment]
         if part["type"] == "custom":
-            # An extractive sentence carries the citation it adds to the answer.
-            cited = {"citation": data["citation"]} if "citation" in data else {}
-            yield "token", {"text": data["token"], "node": data["node"], **cited}
-            for event in modes.token(data["node"], data["token"]):
+            # An extractive sentence carries the citation it adds to the answer; the first token
+            # of an answer replacing the text streamed so far carries `replace`.
+            extra: dict[str, Any] = {k: data[k] for k in ("citation", "replace") if k in data}
+            yield "token", {"text": data["token"], "node": data["node"], **extra}
+            for event in modes.token(data["node"], data["token"], data.get("replace", False)):
                 yield event
             continue
         if part["type"] != "tasks":

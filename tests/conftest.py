@@ -26,6 +26,7 @@ from corpus import Document, open_corpora
 from corpus.loaders import load_paths
 from evals import SCIFACT
 from graph.settings import Settings
+from tests.fake_llm import STREAM_ONLY
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DOCS = 60
@@ -168,6 +169,7 @@ def two_tenant_server(
         "KEEL_DATA_DIR": str(tmp / "data"),
         "KEEL_API_KEYS": json.dumps({hash_key(k): t for k, t in keys.values()}),
         "KEEL_LLM_BASE_URL": fake_llm_url,
+        **STREAM_ONLY,
         "KEEL_LLM_API_KEY": "test",
         **env,
     }

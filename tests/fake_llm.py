@@ -10,6 +10,9 @@ The model name sets the behaviour (faults may be joined with `+`):
 - `keepalive`: sends only SSE comments and empty deltas, never text;
 - `window-<tokens>`: answers 400 `context_length_exceeded` when the prompt (UTF-8 bytes / 4,
   about what BPE tokenizers give on English) exceeds the window.
+- `quote-<n>-<m>`: answers the first sentence of passage [n] of the prompt, cited [m] (0: no
+  citation); `+invent` adds a sentence no passage holds, cited [m];
+- `recall`: answers from "memory" (a boiling point), citing [1].
 A trailing assistant message is a prefix to continue: the words it holds are not sent again.
 `GET /calls` counts the requests per model (`?contains=X`: per prompt whose last user message
 contains X); `DELETE /calls` resets the counts.
@@ -18,6 +21,7 @@ Run as `python -m tests.fake_llm PORT`.
 
 import asyncio
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -28,6 +32,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+# Its answers ("word0 word1 ... [1].") are in no document: servers that test the stream itself
+# (faults, failover, runs, timing) turn the grounding check off; test_grounding.py tests it.
+STREAM_ONLY = {"KEEL_GROUNDING_CHECK": "false"}
 CALLS: Counter[str] = Counter()
 PROMPTS: Counter[str] = Counter()  # requests per last user message (per call site)
 
@@ -43,6 +50,26 @@ def _chunk(model: str, delta: dict, finish: str | None = None, usage: dict | Non
     if usage:
         body["usage"] = usage
     return f"data: {json.dumps(body)}\n\n"
+
+
+INVENTED = "Keel also ingests spreadsheets, slide decks and audio recordings natively"
+RECALLED = "Mercury boils at 356.7 degrees Celsius at sea level [1]."
+_PASSAGE = re.compile(r"^\[(\d+)\] \(.*\)$", re.MULTILINE)
+
+
+def _quoted(messages: list[dict], model: str) -> list[str]:
+    """The words of a `quote-<n>-<m>` answer: passage n's first sentence, cited [m]."""
+    n, m = (int(x) for x in model.split("+")[0].split("-")[1:3])
+    users = [str(x.get("content", "")) for x in messages if x.get("role") == "user"]
+    parts = _PASSAGE.split(users[-1].split("</passages>")[0]) if users else []
+    texts = dict(zip(parts[1::2], parts[2::2], strict=True))
+    sentences = re.split(r"(?<=[.!?])\s+", " ".join(texts.get(str(n), "").split()))
+    first = next((x for x in sentences if len(x.split()) >= 6 and x.endswith(".")), "Nothing.")
+    cite = f" [{m}]" if m else ""
+    answer = f"{first[:-1]}{cite}."
+    if "invent" in model:
+        answer += f" {INVENTED}{cite}."
+    return answer.split()
 
 
 def _faults(model: str) -> dict[str, int]:
@@ -79,6 +106,10 @@ async def completions(request: Request) -> Response:
     slow = model.split("+")[0].split("-")
     delay_ms, words = (int(slow[1]), int(slow[2])) if slow[0] == "slow" else (10, 30)
     text = [f"word{n}" for n in range(words - 1)] + ["[1]."]
+    if model.startswith("quote-"):
+        text = _quoted(messages, model)
+    elif model == "recall":
+        text = RECALLED.split()
     prefix = messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
     start = len(prefix.split())
 

@@ -18,6 +18,7 @@ from api.agent.schemas import RunKnobs
 from api.auth import hash_key
 from api.schemas import RunContext
 from tests.conftest import Server
+from tests.fake_llm import STREAM_ONLY
 
 ASSISTANT_UUID = str(uuid.uuid5(uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8"), "keel"))
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
@@ -37,6 +38,7 @@ def server(
         "KEEL_DATABASE_URL": postgres_url,
         "KEEL_DATA_DIR": str(tmp / "data"),
         "KEEL_LLM_BASE_URL": fake_llm_url,
+        **STREAM_ONLY,
         "KEEL_LLM_API_KEY": "test",
         "KEEL_LLM_MODEL": "slow-40-25",
         "KEEL_RUN_HEARTBEAT_S": "0.2",

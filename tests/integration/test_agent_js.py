@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Server
+from tests.fake_llm import STREAM_ONLY
 from tests.integration.test_runs import replicas  # noqa: F401 (the two-replica fixture)
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
@@ -36,6 +37,7 @@ def server(
         "KEEL_DATABASE_URL": postgres_url,
         "KEEL_DATA_DIR": str(tmp_path / "data"),
         "KEEL_LLM_BASE_URL": fake_llm_url,
+        **STREAM_ONLY,
         "KEEL_LLM_API_KEY": "test",
         "KEEL_LLM_MODEL": "slow-5-12",
     }

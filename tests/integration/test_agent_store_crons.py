@@ -20,6 +20,7 @@ from langgraph_sdk.errors import NotFoundError
 
 from api.auth import hash_key
 from tests.conftest import Server
+from tests.fake_llm import STREAM_ONLY
 
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
 INPUT = {"messages": [{"role": "user", "content": QUESTION}]}
@@ -54,6 +55,7 @@ def replicas(
         "KEEL_DATABASE_URL": postgres_url,
         "KEEL_API_KEYS": json.dumps({hash_key(keys[n]): t for n, t in tenants.items()}),
         "KEEL_LLM_BASE_URL": fake_llm_url,
+        **STREAM_ONLY,
         "KEEL_LLM_API_KEY": "test",
         "KEEL_LLM_MODEL": "slow-0-9",
         # Both replicas look for due crons five times a second: a double claim would show.

@@ -16,6 +16,7 @@ from langgraph_sdk import get_client
 
 from cli.process import free_port
 from tests.conftest import Server
+from tests.fake_llm import STREAM_ONLY
 
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
 INPUT = {"messages": [{"role": "user", "content": QUESTION}]}
@@ -73,6 +74,7 @@ def server(
         "KEEL_DATABASE_URL": postgres_url,
         "KEEL_DATA_DIR": str(tmp / "data"),
         "KEEL_LLM_BASE_URL": fake_llm_url,
+        **STREAM_ONLY,
         "KEEL_LLM_API_KEY": "test",
         "KEEL_LLM_MODEL": "slow-40-25",
         "KEEL_WEBHOOK_ALLOW_PRIVATE": "true",  # the receiver is on loopback

@@ -12,6 +12,8 @@ import time
 import httpx
 from httpx_sse import connect_sse
 
+from tests.fake_llm import STREAM_ONLY
+
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
 
 
@@ -21,6 +23,7 @@ def replicas(start_server, postgres_url, data_dir, fake_llm_url, tmp_path, model
     env = {
         "KEEL_DATABASE_URL": postgres_url,
         "KEEL_LLM_BASE_URL": fake_llm_url,
+        **STREAM_ONLY,
         "KEEL_LLM_API_KEY": "test",
         "KEEL_LLM_MODEL": model,
         "KEEL_RUN_HEARTBEAT_S": "0.2",

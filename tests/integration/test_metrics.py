@@ -16,6 +16,7 @@ import yaml
 from httpx_sse import connect_sse
 
 from api.auth import hash_key
+from tests.fake_llm import STREAM_ONLY
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
@@ -61,6 +62,7 @@ def test_scrape_after_real_runs_passes_promtool(
         KEEL_DATABASE_URL=postgres_url,
         KEEL_DATA_DIR=str(data_dir),
         KEEL_LLM_BASE_URL=fake_llm_url,
+        **STREAM_ONLY,
         KEEL_LLM_API_KEY="test",
         KEEL_LLM_MODEL="slow-1-8",
         KEEL_LLM_ALLOWED_MODELS="fail500",

@@ -11,6 +11,8 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
+from tests.fake_llm import STREAM_ONLY
+
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
 FULL = " ".join(f"word{n}" for n in range(29)) + " [1]."  # what every fake model answers
 # fault model -> (upstream calls, fallback mode): failures with no text are retried twice;
@@ -36,6 +38,7 @@ def env(postgres_url: str, redis_url: str, data_dir: Path, llm_url: str, **extra
         "KEEL_REDIS_URL": redis_url,
         "KEEL_DATA_DIR": str(data_dir),
         "KEEL_LLM_BASE_URL": llm_url,
+        **STREAM_ONLY,
         "KEEL_LLM_API_KEY": "test",
         "KEEL_LLM_MODEL": "slow-5-30",
         "KEEL_LLM_FIRST_TOKEN_TIMEOUT_S": "1",

@@ -14,6 +14,8 @@ import psycopg
 import pytest
 from httpx_sse import connect_sse
 
+from tests.fake_llm import STREAM_ONLY
+
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
 
 
@@ -24,6 +26,7 @@ def llm_env(
         "KEEL_DATABASE_URL": postgres_url,
         "KEEL_DATA_DIR": str(data_dir),
         "KEEL_LLM_BASE_URL": fake_llm_url,
+        **STREAM_ONLY,
         "KEEL_LLM_API_KEY": "test",
         "KEEL_LLM_MODEL": model,
         "KEEL_RUN_HEARTBEAT_S": "0.2",

@@ -14,6 +14,7 @@ import httpx
 import psutil
 
 from tests.conftest import ROOT
+from tests.fake_llm import STREAM_ONLY
 from tests.integration.test_drain import stream
 
 
@@ -44,6 +45,7 @@ def test_two_workers_serve_one_port_and_drain_on_sigterm(
         "KEEL_REDIS_URL": redis_url,
         "KEEL_CHROMA_URL": chroma_url,
         "KEEL_LLM_BASE_URL": fake_llm_url,
+        **STREAM_ONLY,
         "KEEL_LLM_API_KEY": "test",
         "KEEL_LLM_MODEL": f"slow-40-40+workers{time.time_ns()}",  # ~1.6 s of tokens per run
         "KEEL_WORKERS": "2",

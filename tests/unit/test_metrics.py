@@ -6,7 +6,8 @@ import pytest
 
 from evals import metrics
 from evals.configs import configurations, parse_overrides
-from evals.datasets import abstract_sentences, read_qrels
+from evals.datasets import EvalQuery, abstract_sentences, read_qrels
+from evals.report import gold_evidence, render_answers
 from graph.errors import InvalidInput
 
 QRELS = {"a": 1.0, "b": 1.0}
@@ -178,3 +179,37 @@ def test_without_relevant_takes_every_judged_document_out():
     absent = EvalDataset("d", queries, docs).without_relevant()
     assert [d.id for d in absent.documents or []] == ["2", "4"]
     assert absent.queries == queries and absent.name == "d-without-relevant"
+
+
+def test_answers_report_sets_sampled_answers_beside_their_gold_evidence():
+    queries = [
+        EvalQuery(id="q1", question="Does A cause B?", evidence=(("d1", 0), ("d1", 2))),
+        EvalQuery(id="q2", question="Is C rare?"),  # no annotated evidence: never sampled
+        EvalQuery(id="q3", question="Does D help?", evidence=(("d2", 1),)),
+    ]
+    sentences = {"d1": ["A causes B.", "Unrelated.", "B follows A."], "d2": ["D.", "D helps."]}
+    evidence = gold_evidence(queries, sentences.__getitem__)
+    assert evidence == {
+        "q1": [("d1", 0, "A causes B."), ("d1", 2, "B follows A.")],
+        "q3": [("d2", 1, "D helps.")],
+    }
+    rows = [
+        {
+            "config": "default",
+            "query_id": q.id,
+            "question": q.question,
+            "answer": f"Answer to {q.id}. [1]",
+            "model": "extractive",
+            "degraded": [],
+            "metrics": {"evidence_precision": 1.0, "evidence_recall": 0.5},
+            "evidence_selected": [["d1", 0]] if q.id == "q1" else [],
+        }
+        for q in queries
+    ]
+    report = render_answers(rows, evidence, sample=5)
+    assert report.startswith("# Answers beside their gold evidence (default)")
+    assert report.count("\n## ") == 2 and "Is C rare?" not in report
+    assert "> Answer to q1. [1]" in report and "precision 1.00; recall 0.50" in report
+    assert "- ✔ `d1` #0: A causes B." in report and "- `d1` #2: B follows A." in report
+    assert render_answers(rows, evidence, sample=1) == render_answers(rows, evidence, sample=1)
+    assert render_answers(rows, evidence, sample=1).count("\n## ") == 1

@@ -104,7 +104,8 @@ def test_screen_passages_policies():
 
 async def test_generate_redacts_answer_tokens_and_snippets_and_strips_injection(make_deps):
     model = recording("Skipped [1]; ask ops.lead@example.com or +44 20 7946 0958 [1].")
-    deps = make_deps([model])
+    # The answer is about redaction, not in the passages: the grounding check has its own tests.
+    deps = make_deps([model], grounding_check=False)
     rt, written = runtime()
     update = await make_generate(deps)(state(), rt)
     prompt = " ".join(str(m.content) for m in model.prompts[0])
@@ -127,7 +128,8 @@ async def test_generate_blocks_or_flags_injected_passages_per_policy(make_deps):
     assert blocked["injected_passages"] == ["evil"] and model.prompts == []
     assert "injection_in_passages" in blocked["degraded"]
     flag_model = recording("Flagged but answered [2].")
-    flagged = await make_generate(make_deps([flag_model], guard_passage_policy="flag"))(state(), rt)
+    flag_deps = make_deps([flag_model], guard_passage_policy="flag", grounding_check=False)
+    flagged = await make_generate(flag_deps)(state(), rt)
     assert EVIL in " ".join(str(m.content) for m in flag_model.prompts[0])
     assert flagged["injected_passages"] == ["evil"] and flagged["citations"][0]["id"] == "evil"
 

@@ -12,7 +12,7 @@ from langchain_core.messages import HumanMessage
 from graph.errors import CircuitOpen, ProviderError
 from graph.settings import Settings
 from integrations.breakers import BreakerRules, BreakerState, LocalBreakers, RedisBreakers
-from integrations.llm import LLMChain, RetryBudget, target_key
+from integrations.llm import LLMChain, RetryBudget, build_chat_models, target_key
 from tests.fakes import SlowChatModel, failing, recording
 
 RULES = BreakerRules()
@@ -161,3 +161,20 @@ async def test_a_late_first_token_is_hedged_and_the_first_text_wins():
     assert llm.upstream_calls == 2
     # The hedge budget (5% of calls, 1 in reserve) is spent: the next late call waits it out.
     assert not llm.hedges.spend()
+
+
+def test_a_self_hosted_model_gets_max_tokens_and_time_for_its_first_token():
+    settings = Settings(
+        llm_base_url="http://127.0.0.1:9/v1",
+        llm_max_tokens=77,
+        llm_first_token_timeout_s=40,
+        llm_idle_timeout_s=15,
+    )
+    (model,) = build_chat_models(settings)
+    payload = model._get_request_payload([HumanMessage("hi")])  # type: ignore[attr-defined]
+    # llama-cpp-python's server reads `max_tokens` only; OpenAI's API gets no extra field.
+    assert payload["max_completion_tokens"] == 77 and payload["extra_body"] == {"max_tokens": 77}
+    # The socket may stay silent until the first token: the read timeout waits that long.
+    assert model.request_timeout.read == 40  # type: ignore[attr-defined]
+    hosted = build_chat_models(Settings(KEEL_LLM_API_KEY="sk-test"))[0]
+    assert "extra_body" not in hosted._get_request_payload([HumanMessage("hi")])  # type: ignore[attr-defined]
