@@ -1,8 +1,9 @@
 """Trains the reranker (`integrations/rerank.py`, `LearnedReranker`) and writes its weights.
 
-Ingests a `keel eval` dataset (default: SciFact; unchanged documents are skipped), embeds every
-chunk's sentences as a served corpus's warmer does, runs the first stage for each question and
-reads the candidates' `features` exactly as the reranker does. A linear model is fitted listwise
+Ingests a `keel eval` dataset (default: SciFact; unchanged documents are skipped), runs the first
+stage for each question and reads the candidates' `features` exactly as the reranker does, on a
+cold corpus (no sentence vectors stored, as on the first queries after an ingestion; the warmer's
+stored vectors only sharpen the best-sentence signal later). A linear model is fitted listwise
 (softmax over each question's candidates, cross-entropy against its relevant documents, L2) in
 numpy. It prints nDCG@10 of the first stage, of the weights in place and of the new model, all
 over `--folds` folds of the questions (the new model is fitted on the other folds each time),
@@ -10,8 +11,7 @@ then fits on every question and writes the weights (`--out`).
 
 Run: `python -m scripts.train_reranker [--dataset DIR] [--split train] [--data-dir DIR]`; with
 your own labelled questions (the `keel eval` format: `--dataset questions.jsonl --corpus DIR`,
-docs/evaluation.md) that is how the reranker learns your documents. About 10 minutes for SciFact train on 2 cores, most of it the
-warm-up's embedding."""
+docs/evaluation.md) that is how the reranker learns your documents. About 4 minutes for SciFact train on 2 cores."""
 
 import argparse
 import asyncio
@@ -30,21 +30,23 @@ from integrations.rerank import FEATURES, MODEL_DEPTH, WEIGHTS, LinearModel, fea
 from nodes.retrieve import first_stage
 
 Scorer = Callable[[np.ndarray], np.ndarray]
-# One question's candidates: their chunk ids, feature rows and relevance (0 or the grade).
+# One question's candidates: their chunk ids, then the feature rows and relevance (0 or the
+# grade) of those the reranker re-scores.
 Group = tuple[list[str], np.ndarray, np.ndarray]
 
 
 def candidates(deps: Deps, dataset: EvalDataset, depth: int) -> list[Group]:
-    """Each question's first `depth` first-stage candidates, read as the reranker reads them."""
+    """Each question's first-stage candidates (as many as a turn retrieves), the first `depth`
+    read as the reranker reads them; the rest follow in their order."""
     corpus = deps.corpora.get()
     groups = []
     for query in dataset.queries:
         vector = corpus.embed_query(query.question)
-        passages = first_stage(corpus, query.question, vector, depth, "hybrid")
+        passages = first_stage(corpus, query.question, vector, Context.candidates, "hybrid")
         ids = [p["id"] for p in passages]
-        matches = corpus.match_scores(ids, vector, MODEL_DEPTH)
-        relevance = np.array([query.relevant.get(p["doc_id"], 0.0) for p in passages])
-        groups.append((ids, features(query.question, passages, matches), relevance))
+        matches = corpus.match_scores(ids[:depth], vector, MODEL_DEPTH)
+        relevance = np.array([query.relevant.get(p["doc_id"], 0.0) for p in passages[:depth]])
+        groups.append((ids, features(query.question, passages[:depth], matches), relevance))
     return groups
 
 
@@ -71,7 +73,8 @@ def ndcg(groups: list[Group], queries: list[EvalQuery], score: Scorer) -> float:
     """Mean nDCG@10 of the documents when each question's candidates are ordered by `score`."""
     values = []
     for (ids, rows, _), query in zip(groups, queries, strict=True):
-        ranking = metrics.doc_ranking(ids[n] for n in np.argsort(-score(rows), kind="stable"))
+        head = [ids[n] for n in np.argsort(-score(rows), kind="stable")]
+        ranking = metrics.doc_ranking([*head, *ids[len(head) :]])
         values.append(metrics.ndcg_at_k(ranking, query.relevant, 10))
     return float(np.mean(values))
 
@@ -85,7 +88,7 @@ def main() -> None:
     )
     parser.add_argument("--data-dir", type=Path, default=Path(".keel/train-reranker"))
     parser.add_argument(
-        "--depth", type=int, default=Context.candidates, help="candidates per question"
+        "--depth", type=int, default=Settings().rerank_depth, help="candidates re-scored"
     )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--l2", type=float, default=1e-3)
@@ -96,8 +99,6 @@ def main() -> None:
     deps = Deps.from_settings(settings)
     try:
         prepare_corpus(deps, dataset)
-        while deps.corpora.warm_step(chunks=256):
-            pass
         groups = candidates(deps, dataset, args.depth)
     finally:
         asyncio.run(deps.aclose())
