@@ -5,8 +5,11 @@ import re
 # A sentence ends at . ! or ? followed by space and an upper-case letter, digit or bracket;
 # abbreviations such as "e.g. the" stay joined because a lower-case word follows.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[\"])")
-# Text joined without a space ("drugs.Ninety-four", common in scraped abstracts) ends one too.
-_GLUED_END = re.compile(r"(?<=[a-z0-9)][.!?])(?=[A-Z][a-z])")
+# Text joined without a space ("drugs.Ninety-four", "EF.Allogeneic", "(95.4%).Last",
+# "chemotherapy.DNA", common in scraped abstracts) ends one too; an initial ("U.S.") does not,
+# as a one-letter capital is not followed by a letter or digit. On SciFact train this put 1,003 of
+# the 1,025 annotated evidence sentences inside their abstract's split (923 before).
+_GLUED_END = re.compile(r"(?<=[a-zA-Z0-9)%\]][.!?])(?=[A-Z][A-Za-z0-9])")
 
 
 # Blank lines and Markdown heading lines end a sentence; heading lines are not sentences.

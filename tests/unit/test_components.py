@@ -31,6 +31,19 @@ def test_split_sentences_keeps_abbreviations_and_cuts_long_runs():
     assert all(len(s) <= 100 for s in long) and " ".join(long).split() == ["word"] * 200
 
 
+def test_split_sentences_parts_text_joined_without_a_space():
+    # as BEIR joins SciFact's sentences: after a capital, a percentage or before an acronym
+    text = "Low EF.Allogeneic cells (95.4%).Last we saw chemotherapy.DNA was the U.S. Army's."
+    assert split_sentences(text) == [
+        "Low EF.",
+        "Allogeneic cells (95.4%).",
+        "Last we saw chemotherapy.",
+        "DNA was the U.S.",
+        "Army's.",
+    ]
+    assert split_sentences("Version 1.2.3 is out.") == ["Version 1.2.3 is out."]
+
+
 def test_reciprocal_rank_fusion_rewards_agreement():
     fused = reciprocal_rank_fusion({"dense": ["x", "y", "z"], "lexical": ["y", "w"]})
     assert [i for i, _ in fused] == ["y", "x", "w", "z"]
