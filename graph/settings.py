@@ -68,7 +68,7 @@ class Settings(BaseSettings):
         "of `keel serve` (until then a query embeds the few that static vectors pick), or all "
         "at ingestion (several times slower ingestion)",
     )
-    rerank_depth: int = Field(default=40, description="fused candidates the reranker re-scores")
+    rerank_depth: int = Field(default=20, description="fused candidates the reranker re-scores")
     abstain_relevance: float = Field(
         default=0.5,
         description="the extractive answer's best sentence must reach this relevance (cosine + "
