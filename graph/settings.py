@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     retention_checkpoints: int = 0
     retention_events_s: float = 0
     history_max_messages: int = 0
+    # Seconds between sweeps for threads whose TTL has passed (0: never swept).
+    thread_ttl_sweep_s: float = 60.0
 
     chroma_url: str | None = None
     corpus_url: str = Field(

@@ -82,6 +82,8 @@ async def graph_events(
             continue
         data: dict[str, Any] = part["data"]  # type: ignore[assignment]
         if part["type"] == "custom":
+            if "token" not in data:  # a node's progress (custom mode only): node.finished says it
+                continue
             # An extractive sentence carries the citation it adds to the answer.
             cited = {"citation": data["citation"]} if "citation" in data else {}
             yield "token", {"text": data["token"], "node": data["node"], **cited}

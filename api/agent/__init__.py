@@ -4,7 +4,7 @@ unchanged."""
 
 from fastapi import APIRouter, Depends, Request
 
-from api.agent import assistants, crons, runs, store, system, threads
+from api.agent import assistants, crons, runs, store, system, thread_stream, threads
 from api.errors import error_responses
 from api.ratelimit import enforce_rate_limit
 from graph.errors import InvalidInput
@@ -32,7 +32,7 @@ def build_router() -> APIRouter:
     # 400: a body that is not JSON; 409: a taken thread id, or a busy thread (strategy reject).
     common = error_responses(400, 401, 404, 409, 413, 422, 429)
     checks = [Depends(enforce_rate_limit), Depends(reject_unknown_query)]
-    for module in (assistants, threads, crons, runs, store):
+    for module in (assistants, threads, thread_stream, crons, runs, store):
         router.include_router(module.router, dependencies=checks, responses=common)
     router.include_router(system.router)
     return router
