@@ -200,6 +200,10 @@ StoreKey = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_
 CronText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_storable)]
 
 
+# A field path of an item's value (LangGraph's syntax: `a.b`, `list[*]`, `$` for all of it).
+IndexPath = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_storable)]
+
+
 class StorePut(BaseModel):
     """`PUT /store/items`: `ttl` in minutes, at least one (the store keeps whole minutes; None:
     kept until deleted)."""
@@ -209,8 +213,9 @@ class StorePut(BaseModel):
     namespace: Annotated[StoreNamespace, Field(min_length=1)]
     key: StoreKey
     value: Storable
-    # Only `false` or none: keel's store embeds nothing (anything else is refused).
-    index: bool | list[str] | None = None
+    # The value's field paths embedded for semantic search (`false`: none; absent: the
+    # server's `KEEL_STORE_INDEX_FIELDS`).
+    index: Literal[False] | Annotated[list[IndexPath], Field(max_length=20)] | None = None
     ttl: Annotated[float, Field(ge=1, le=10_000_000)] | None = None
 
 
