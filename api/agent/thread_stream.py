@@ -47,20 +47,23 @@ async def _oldest_first(keel: Keel, thread_id: str) -> list[Run]:
     return runs[::-1]
 
 
-async def _start(keel: Keel, thread_id: str, last_event_id: str | None) -> tuple[list[str], int]:
-    """The runs already begun that the stream starts with, and the sequence number to resume
-    the first one after: from `Last-Event-ID`, its run and every later one; else the thread's
-    pending and running runs, from their start."""
+async def _start(
+    keel: Keel, thread_id: str, last_event_id: str | None
+) -> tuple[list[str], int, set[str]]:
+    """The runs already begun that the stream starts with, the sequence number to resume the
+    first one after, and every run id the thread has now (later runs are new): from
+    `Last-Event-ID`, its run and every later one; else its pending and running runs, from
+    their start."""
     runs = await _oldest_first(keel, thread_id)
-    if not last_event_id or last_event_id in ("-1", "0"):  # "from the start" (JS SDK, Redis)
-        return [r.run_id for r in runs if r.status in ACTIVE], 0
-    run_id, _, seq = last_event_id.partition(":")
     ids = [r.run_id for r in runs]
+    if not last_event_id or last_event_id in ("-1", "0"):  # "from the start" (JS SDK, Redis)
+        return [r.run_id for r in runs if r.status in ACTIVE], 0, set(ids)
+    run_id, _, seq = last_event_id.partition(":")
     if run_id not in ids or not seq.isdigit() or len(seq) > 9:
         raise InvalidInput(
             f"Last-Event-ID {last_event_id[:80]!r} names no event of this thread's runs"
         )
-    return ids[ids.index(run_id) :], int(seq)
+    return ids[ids.index(run_id) :], int(seq), set(ids)
 
 
 def _run_done(run_id: str, seq: int) -> ServerSentEvent:
@@ -69,9 +72,13 @@ def _run_done(run_id: str, seq: int) -> ServerSentEvent:
 
 
 async def _frames(
-    keel: Keel, tenant: str, thread_id: str, queued: list[str], after: int, modes: set[str]
+    keel: Keel,
+    tenant: str,
+    thread_id: str,
+    start: tuple[list[str], int, set[str]],
+    modes: set[str],
 ) -> AsyncIterator[ServerSentEvent]:
-    seen = set(queued)
+    queued, after, seen = start
     everything = "run_modes" in modes
     while not keel.runs.closed:
         if not queued:
@@ -121,6 +128,6 @@ async def join_thread_stream(
     `metadata` `{"status": "run_done", "run_id"}`; `Last-Event-ID` resumes exactly."""
     await get_thread(keel.persistence, tenant, thread_id)
     modes = _modes(stream_mode, stream_modes)
-    queued, after = await _start(keel, thread_id, last_event_id)
-    frames: AsyncIterator[Any] = _frames(keel, tenant, thread_id, queued, after, modes)
+    start = await _start(keel, thread_id, last_event_id)
+    frames: AsyncIterator[Any] = _frames(keel, tenant, thread_id, start, modes)
     return EventSourceResponse(frames, ping=keel.settings.sse_ping_s, ping_message_factory=sse_ping)
