@@ -38,8 +38,13 @@ class Persistence:
     kind: str
 
 
-# Items put with a `ttl`: hidden once expired (Postgres), deleted by a sweep every minute.
-STORE_TTL: TTLConfig = {"omit_expired": True, "sweep_interval_minutes": 1}
+# Items put with a `ttl`: hidden once expired (Postgres), deleted by a sweep every minute; a
+# read restarts it unless it says `refresh_ttl: false` (explicit: SQLite's store would not).
+STORE_TTL: TTLConfig = {
+    "omit_expired": True,
+    "sweep_interval_minutes": 1,
+    "refresh_on_read": True,
+}
 
 
 async def _keel_tables(saver: Any, store: Any, runs: RunStore, kind: str) -> Persistence:
