@@ -277,6 +277,8 @@ async def test_runs_batch_starts_stateless_runs_checked_first(backend: Backend) 
 
     single = await client.runs.create(None, "keel", input=INPUT, on_completion="keep")
     assert (await client.runs.join(single["thread_id"], single["run_id"]))["answer"]
+    for thread_id in (kept["thread_id"], single["thread_id"]):  # kept: the test removes them
+        await client.threads.delete(thread_id)
 
 
 async def test_another_tenant_sees_none_of_it(backend: Backend) -> None:
@@ -299,3 +301,4 @@ async def test_another_tenant_sees_none_of_it(backend: Backend) -> None:
     assert await b.threads.search() == []
     assert (await a.threads.get(thread_id))["thread_id"] == thread_id
     await a.runs.join(batch_run["thread_id"], batch_run["run_id"])
+    await a.threads.delete(batch_run["thread_id"])
