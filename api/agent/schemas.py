@@ -2,7 +2,15 @@
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, RootModel
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+)
 
 from api.schemas import _check_storable
 
@@ -200,6 +208,13 @@ StoreKey = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_
 CronText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_storable)]
 
 
+def _exactly_false(value: Any) -> Any:
+    if value is not False:  # a Literal would take 0 for False
+        raise ValueError("index is false or a list of field paths")
+    return value
+
+
+NoIndex = Annotated[Literal[False], BeforeValidator(_exactly_false)]
 # A field path of an item's value (LangGraph's syntax: `a.b`, `list[*]`, `$` for all of it).
 IndexPath = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_storable)]
 
@@ -215,7 +230,7 @@ class StorePut(BaseModel):
     value: Storable
     # The value's field paths embedded for semantic search (`false`: none; absent: the
     # server's `KEEL_STORE_INDEX_FIELDS`).
-    index: Literal[False] | Annotated[list[IndexPath], Field(max_length=20)] | None = None
+    index: NoIndex | Annotated[list[IndexPath], Field(max_length=20)] | None = None
     ttl: Annotated[float, Field(ge=1, le=10_000_000)] | None = None
 
 

@@ -37,11 +37,6 @@ def _modes(stream_mode: list[str] | None, stream_modes: str | None) -> set[str]:
     return modes
 
 
-def _lifecycle(name: str) -> bool:
-    """Whether a logged event is a run's start (the `metadata` frame)."""
-    return name == "run.started"
-
-
 async def _oldest_first(keel: Keel, thread_id: str) -> list[Run]:
     runs = await keel.persistence.runs.list_for_thread(thread_id, RUNS_SCANNED)
     return runs[::-1]
@@ -97,16 +92,13 @@ async def _frames(
             after = 0
             continue
         async for seq, name, data in keel.runs.follow(run, after):
-            if name in TERMINAL_EVENTS:
-                if everything and name == "run.error":
-                    frame = sse_frame(run.run_id, seq, name, data)
-                    if frame is not None:
-                        yield frame
-                yield _run_done(run.run_id, seq)
-            elif everything or _lifecycle(name):
+            # lifecycle: a run's start (its `metadata` frame) and its end only.
+            if everything or name == "run.started":
                 frame = sse_frame(run.run_id, seq, name, data)
                 if frame is not None:
                     yield frame
+            if name in TERMINAL_EVENTS:
+                yield _run_done(run.run_id, seq)
         after = 0
 
 
