@@ -52,7 +52,7 @@ async def _keel_tables(saver: Any, store: Any, runs: RunStore, kind: str) -> Per
     connection."""
     await runs.setup()
     assistants, crons = AssistantStore(runs), CronStore(runs, postgres=kind == "postgres")
-    vectors = StoreVectors(runs)
+    vectors = StoreVectors(runs, items_table=kind != "memory")
     await assistants.setup()
     await crons.setup()
     await vectors.setup()

@@ -27,10 +27,11 @@ def joined(namespace: Sequence[str]) -> str:
 
 
 class StoreVectors:
-    """The store's item vectors, on the run store's connection owner."""
+    """The store's item vectors, on the run store's connection owner; `items_table`: the
+    store's items are in LangGraph's `store` table of the same database (not in memory)."""
 
-    def __init__(self, runs: RunStore):
-        self._runs = runs
+    def __init__(self, runs: RunStore, items_table: bool):
+        self._runs, self._items_table = runs, items_table
 
     async def setup(self) -> None:
         """Creates the table (idempotent)."""
@@ -82,6 +83,19 @@ class StoreVectors:
     async def remove(self, namespace: Sequence[str], key: str) -> None:
         """Removes an item's vectors."""
         await self.replace(namespace, key, {})
+
+    async def drop_orphans(self) -> int:
+        """Removes the vectors of items the store no longer has (its TTL sweep deleted them);
+        returns how many rows went."""
+        if not self._items_table:
+            return 0
+        async with self._runs.transaction() as tx:
+            return await self._runs.execute(
+                tx,
+                "DELETE FROM keel_store_vectors WHERE NOT EXISTS (SELECT 1 FROM store "
+                "WHERE store.prefix = keel_store_vectors.prefix "
+                "AND store.key = keel_store_vectors.key)",
+            )
 
 
 class _Pages:

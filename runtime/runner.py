@@ -136,6 +136,8 @@ class RunManager:
                     swept_at = time.monotonic()
                     if swept := await sweep_expired_threads(self.keel.persistence):
                         log.info("swept %d expired threads", swept)
+                    # The store's own TTL sweep deletes expired items, not their vectors.
+                    await self.keel.persistence.vectors.drop_orphans()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -51,10 +51,12 @@ class Backend:
         return httpx.Client(base_url=self.server.url, headers=headers, timeout=60)
 
     def rows(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
-        """Rows of `query` (`%s` placeholders) read straight from the server's database."""
+        """Rows of `query` (`%s` placeholders) straight from the server's database (none for a
+        statement that returns none, committed)."""
         if self.kind == "postgres":
             with psycopg.connect(self.database) as conn:
-                return list(conn.execute(query, params).fetchall())  # type: ignore[arg-type]
+                cursor = conn.execute(query, params)  # type: ignore[arg-type]
+                return list(cursor.fetchall()) if cursor.description else []
         with sqlite3.connect(self.database) as conn:
             return list(conn.execute(query.replace("%s", "?"), params).fetchall())
 
