@@ -142,7 +142,12 @@ async def _plan(keel: Keel, tenant: str, thread_id: str, body: RunCreate) -> _Pl
 
 
 async def _submit(
-    keel: Keel, tenant: str, thread_id: str, body: RunCreate, plan: _Plan, on_completion: str
+    keel: Keel,
+    tenant: str,
+    thread_id: str,
+    body: RunCreate,
+    plan: _Plan,
+    on_completion: Literal["delete", "keep"],
 ) -> Run:
     return await keel.runs.submit(
         tenant,
@@ -157,7 +162,7 @@ async def _submit(
         assistant_id=plan.assistant_id,
         control=plan.control,
         webhook=body.webhook,
-        on_completion="delete" if on_completion == "delete" else "keep",
+        on_completion=on_completion,
     )
 
 
