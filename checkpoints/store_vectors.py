@@ -70,12 +70,20 @@ class StoreVectors:
         best: dict[tuple[str, str], float] = {}
         async for rows, matrix in _Pages(self._runs, prefix, query.shape[0]):
             scores = matrix @ query.astype(np.float32)
-            for (row_prefix, key), score in zip(rows, scores.tolist(), strict=True):
-                if among is not None and (row_prefix, key) not in among:
-                    continue
-                if score > best.get((row_prefix, key), -2.0):
-                    best[(row_prefix, key)] = score
-            if len(best) > 4 * keep:  # keep memory bounded: only the leaders can still win
+            # Rows come in (namespace, key) order: an item's fields in this page are adjacent.
+            starts = [n for n in range(len(rows)) if n == 0 or rows[n] != rows[n - 1]]
+            items = [rows[n] for n in starts]
+            item_scores = np.maximum.reduceat(scores, starts)
+            if among is not None:
+                wanted = [n for n, item in enumerate(items) if item in among]
+                items, item_scores = [items[n] for n in wanted], item_scores[wanted]
+            # An item outside the page's best `keep` has `keep` better ones: it cannot win.
+            leaders = np.argsort(-item_scores, kind="stable")[:keep]
+            for n in leaders.tolist():
+                score = float(item_scores[n])
+                if score > best.get(items[n], -2.0):  # an item may span two pages
+                    best[items[n]] = score
+            if len(best) > 4 * keep:  # memory stays bounded: only the leaders can still win
                 best = dict(sorted(best.items(), key=lambda kv: -kv[1])[:keep])
         top = sorted(best.items(), key=lambda kv: -kv[1])[:keep]
         return [(row_prefix, key, score) for (row_prefix, key), score in top]
