@@ -19,33 +19,44 @@ from checkpoints.assistants import AssistantStore
 from checkpoints.crons import CronStore
 from checkpoints.runs import PostgresRunStore, RunStore, SqliteRunStore
 from checkpoints.sqlite import InlineSqliteSaver, InlineSqliteStore, WalCheckpointer, connect
+from checkpoints.store_vectors import StoreVectors
 from graph.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class Persistence:
     """The checkpointer, a key-value store (thread records and the Agent Server's store), the
-    run store, the assistant store and the cron store, on one database."""
+    run store, the assistant store, the cron store and the store's item vectors, on one
+    database."""
 
     saver: BaseCheckpointSaver
     store: BaseStore
     runs: RunStore
     assistants: AssistantStore
     crons: CronStore
+    vectors: StoreVectors
     kind: str
 
 
-# Items put with a `ttl`: hidden once expired (Postgres), deleted by a sweep every minute.
-STORE_TTL: TTLConfig = {"omit_expired": True, "sweep_interval_minutes": 1}
+# Items put with a `ttl`: hidden once expired (Postgres), deleted by a sweep every minute; a
+# read restarts it unless it says `refresh_ttl: false` (explicit: SQLite's store would not).
+STORE_TTL: TTLConfig = {
+    "omit_expired": True,
+    "sweep_interval_minutes": 1,
+    "refresh_on_read": True,
+}
 
 
 async def _keel_tables(saver: Any, store: Any, runs: RunStore, kind: str) -> Persistence:
-    """Creates keel's own tables (runs, assistants, crons) on the run store's connection."""
+    """Creates keel's own tables (runs, assistants, crons, store vectors) on the run store's
+    connection."""
     await runs.setup()
     assistants, crons = AssistantStore(runs), CronStore(runs, postgres=kind == "postgres")
+    vectors = StoreVectors(runs, items_table=kind != "memory")
     await assistants.setup()
     await crons.setup()
-    return Persistence(saver, store, runs, assistants, crons, kind)
+    await vectors.setup()
+    return Persistence(saver, store, runs, assistants, crons, vectors, kind)
 
 
 @asynccontextmanager

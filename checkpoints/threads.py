@@ -1,13 +1,41 @@
-"""Thread records (tenant, creation time) in the store; deletion also removes checkpoints."""
+"""Thread records (tenant, creation time, TTL) in the store; deletion also removes checkpoints."""
 
+import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from langchain_core.runnables import RunnableConfig
 
 from checkpoints import Persistence
-from graph.errors import NotFound, ThreadExists
+from checkpoints.retention import keep_latest
+from graph.errors import Conflict, NotFound, ThreadExists
+
+TtlStrategy = Literal["delete", "keep_latest"]
+
+
+class ThreadTtl(TypedDict):
+    """A thread's time to live: `ttl` minutes after its last activity (creation, a change, a
+    run's end), `strategy` applies: `delete` the thread, or `keep_latest` checkpoint only."""
+
+    strategy: TtlStrategy
+    ttl: float
+
+
+def _expiry(ttl: ThreadTtl, now: float | None = None) -> str:
+    """When a thread with `ttl` expires, as zero-padded epoch milliseconds: text that orders
+    as the number does, in the Postgres store's text comparison and SQLite's alike."""
+    at = (time.time() if now is None else now) + ttl["ttl"] * 60
+    return f"{int(at * 1000):015d}"
+
+
+def ttl_view(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The thread's TTL as `GET /threads/{id}?include=ttl` shows it (None without one)."""
+    ttl = record.get("ttl")
+    if not ttl:
+        return None
+    expires = datetime.fromtimestamp(int(record["expires_at"]) / 1000, UTC).isoformat()
+    return {"strategy": ttl["strategy"], "ttl": ttl["ttl"], "expires_at": expires}
 
 
 def thread_namespace(tenant: str) -> tuple[str, ...]:
@@ -20,9 +48,10 @@ async def create_thread(
     tenant: str,
     metadata: dict[str, Any] | None = None,
     thread_id: str | None = None,
+    ttl: ThreadTtl | None = None,
 ) -> dict[str, Any]:
-    """Creates a thread record (with `thread_id` when the caller picks it) and returns it;
-    `Conflict` when that id is taken, by this tenant or any other."""
+    """Creates a thread record (with `thread_id` when the caller picks it, and `ttl`) and
+    returns it; `Conflict` when that id is taken, by this tenant or any other."""
     if thread_id is not None and await thread_taken(p, thread_id):
         raise ThreadExists(f"thread {thread_id} already exists")
     record: dict[str, Any] = {
@@ -32,6 +61,8 @@ async def create_thread(
         "message_count": 0,
         "metadata": metadata or {},
     }
+    if ttl is not None:
+        record |= {"ttl": dict(ttl), "expires_at": _expiry(ttl)}
     await p.store.aput(thread_namespace(tenant), record["thread_id"], record)
     return record
 
@@ -46,11 +77,19 @@ async def thread_taken(p: Persistence, thread_id: str) -> bool:
 
 
 async def patch_thread(
-    p: Persistence, tenant: str, thread_id: str, metadata: dict[str, Any]
+    p: Persistence,
+    tenant: str,
+    thread_id: str,
+    metadata: dict[str, Any],
+    ttl: ThreadTtl | None = None,
 ) -> dict[str, Any]:
-    """Merges `metadata` into the thread's and returns the updated record."""
+    """Merges `metadata` into the thread's, sets its `ttl` when given (a change counts as
+    activity: a TTL the thread has starts again) and returns the updated record."""
     record = await get_thread(p, tenant, thread_id)
     record["metadata"] = {**record.get("metadata", {}), **metadata}
+    ttl = ttl or record.get("ttl")
+    if ttl:
+        record |= {"ttl": dict(ttl), "expires_at": _expiry(ttl)}
     await p.store.aput(thread_namespace(tenant), thread_id, record)
     return record
 
@@ -119,6 +158,8 @@ async def touch_thread(
         }
         if question and not record.get("title"):
             record["title"] = " ".join(question.split())[:TITLE_CHARS]
+        if record.get("ttl"):
+            record["expires_at"] = _expiry(record["ttl"])
         await p.store.aput(thread_namespace(tenant), thread_id, record)
 
 
@@ -133,3 +174,50 @@ async def list_threads(
         reverse=True,
     )
     return records[offset : offset + limit]
+
+
+async def prune_thread(p: Persistence, tenant: str, thread_id: str, strategy: TtlStrategy) -> bool:
+    """Deletes the tenant's thread, or keeps only its latest checkpoint (`keep_latest`);
+    False when the tenant has no such thread or a run of it is pending or running (a busy
+    thread is left alone, to be pruned later)."""
+    try:
+        await get_thread(p, tenant, thread_id)
+    except NotFound:
+        return False
+    runs = await p.runs.list_for_thread(thread_id, 1)
+    if runs and runs[0].status in ("pending", "running"):
+        return False
+    if strategy == "keep_latest":
+        await keep_latest(p, thread_id, 1)
+        return True
+    try:
+        await delete_thread(p, tenant, thread_id)
+    except (NotFound, Conflict):  # deleted meanwhile, or a run just started
+        return False
+    return True
+
+
+async def sweep_expired_threads(p: Persistence, limit: int = 100) -> int:
+    """Applies their TTL strategy to up to `limit` threads (of any tenant) whose TTL has passed;
+    a `keep_latest` thread's TTL then starts again; a busy one waits for its run's end (which
+    restarts its TTL). Returns how many were swept."""
+    now = f"{int(time.time() * 1000):015d}"
+    expired = await p.store.asearch(
+        ("keel", "threads"), filter={"expires_at": {"$lt": now}}, limit=limit
+    )
+    swept = 0
+    for item in expired:
+        tenant, record = item.namespace[2], dict(item.value)
+        ttl: ThreadTtl = record["ttl"]
+        pruned = await prune_thread(p, tenant, item.key, ttl["strategy"])
+        swept += pruned
+        if pruned and ttl["strategy"] == "keep_latest":
+            await _restart_ttl(p, tenant, item.key)
+    return swept
+
+
+async def _restart_ttl(p: Persistence, tenant: str, thread_id: str) -> None:
+    item = await p.store.aget(thread_namespace(tenant), thread_id)
+    if item is not None and item.value.get("ttl"):
+        record = dict(item.value) | {"expires_at": _expiry(item.value["ttl"])}
+        await p.store.aput(thread_namespace(tenant), thread_id, record)

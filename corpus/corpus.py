@@ -281,6 +281,11 @@ class Corpora:
         self._queries: OrderedDict[str, asyncio.Future[np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
 
+    @property
+    def embedder(self) -> Embedder:
+        """The embedding model every corpus uses (the Agent Server store's index uses it too)."""
+        return self._embedder
+
     def get(self, tenant: str = DEFAULT_TENANT) -> Corpus:
         """The tenant's corpus (its collections are created empty when new)."""
         with self._lock:

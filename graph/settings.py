@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     retention_checkpoints: int = 0
     retention_events_s: float = 0
     history_max_messages: int = 0
+    # Seconds between sweeps for threads whose TTL has passed (0: never swept).
+    thread_ttl_sweep_s: float = 60.0
+    store_index_fields: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="value fields the Agent Server store embeds for semantic search when a "
+        "put names no index; comma-separated",
+    )
 
     chroma_url: str | None = None
     corpus_url: str = Field(
@@ -262,7 +269,11 @@ class Settings(BaseSettings):
     replicas: int = Field(default=1, description="replicas sharing the database (startup check)")
 
     @field_validator(
-        "encryption_old_keys", "llm_allowed_models", "cache_guard_rules", mode="before"
+        "encryption_old_keys",
+        "llm_allowed_models",
+        "cache_guard_rules",
+        "store_index_fields",
+        mode="before",
     )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:

@@ -6,6 +6,7 @@ torch. `StaticEmbedder` is a model2vec-style table of per-token vectors distille
 model, for scoring text not embedded yet.
 """
 
+import functools
 import logging
 import os
 import tempfile
@@ -289,3 +290,15 @@ class StaticEmbedder:
             np.savez(handle, table=table, fingerprint=self._model.fingerprint)
         os.replace(partial, self._path)
         return table
+
+
+@functools.cache
+def _shared_model() -> MiniLMEmbedder:
+    return MiniLMEmbedder()
+
+
+def embed_texts(texts: list[str]) -> list[list[float]]:
+    """keel's MiniLM as a LangGraph store embedding function, for `langgraph.json`'s
+    `store.index.embed` (`./integrations/embeddings.py:embed_texts`, `dims` 384): `langgraph
+    dev` then ranks its store's semantic search with the vectors `keel serve` uses."""
+    return _shared_model().embed(texts).tolist()

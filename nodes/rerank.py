@@ -1,6 +1,7 @@
 """rerank: a second, more expensive scoring of the fused candidates through the `Reranker` slot."""
 
 import asyncio
+import time
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -20,6 +21,7 @@ def make_rerank(deps: Deps):
             return {}
         candidates = state.get("passages", [])
         reranker = type(deps.reranker).__name__
+        started = time.perf_counter()
         with tracing.span(
             f"rerank {reranker}",
             {"keel.rerank.model": reranker, "keel.rerank.candidates": len(candidates)},
@@ -34,6 +36,17 @@ def make_rerank(deps: Deps):
                 ),
                 time_left(context, deps.settings.rerank_timeout_s),
             )
+        # A `custom` stream-mode event for Agent Server clients (see docs/api/langgraph.md).
+        runtime.stream_writer(
+            {
+                "node": "rerank",
+                "event": "reranked",
+                "reranker": reranker,
+                "candidates": len(candidates),
+                "top_ids": [p["id"] for p in passages[: context.top_k]],
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+        )
         return {"passages": passages}
 
     return rerank

@@ -3,6 +3,7 @@ fused by normalised score (`convex_fusion`; `reciprocal_rank_fusion` is kept for
 inputs)."""
 
 import asyncio
+import time
 from typing import Any
 
 import numpy as np
@@ -135,6 +136,7 @@ def make_retrieve(deps: Deps):
             await deps.corpora.query_vector(question) if context.retrieval != "lexical" else None
         )
         collection = deps.settings.collection
+        started = time.perf_counter()
         with tracing.span(
             f"retrieval {collection}",
             {
@@ -156,6 +158,18 @@ def make_retrieve(deps: Deps):
                 time_left(context, deps.settings.run_deadline_s),
             )
             span.set_attribute("keel.retrieval.passages", len(passages))
+        # A `custom` stream-mode event for Agent Server clients (see docs/api/langgraph.md).
+        runtime.stream_writer(
+            {
+                "node": "retrieve",
+                "event": "retrieved",
+                "mode": context.retrieval,
+                "candidates": len(passages),
+                "dense": sum(p["dense_rank"] is not None for p in passages),
+                "lexical": sum(p["lexical_rank"] is not None for p in passages),
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+        )
         return {"passages": passages}
 
     return retrieve

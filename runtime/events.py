@@ -82,6 +82,8 @@ async def graph_events(
             continue
         data: dict[str, Any] = part["data"]  # type: ignore[assignment]
         if part["type"] == "custom":
+            if "token" not in data:  # a node's progress (custom mode only): node.finished says it
+                continue
             # An extractive sentence carries the citation it adds to the answer; the first token
             # of an answer replacing the text streamed so far carries `replace`.
             extra: dict[str, Any] = {k: data[k] for k in ("citation", "replace") if k in data}

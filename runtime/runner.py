@@ -14,16 +14,16 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 
 from checkpoints.retention import discard_after, keep_latest
 from checkpoints.runs import TERMINAL_EVENTS, Run, Status
-from checkpoints.threads import touch_thread
+from checkpoints.threads import delete_thread, sweep_expired_threads, touch_thread
 from graph.builder import service_level
 from graph.context import Context
-from graph.errors import InvalidInput, KeelError
+from graph.errors import InvalidInput, KeelError, NotFound
 from graph.state import Citation
 from integrations import metrics, tracing
 from runtime import logs, webhooks
@@ -106,7 +106,7 @@ class RunManager:
 
     async def _maintain(self) -> None:
         settings = self.keel.settings
-        ticks = 0
+        ticks, swept_at = 0, time.monotonic()
         while True:
             try:
                 stops = await self.store.heartbeat(
@@ -130,6 +130,14 @@ class RunManager:
                     await fire_due_crons(self.keel)
                 if settings.retention_events_s and ticks % 30 == 0:
                     await self.store.prune_events(settings.retention_events_s)
+                if settings.thread_ttl_sweep_s and (
+                    time.monotonic() - swept_at >= settings.thread_ttl_sweep_s
+                ):
+                    swept_at = time.monotonic()
+                    if swept := await sweep_expired_threads(self.keel.persistence):
+                        log.info("swept %d expired threads", swept)
+                    # The store's own TTL sweep deletes expired items, not their vectors.
+                    await self.keel.persistence.vectors.drop_orphans()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -153,6 +161,7 @@ class RunManager:
         assistant_id: str | None = None,
         control: RunControl | None = None,
         webhook: str | None = None,
+        on_completion: Literal["keep", "delete"] = "keep",
     ) -> Run:
         """Records a pending run (applying the multitask strategy) and starts it when it may.
 
@@ -161,14 +170,10 @@ class RunManager:
         with subgraphs' when `subgraphs`;
         `control` how it enters the graph (`runtime.control`: no `message` and no command
         continues the thread where it stopped); `webhook` where its replica posts the run once
-        it has ended (`runtime.webhooks`)."""
+        it has ended (`runtime.webhooks`); `on_completion="delete"` deletes the thread then
+        (a stateless background run's)."""
         settings = self.keel.settings
-        if message is not None and len(message) > settings.max_message_chars:
-            raise InvalidInput(f"message longer than {settings.max_message_chars} characters")
-        if message is not None and not message.strip():
-            raise InvalidInput("message is empty")
-        if not self.keel.deps.llm.allows(context.get("model")):
-            raise InvalidInput(f"model {context.get('model')!r} is not allowed on this server")
+        self.check(message, context, webhook)
         strategy = multitask_strategy or settings.multitask_strategy
         # Only the redacted message is stored; the raw one stays in this process's memory.
         question = None if message is None else self.keel.deps.redactor.redact(message).text
@@ -189,6 +194,8 @@ class RunManager:
             stored["control"] = control
         if webhook is not None:
             stored["webhook"] = webhooks.check_url(webhook, settings.webhook_allow_private)
+        if on_completion == "delete":
+            stored["on_completion"] = on_completion
         if trace_context := tracing.inject():  # the replica that runs it continues this trace
             stored["trace"] = trace_context
         run, stopped = await self.store.create(tenant, thread_id, strategy, stored, None)
@@ -198,6 +205,18 @@ class RunManager:
             self._stop_local(run_id, "rollback" if strategy == "rollback" else "cancel")
         self._spawn(self._drain(thread_id))
         return run
+
+    def check(self, message: str | None, context: dict[str, Any], webhook: str | None) -> None:
+        """What `submit` refuses (`InvalidInput`), checked without submitting anything."""
+        settings = self.keel.settings
+        if message is not None and len(message) > settings.max_message_chars:
+            raise InvalidInput(f"message longer than {settings.max_message_chars} characters")
+        if message is not None and not message.strip():
+            raise InvalidInput("message is empty")
+        if not self.keel.deps.llm.allows(context.get("model")):
+            raise InvalidInput(f"model {context.get('model')!r} is not allowed on this server")
+        if webhook is not None:
+            webhooks.check_url(webhook, settings.webhook_allow_private)
 
     async def cancel(self, run: Run, kind: str = "cancel") -> Run:
         """Stops a run wherever it runs (the owner sees the flag within one heartbeat);
@@ -275,8 +294,8 @@ class RunManager:
             if outcome is not None:
                 metrics.RUNS.labels(outcome).inc()
                 metrics.RUN_DURATION.labels(outcome).observe(elapsed)
-                if "webhook" in run.request:
-                    self._spawn(self._post_webhook(run, time.time() - elapsed))
+                if "webhook" in run.request or "on_completion" in run.request:
+                    self._spawn(self._ended(run, time.time() - elapsed))
             span.set_attribute("keel.run.outcome", outcome or "released")
             if outcome in ("failed", "cancelled"):
                 tracing.fail(span, outcome)
@@ -419,6 +438,14 @@ class RunManager:
             if not self._stopping:
                 self._spawn(self._drain(run.thread_id))
         return outcome
+
+    async def _ended(self, run: Run, started_at: float) -> None:
+        """After a run has ended: its webhook, then its thread's deletion when asked."""
+        if "webhook" in run.request:
+            await self._post_webhook(run, started_at)
+        if run.request.get("on_completion") == "delete":
+            with contextlib.suppress(NotFound):  # deleted meanwhile
+                await delete_thread(self.keel.persistence, run.tenant, run.thread_id)
 
     async def _post_webhook(self, run: Run, started_at: float) -> None:
         """Posts the ended run to its webhook: the thread's values, and the error of a run that

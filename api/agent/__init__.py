@@ -5,7 +5,7 @@ MCP (`mcp`, mounted by the app, whose lifespan runs its transport)."""
 
 from fastapi import APIRouter, Depends, Request
 
-from api.agent import a2a, assistants, crons, runs, store, system, threads
+from api.agent import a2a, assistants, crons, runs, store, system, thread_stream, threads
 from api.errors import error_responses
 from api.ratelimit import enforce_rate_limit
 from graph.errors import InvalidInput
@@ -33,7 +33,7 @@ def build_router() -> APIRouter:
     # 400: a body that is not JSON; 409: a taken thread id, or a busy thread (strategy reject).
     common = error_responses(400, 401, 404, 409, 413, 422, 429)
     checks = [Depends(enforce_rate_limit), Depends(reject_unknown_query)]
-    for module in (assistants, threads, crons, runs, store, a2a):
+    for module in (assistants, threads, thread_stream, crons, runs, store, a2a):
         router.include_router(module.router, dependencies=checks, responses=common)
     router.include_router(system.router)
     return router

@@ -21,7 +21,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from api.agent import jsonrpc
 from api.agent.answers import answer_fields, answer_text
 from api.agent.assistants import AssistantIdPath, load_assistant
-from api.agent.runs import _start
+from api.agent.runs import start_run
 from api.agent.schemas import NodeNames, RunCreate
 from api.deps import Keel, KeelDep, TenantDep
 from api.ratelimit import enforce_token_quota
@@ -234,7 +234,7 @@ async def _submit(
             thread_id = (await create_thread(keel.persistence, tenant, metadata))["thread_id"]
         else:
             await get_thread(keel.persistence, tenant, thread_id)
-        run = await _start(keel, tenant, thread_id, RunCreate.model_validate(body))
+        run = await start_run(keel, tenant, thread_id, RunCreate.model_validate(body))
     except NotFound as exc:
         raise RpcError(TASK_NOT_FOUND if task_id else INVALID_PARAMS, str(exc)) from None
     except KeelError as exc:

@@ -24,7 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 from api.agent import jsonrpc
 from api.agent.answers import answer_fields, answer_text
 from api.agent.assistants import default_assistant
-from api.agent.runs import _start
+from api.agent.runs import start_run
 from api.agent.schemas import RunCreate
 from api.deps import Keel, TenantDep
 from api.errors import RateLimited
@@ -180,7 +180,7 @@ async def call_tool(
             input={"messages": [{"role": "user", "content": args.question}]},
             stream_mode=[],
         )
-        run = await _start(keel, tenant, thread_id, body)
+        run = await start_run(keel, tenant, thread_id, body)
     except RateLimited as exc:
         return _failure(exc.code, f"{exc} (retry after {exc.retry_after_s:.0f} s)")
     except KeelError as exc:

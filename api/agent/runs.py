@@ -3,7 +3,9 @@ durable log (so `join_stream` with `Last-Event-ID` resumes exactly, on any repli
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
@@ -11,7 +13,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api import audit
 from api.agent.assistants import knobs_of, load_assistant
-from api.agent.schemas import RunCreate, RunKnobs
+from api.agent.schemas import RunBatch, RunCreate, RunKnobs
 from api.agent.threads import redacted
 from api.deps import Keel, KeelDep, TenantDep, ThreadIdPath
 from api.ratelimit import enforce_token_quota
@@ -117,10 +119,56 @@ def _knobs(assistant: dict[str, Any], body: RunCreate) -> dict[str, Any]:
     return RunKnobs.model_validate({**assistant["context"], **own}).model_dump()
 
 
-async def _start(keel: Keel, tenant: str, thread_id: str, body: RunCreate) -> Run:
+@dataclass(frozen=True)
+class _Plan:
+    """A run checked and ready to submit."""
+
+    assistant_id: str
+    knobs: dict[str, Any]
+    message: str | None
+    control: RunControl
+    modes: list[str]
+
+
+async def _plan(keel: Keel, tenant: str, thread_id: str, body: RunCreate) -> _Plan:
+    """Everything about the run `body` asks for checked (4xx), nothing submitted yet."""
     assistant = await load_assistant(keel, tenant, body.assistant_id)
     knobs = _knobs(assistant, body)
     message = _message(body)
+    control = await _control(keel, thread_id, body, message is not None)
+    modes = _modes(body)
+    keel.runs.check(message, knobs, body.webhook)
+    return _Plan(assistant["assistant_id"], knobs, message, control, modes)
+
+
+async def _submit(
+    keel: Keel,
+    tenant: str,
+    thread_id: str,
+    body: RunCreate,
+    plan: _Plan,
+    on_completion: Literal["delete", "keep"],
+) -> Run:
+    return await keel.runs.submit(
+        tenant,
+        thread_id,
+        plan.message,
+        plan.knobs,
+        multitask_strategy=body.multitask_strategy,
+        durability=body.durability,
+        stream_modes=plan.modes,
+        subgraphs=body.stream_subgraphs,
+        metadata=body.metadata,
+        assistant_id=plan.assistant_id,
+        control=plan.control,
+        webhook=body.webhook,
+        on_completion=on_completion,
+    )
+
+
+async def start_run(keel: Keel, tenant: str, thread_id: str, body: RunCreate) -> Run:
+    """Starts a run of `body` on the thread (created when missing and `if_not_exists` says so):
+    the one run start of this dialect and of the agent protocols (MCP, A2A)."""
     try:
         await get_thread(keel.persistence, tenant, thread_id)
         exists = True
@@ -128,26 +176,25 @@ async def _start(keel: Keel, tenant: str, thread_id: str, body: RunCreate) -> Ru
         if body.if_not_exists != "create":
             raise
         exists = False
-    control = await _control(keel, thread_id, body, message is not None)
+    plan = await _plan(keel, tenant, thread_id, body)
     if not exists:
         await create_thread(keel.persistence, tenant, None, thread_id)
-    return await keel.runs.submit(
-        tenant,
-        thread_id,
-        message,
-        knobs,
-        multitask_strategy=body.multitask_strategy,
-        durability=body.durability,
-        stream_modes=_modes(body),
-        subgraphs=body.stream_subgraphs,
-        metadata=body.metadata,
-        assistant_id=assistant["assistant_id"],
-        control=control,
-        webhook=body.webhook,
-    )
+    return await _submit(keel, tenant, thread_id, body, plan, "keep")
 
 
-def _frame(run_id: str, seq: int, name: str, data: dict[str, Any]) -> ServerSentEvent | None:
+async def _start_stateless(keel: Keel, tenant: str, bodies: list[RunCreate]) -> list[Run]:
+    """Background runs each on a new thread of its own, deleted once the run has ended (unless
+    `on_completion` is `keep`); every run is checked before any is submitted."""
+    thread_ids = [uuid.uuid4().hex for _ in bodies]
+    plans = [await _plan(keel, tenant, t, b) for t, b in zip(thread_ids, bodies, strict=True)]
+    runs = []
+    for thread_id, body, plan in zip(thread_ids, bodies, plans, strict=True):
+        await create_thread(keel.persistence, tenant, {"stateless": True}, thread_id)
+        runs.append(await _submit(keel, tenant, thread_id, body, plan, body.on_completion))
+    return runs
+
+
+def sse_frame(run_id: str, seq: int, name: str, data: dict[str, Any]) -> ServerSentEvent | None:
     """A logged event as the SDKs expect it, or None for keel's own events."""
     sse_id = f"{run_id}:{seq}"
     if name == "run.started":
@@ -164,7 +211,8 @@ def _frame(run_id: str, seq: int, name: str, data: dict[str, Any]) -> ServerSent
     return None
 
 
-def _ping() -> ServerSentEvent:
+def sse_ping() -> ServerSentEvent:
+    """The keep-alive comment between frames."""
     return ServerSentEvent(comment="heartbeat")
 
 
@@ -179,7 +227,7 @@ def _stream(
         finished = False
         try:
             async for seq, name, data in keel.runs.follow(run, after):
-                frame = _frame(run.run_id, seq, name, data)
+                frame = sse_frame(run.run_id, seq, name, data)
                 if frame is not None:
                     yield frame
                 finished = name in TERMINAL_EVENTS
@@ -194,7 +242,7 @@ def _stream(
     return EventSourceResponse(
         frames(),
         ping=keel.settings.sse_ping_s,
-        ping_message_factory=_ping,
+        ping_message_factory=sse_ping,
         headers={"Location": f"{location}/stream", "Content-Location": location},
     )
 
@@ -228,7 +276,7 @@ async def stream(
     thread_id: ThreadIdPath, body: RunCreate, keel: KeelDep, tenant: TenantDep
 ) -> EventSourceResponse:
     """Starts a run and streams its requested modes: `metadata` first, `error` on failure."""
-    run = await _start(keel, tenant, thread_id, body)
+    run = await start_run(keel, tenant, thread_id, body)
     return _stream(keel, run, 0, body.on_disconnect == "cancel")
 
 
@@ -237,7 +285,7 @@ async def wait(
     thread_id: ThreadIdPath, body: RunCreate, keel: KeelDep, tenant: TenantDep
 ) -> dict[str, Any]:
     """Starts a run and returns the thread's values when it ends."""
-    return await _result(keel, await _start(keel, tenant, thread_id, body))
+    return await _result(keel, await start_run(keel, tenant, thread_id, body))
 
 
 @router.post("/threads/{thread_id}/runs", dependencies=QUOTA)
@@ -245,7 +293,7 @@ async def create(
     thread_id: ThreadIdPath, body: RunCreate, keel: KeelDep, tenant: TenantDep
 ) -> dict[str, Any]:
     """Starts a background run."""
-    return run_body(await _start(keel, tenant, thread_id, body))
+    return run_body(await start_run(keel, tenant, thread_id, body))
 
 
 @router.get("/threads/{thread_id}/runs")
@@ -381,17 +429,35 @@ async def delete(
 async def stream_stateless(
     body: RunCreate, keel: KeelDep, tenant: TenantDep
 ) -> EventSourceResponse:
-    """A run on a thread of its own, deleted once the stream has ended."""
+    """A run on a thread of its own, deleted once the stream has ended (unless
+    `on_completion` is `keep`)."""
     thread = await create_thread(keel.persistence, tenant, {"stateless": True})
-    run = await _start(keel, tenant, thread["thread_id"], body)
-    return _stream(keel, run, 0, body.on_disconnect == "cancel", tenant_to_clean=tenant)
+    run = await start_run(keel, tenant, thread["thread_id"], body)
+    clean = tenant if body.on_completion != "keep" else None
+    return _stream(keel, run, 0, body.on_disconnect == "cancel", tenant_to_clean=clean)
 
 
 @router.post("/runs/wait", dependencies=QUOTA)
 async def wait_stateless(body: RunCreate, keel: KeelDep, tenant: TenantDep) -> dict[str, Any]:
-    """A run on a thread of its own: its values, then the thread is deleted."""
+    """A run on a thread of its own: its values, then the thread is deleted (unless
+    `on_completion` is `keep`)."""
     thread = await create_thread(keel.persistence, tenant, {"stateless": True})
     try:
-        return await _result(keel, await _start(keel, tenant, thread["thread_id"], body))
+        return await _result(keel, await start_run(keel, tenant, thread["thread_id"], body))
     finally:
-        await delete_thread(keel.persistence, tenant, thread["thread_id"])
+        if body.on_completion != "keep":
+            await delete_thread(keel.persistence, tenant, thread["thread_id"])
+
+
+@router.post("/runs", dependencies=QUOTA)
+async def create_stateless(body: RunCreate, keel: KeelDep, tenant: TenantDep) -> dict[str, Any]:
+    """A background run on a thread of its own, deleted once the run has ended (unless
+    `on_completion` is `keep`)."""
+    return run_body((await _start_stateless(keel, tenant, [body]))[0])
+
+
+@router.post("/runs/batch", dependencies=QUOTA)
+async def create_batch(body: RunBatch, keel: KeelDep, tenant: TenantDep) -> list[dict[str, Any]]:
+    """Background runs, each as `POST /runs` would start it; every one is checked before any
+    starts (one bad run: 4xx, and none starts)."""
+    return [run_body(run) for run in await _start_stateless(keel, tenant, body.root)]

@@ -2,7 +2,15 @@
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+)
 
 from api.schemas import _check_storable
 
@@ -112,6 +120,15 @@ class AssistantSearch(BaseModel):
     select: list[str] | None = Field(default=None, max_length=20)
 
 
+class ThreadTtlBody(BaseModel):
+    """A thread's `ttl`: `ttl` minutes after its last activity, `strategy` applies."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    strategy: Literal["delete", "keep_latest"] = "delete"
+    ttl: Annotated[float, Field(gt=0, le=10_000_000, strict=False)]
+
+
 class ThreadCreate(BaseModel):
     """`POST /threads`."""
 
@@ -120,14 +137,28 @@ class ThreadCreate(BaseModel):
     thread_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     metadata: Storable | None = None
     if_exists: Literal["raise", "do_nothing"] = "raise"
+    ttl: ThreadTtlBody | None = None
 
 
 class ThreadPatch(BaseModel):
-    """`PATCH /threads/{thread_id}`: metadata merged into the thread's."""
+    """`PATCH /threads/{thread_id}`: metadata merged into the thread's; a new `ttl`."""
 
     model_config = _LENIENT
 
     metadata: Storable = Field(default_factory=dict)
+    ttl: ThreadTtlBody | None = None
+
+
+class ThreadPrune(BaseModel):
+    """`POST /threads/prune`: the tenant's threads among `thread_ids` deleted, or trimmed to
+    their latest checkpoint (`keep_latest`)."""
+
+    model_config = _LENIENT
+
+    thread_ids: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]] = Field(
+        max_length=1000
+    )
+    strategy: Literal["delete", "keep_latest"] = "delete"
 
 
 ThreadField = Literal[
@@ -177,6 +208,17 @@ StoreKey = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_
 CronText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_storable)]
 
 
+def _exactly_false(value: Any) -> Any:
+    if value is not False:  # a Literal would take 0 for False
+        raise ValueError("index is false or a list of field paths")
+    return value
+
+
+NoIndex = Annotated[Literal[False], BeforeValidator(_exactly_false)]
+# A field path of an item's value (LangGraph's syntax: `a.b`, `list[*]`, `$` for all of it).
+IndexPath = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_storable)]
+
+
 class StorePut(BaseModel):
     """`PUT /store/items`: `ttl` in minutes, at least one (the store keeps whole minutes; None:
     kept until deleted)."""
@@ -186,8 +228,9 @@ class StorePut(BaseModel):
     namespace: Annotated[StoreNamespace, Field(min_length=1)]
     key: StoreKey
     value: Storable
-    # Only `false` or none: keel's store embeds nothing (anything else is refused).
-    index: bool | list[str] | None = None
+    # The value's field paths embedded for semantic search (`false`: none; absent: the
+    # server's `KEEL_STORE_INDEX_FIELDS`).
+    index: NoIndex | Annotated[list[IndexPath], Field(max_length=20)] | None = None
     ttl: Annotated[float, Field(ge=1, le=10_000_000)] | None = None
 
 
@@ -372,3 +415,11 @@ class RunCreate(BaseModel):
     # Posted the run once it has ended (http(s) only; see runtime/webhooks.py).
     webhook: str | None = Field(default=None, max_length=2000)
     stream_subgraphs: bool = False
+    # Stateless runs only: what becomes of their thread once they have ended.
+    on_completion: Literal["delete", "keep"] = "delete"
+
+
+class RunBatch(RootModel[list[RunCreate]]):
+    """`POST /runs/batch`: stateless background runs, as `POST /runs` takes them."""
+
+    root: list[RunCreate] = Field(min_length=1, max_length=100)

@@ -3,18 +3,31 @@ LangGraph's own store on keel's database (`AsyncPostgresStore` on the shared poo
 
 Each tenant's items live under `("keel", "store", <tenant>)`, a prefix the client never sees nor
 names: another tenant's item is simply absent (`null` on get, as the reference server answers
-for a missing item; never listed, never deleted)."""
+for a missing item; never listed, never deleted).
 
+Semantic search: the fields an item's `index` names (else `KEEL_STORE_INDEX_FIELDS`) are
+embedded by keel's MiniLM when it is put, one vector per field in `keel_store_vectors`; a
+search `query` ranks the items under the prefix by cosine similarity (`checkpoints.store_vectors`)."""
+
+import asyncio
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Query, Response, status
+from langgraph.store.base import GetOp, Item, SearchItem
+from langgraph.store.base.embed import get_text_at_path
 
 from api.agent.schemas import StoreDelete, StoreNamespaces, StorePut, StoreSearch
-from api.deps import KeelDep, TenantDep
+from api.deps import Keel, KeelDep, TenantDep
+from checkpoints.store_vectors import joined
 from graph.errors import InvalidInput
 
 router = APIRouter(prefix="/store", tags=["agent: store"])
 FILTER_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
+# A query with a filter ranks at most this many matching items.
+FILTERED_CANDIDATES = 10_000
+# Ranked beyond the page, for items that expired or went since their vectors were written.
+SPARE = 20
 
 
 def _root(tenant: str) -> tuple[str, ...]:
@@ -48,17 +61,33 @@ def _check_filter(filter: dict[str, Any]) -> None:
                 )
 
 
+async def _vectors(keel: Keel, value: dict[str, Any], fields: list[str]) -> dict[str, np.ndarray]:
+    """The unit vectors of `value`'s texts at the field paths (LangGraph's path syntax: `a.b`,
+    `[*]`, `$` for the whole value), keyed `path` (or `path#n` for a path's n-th text)."""
+    texts: dict[str, str] = {}
+    for path in fields:
+        found = [t for t in get_text_at_path(value, path) if t.strip()]
+        for n, text in enumerate(found):
+            texts[path if len(found) == 1 else f"{path}#{n}"] = text
+    if not texts:
+        return {}
+    rows = await asyncio.to_thread(keel.deps.corpora.embedder.embed, list(texts.values()))
+    return dict(zip(texts, rows, strict=True))
+
+
 @router.put("/items", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 async def put_item(body: StorePut, keel: KeelDep, tenant: TenantDep) -> Response:
     """Stores or replaces an item; with `ttl`, it expires that many minutes after its last
-    write or read."""
+    write or read. Its `index` fields (the server's default when absent, none with `false`)
+    are embedded for semantic search."""
     store = keel.persistence.store
     if body.ttl is not None and not store.supports_ttl:
         raise InvalidInput("this server's store keeps no ttl (memory://): leave ttl unset")
-    if body.index:
-        raise InvalidInput("keel's store has no semantic index: leave index unset")
     namespace = _root(tenant) + _labels(body.namespace, "namespace")
+    fields = keel.settings.store_index_fields if body.index is None else body.index or []
+    vectors = await _vectors(keel, body.value, fields)
     await store.aput(namespace, body.key, body.value, index=False, ttl=body.ttl)
+    await keel.persistence.vectors.replace(namespace, body.key, vectors)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -82,6 +111,7 @@ async def delete_item(body: StoreDelete, keel: KeelDep, tenant: TenantDep) -> Re
     """Deletes the item if the tenant has it (deleting a missing item is not an error)."""
     namespace = _root(tenant) + _labels(body.namespace, "namespace")
     await keel.persistence.store.adelete(namespace, body.key)
+    await keel.persistence.vectors.remove(namespace, body.key)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -90,15 +120,17 @@ async def search_items(
     keel: KeelDep, tenant: TenantDep, body: StoreSearch | None = None
 ) -> dict[str, list[dict[str, Any]]]:
     """The tenant's items under `namespace_prefix` whose values match `filter`, most recently
-    updated first, `limit` after `offset`."""
+    updated first, `limit` after `offset`; with `query`, the indexed ones most similar to it
+    first, each with its `score` (cosine similarity of its best indexed field)."""
     body = body or StoreSearch()
-    if body.query:
-        raise InvalidInput("keel's store has no semantic index: search by filter, not query")
     _check_filter(body.filter or {})
     root = _root(tenant)
     prefix = root + (
         _labels(body.namespace_prefix, "namespace_prefix") if body.namespace_prefix else ()
     )
+    if body.query:
+        found = await _ranked(keel, prefix, body)
+        return {"items": [_item(item, len(root)) for item in found]}
     items = await keel.persistence.store.asearch(
         prefix,
         filter=body.filter,
@@ -107,6 +139,32 @@ async def search_items(
         refresh_ttl=body.refresh_ttl,
     )
     return {"items": [_item(item, len(root)) for item in items]}
+
+
+async def _ranked(keel: Keel, prefix: tuple[str, ...], body: StoreSearch) -> list[SearchItem]:
+    """A page of the items under `prefix` matching `body.filter`, by similarity to
+    `body.query`; vectors whose item has gone (deleted, expired) are removed on the way."""
+    store, vectors = keel.persistence.store, keel.persistence.vectors
+    among = None
+    if body.filter:
+        matching = await store.asearch(prefix, filter=body.filter, limit=FILTERED_CANDIDATES)
+        among = {(joined(item.namespace), item.key) for item in matching}
+    query = await asyncio.to_thread(keel.deps.corpora.embedder.embed, [body.query or ""])
+    wanted = body.offset + body.limit
+    ranked = await vectors.ranked(prefix, query[0], wanted + SPARE, among)
+    refresh = body.refresh_ttl is not False  # the store refreshes on read by default
+    ops = [GetOp(tuple(ns.split(".")), key, refresh_ttl=refresh) for ns, key, _ in ranked]
+    found: list[SearchItem] = []
+    for (ns, key, score), item in zip(ranked, await store.abatch(ops), strict=True):
+        if not isinstance(item, Item):
+            await vectors.remove(ns.split("."), key)
+            continue
+        found.append(
+            SearchItem(
+                item.namespace, item.key, item.value, item.created_at, item.updated_at, score
+            )
+        )
+    return found[body.offset : wanted]
 
 
 @router.post("/namespaces")

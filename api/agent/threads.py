@@ -17,16 +17,21 @@ from api.agent.schemas import (
     ThreadCreate,
     ThreadField,
     ThreadPatch,
+    ThreadPrune,
     ThreadSearch,
+    ThreadTtlBody,
 )
 from api.deps import Keel, KeelDep, TenantDep, ThreadIdPath
 from checkpoints.thread_search import ThreadStatus, search_threads, thread_status
 from checkpoints.threads import (
+    ThreadTtl,
     copy_thread,
     create_thread,
     delete_thread,
     get_thread,
     patch_thread,
+    prune_thread,
+    ttl_view,
 )
 from graph.errors import InvalidInput, NotFound
 
@@ -120,8 +125,24 @@ async def create(keel: KeelDep, tenant: TenantDep, body: ThreadCreate | None = N
             return thread_body(record, await thread_status(keel.persistence, body.thread_id))
         except NotFound:
             pass
-    record = await create_thread(keel.persistence, tenant, body.metadata, body.thread_id)
+    record = await create_thread(
+        keel.persistence, tenant, body.metadata, body.thread_id, _ttl(body.ttl)
+    )
     return thread_body(record, "idle")
+
+
+def _ttl(body: ThreadTtlBody | None) -> ThreadTtl | None:
+    return None if body is None else ThreadTtl(strategy=body.strategy, ttl=body.ttl)
+
+
+@router.post("/prune")
+async def prune(body: ThreadPrune, keel: KeelDep, tenant: TenantDep) -> dict[str, int]:
+    """Deletes the tenant's threads among `thread_ids` (`keep_latest`: keeps each one with only
+    its latest checkpoint); ids the tenant does not have, and busy threads, are skipped."""
+    pruned = 0
+    for thread_id in dict.fromkeys(body.thread_ids):
+        pruned += await prune_thread(keel.persistence, tenant, thread_id, body.strategy)
+    return {"pruned_count": pruned}
 
 
 @router.post("/search")
@@ -165,12 +186,14 @@ async def read(
     thread_id: ThreadIdPath,
     keel: KeelDep,
     tenant: TenantDep,
-    include: Annotated[str | None, Query(max_length=200)] = None,
+    include: Annotated[str | None, Query(max_length=200, description="comma-separated")] = None,
 ) -> Any:
-    """The thread, with its current values (`include`, e.g. ttl: keel's threads have none)."""
+    """The thread, with its current values (`include=ttl`: and its TTL, null without one)."""
     record = await get_thread(keel.persistence, tenant, thread_id)
     body = thread_body(record, await thread_status(keel.persistence, thread_id))
     body["values"] = await _values(keel, thread_id)
+    if include and "ttl" in include.split(","):
+        body["ttl"] = ttl_view(record)
     return body
 
 
@@ -178,8 +201,8 @@ async def read(
 async def patch(
     thread_id: ThreadIdPath, body: ThreadPatch, keel: KeelDep, tenant: TenantDep
 ) -> Any:
-    """Merges metadata into the thread's."""
-    record = await patch_thread(keel.persistence, tenant, thread_id, body.metadata)
+    """Merges metadata into the thread's; sets its `ttl` (a TTL restarts on every change)."""
+    record = await patch_thread(keel.persistence, tenant, thread_id, body.metadata, _ttl(body.ttl))
     return thread_body(record, await thread_status(keel.persistence, thread_id))
 
 

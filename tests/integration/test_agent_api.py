@@ -228,9 +228,10 @@ async def test_stream_modes_through_the_async_client(server: Server, postgres_ur
     assert all(meta["langgraph_node"] == "generate" for _, meta in tokens)
     assert len(tokens) == 25 and all(chunk["type"] == "AIMessageChunk" for chunk, _ in tokens)
     answer = "".join(chunk["content"] for chunk, _ in tokens)
-    assert [p.data["token"] for p in parts if p.event == "custom"] == [
-        chunk["content"] for chunk, _ in tokens
-    ]
+    # retrieve and rerank report their progress first (tests/integration/test_agent_streams_batch.py)
+    custom = [p.data for p in parts if p.event == "custom"]
+    assert [c["node"] for c in custom[:2]] == ["retrieve", "rerank"]
+    assert [c["token"] for c in custom[2:]] == [chunk["content"] for chunk, _ in tokens]
     final = [p.data for p in parts if p.event == "values"][-1]
     assert final["answer"] == answer and final["messages"][-1]["content"] == answer
     debug_kinds = {p.data["type"] for p in parts if p.event == "debug"}
@@ -547,6 +548,8 @@ def test_tenants_see_only_their_own_threads_and_runs(
             ("POST", f"/threads/{tid}/runs/wait", body, {}),
             ("POST", f"/threads/{tid}/runs", body, {}),
             ("POST", f"/threads/{tid}/runs", {**body, "checkpoint_id": checkpoint}, {}),
+            ("GET", f"/threads/{tid}/stream", None, {}),
+            ("GET", f"/threads/{tid}/stream", None, {"Last-Event-ID": f"{rid}:2"}),
             ("DELETE", f"/threads/{tid}", None, {}),
         ]
         with httpx.Client(base_url=base, timeout=30) as http:
@@ -575,5 +578,11 @@ def test_tenants_see_only_their_own_threads_and_runs(
                 else:
                     assert reply["error"]["code"] == code, reply
                 assert QUESTION not in response.text and "answer" not in response.text
+            # Pruning names threads by id: another tenant's are skipped, never touched.
+            for strategy in ("delete", "keep_latest"):
+                body = {"thread_ids": [tid], "strategy": strategy}
+                pruned = http.post("/threads/prune", json=body, headers={"X-API-Key": keys["b"][0]})
+                assert pruned.json() == {"pruned_count": 0}
         assert a.threads.get(tid)["metadata"] == {"tag": tag}
         assert a.runs.get(tid, rid)["status"] == "success"
+        assert len(a.threads.get_history(tid, limit=100)) > 1

@@ -159,7 +159,9 @@ def test_bad_store_requests_are_refused(replicas: Replicas) -> None:
             ("DELETE", "/store/items", {"namespace": ["a.b"], "key": "k"}),
             ("POST", "/store/items/search", {"namespace_prefix": ["a."]}),
             ("POST", "/store/items/search", {"filter": {"n": {"$regex": "x"}}}),
-            ("POST", "/store/items/search", {"query": "semantic please"}),
+            ("POST", "/store/items/search", {"query": "x" * 2001}),
+            ("PUT", "/store/items", {"namespace": ["a"], "key": "k", "value": {}, "index": True}),
+            ("PUT", "/store/items", {"namespace": ["a"], "key": "k", "value": {}, "index": [""]}),
             ("POST", "/store/namespaces", {"prefix": ["a.b"]}),
         ]
         for method, path, body in bad:

@@ -4,10 +4,13 @@ Every operation of the live `/openapi.json` is fuzzed twice: once with generated
 unknown threads: validation and 404 paths), with schemathesis's coverage phase (each field's
 boundary and wrong-type values), once with the ids of a real thread and run (the 2xx paths and
 their bodies; fuzzing only: the coverage cases' generation is most of this file's time, and
-they are already sent above). No response may be a 5xx, and every status code, content type and body
-must be one the schema declares; data the schema forbids must get a 4xx.
+they are already sent above). The Agent Server's thread, run and store routes are fuzzed once
+more on the embedded default (SQLite, no Redis). No response may be a 5xx, and every status
+code, content type and body must be one the schema declares; data the schema forbids must get
+a 4xx.
 """
 
+import contextlib
 import json
 import shutil
 import uuid
@@ -63,34 +66,47 @@ class Api:
     run_id: str
 
 
-@pytest.fixture(scope="module")
-def api(
-    tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path, postgres_url: str, redis_url: str
-) -> Iterator[Api]:
-    tmp = tmp_path_factory.mktemp("fuzz")
-    key, tenant = f"key-{uuid.uuid4().hex}", f"fuzz{uuid.uuid4().hex[:8]}"
+@contextlib.contextmanager
+def _serve(tmp: Path, corpus_dir: Path, tenant: str, **env: str) -> Iterator[Api]:
+    """A `keel serve` with one API key for `tenant`, and a thread with one finished run."""
+    key = f"key-{uuid.uuid4().hex}"
     shutil.copytree(corpus_dir, tmp / "data")
-    env = {
-        "KEEL_DATABASE_URL": postgres_url,
-        "KEEL_REDIS_URL": redis_url,
+    settings = {
         "KEEL_DATA_DIR": str(tmp / "data"),
         "KEEL_API_KEYS": json.dumps({hash_key(key): tenant}),
         # The fuzzer sends bad credentials on purpose (401 is checked); a lockout of its
         # address after ten of them would turn every later case into a 429.
         "KEEL_AUTH_FAILURES_PER_MINUTE": "0",
+        **env,
     }
-    server = Server(env, tmp / "server.log")
-    try:
+    with Server(settings, tmp / "server.log") as server:
         headers = {"X-API-Key": key}
         with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
             thread_id = client.post("/v1/threads").json()["thread_id"]
             run = client.post(f"/v1/threads/{thread_id}/runs/wait", json={"message": "chunks?"})
             assert run.status_code == 200, run.text
         yield Api(server, headers, thread_id, run.json()["run_id"])
+
+
+@pytest.fixture(scope="module")
+def api(
+    tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path, postgres_url: str, redis_url: str
+) -> Iterator[Api]:
+    tenant = f"fuzz{uuid.uuid4().hex[:8]}"
+    env = {"KEEL_DATABASE_URL": postgres_url, "KEEL_REDIS_URL": redis_url}
+    try:
+        with _serve(tmp_path_factory.mktemp("fuzz"), corpus_dir, tenant, **env) as served:
+            yield served
     finally:
-        server.stop()
         with psycopg.connect(postgres_url) as conn:  # no fuzzed cron fires in a later test
             conn.execute("DELETE FROM keel_crons WHERE tenant = %s", (tenant,))
+
+
+@pytest.fixture(scope="module")
+def embedded_api(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> Iterator[Api]:
+    """The embedded default: SQLite checkpoints, runs and store, no Redis."""
+    with _serve(tmp_path_factory.mktemp("fuzz-embedded"), corpus_dir, "fuzz") as served:
+        yield served
 
 
 def _load(api: Api, request: pytest.FixtureRequest, coverage: bool) -> schemathesis.BaseSchema:
@@ -132,12 +148,29 @@ def real_ids_schema(api: Api, request: pytest.FixtureRequest) -> schemathesis.Ba
     return schema
 
 
+@pytest.fixture
+def embedded_schema(embedded_api: Api, request: pytest.FixtureRequest) -> schemathesis.BaseSchema:
+    schema = _load(embedded_api, request, coverage=True)
+    schema.config.update(parameters={"path.thread_id": embedded_api.thread_id})
+    return schema
+
+
 generated_ids = schemathesis.pytest.from_fixture("generated_ids_schema")
 # Deleting the shared thread would leave every later case a 404; DELETE is fuzzed with
-# generated ids above, and test_server.py checks a real deletion's 204.
+# generated ids above, and test_server.py checks a real deletion's 204. A real thread's stream
+# lasts as long as its client does: it is fuzzed with generated ids (its 4xx paths) only.
 real_ids = (
     schemathesis.pytest.from_fixture("real_ids_schema")
     .exclude(method="DELETE", path="/v1/threads/{thread_id}")
+    .exclude(method="DELETE", path="/threads/{thread_id}")
+    .exclude(method="GET", path="/threads/{thread_id}/stream")
+)
+# The Agent Server routes of thread TTL, prune, stateless and batch runs and the store, on
+# the embedded default as well (the whole schema runs on Postgres above).
+EMBEDDED_PATHS = r"^/(threads|threads/prune|threads/\{thread_id\}|runs|runs/batch|store/items.*)$"
+embedded = (
+    schemathesis.pytest.from_fixture("embedded_schema")
+    .include(path_regex=EMBEDDED_PATHS)
     .exclude(method="DELETE", path="/threads/{thread_id}")
 )
 
@@ -176,3 +209,9 @@ def test_generated_ids(case: schemathesis.Case, api: Api) -> None:
 @real_ids.parametrize()
 def test_real_thread_and_run(case: schemathesis.Case, api: Api) -> None:
     call_and_validate(case, api)
+
+
+@FUZZ
+@embedded.parametrize()
+def test_agent_routes_on_the_embedded_default(case: schemathesis.Case, embedded_api: Api) -> None:
+    call_and_validate(case, embedded_api)

@@ -55,6 +55,10 @@ def _config_for(workdir: Path) -> Path:
         path, _, attr = spec.rpartition(":")
         graphs[graph_id] = f"{(REPO_ROOT / path).resolve()}:{attr}"
     config["graphs"] = graphs
+    # Its store ranks semantic search with keel's MiniLM over `text`, as `keel serve` does with
+    # KEEL_STORE_INDEX_FIELDS=text (compared in test_agent_dev_parity.py).
+    embed = f"{(REPO_ROOT / 'integrations' / 'embeddings.py').resolve()}:embed_texts"
+    config["store"] = {"index": {"dims": 384, "embed": embed, "fields": ["text"]}}
     target = workdir / "langgraph.json"
     target.write_text(json.dumps(config))
     return target

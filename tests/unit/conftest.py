@@ -33,19 +33,27 @@ class Harness:
     async def turn(self, message: str | None, thread_id: str = "t", **knobs: Any) -> dict[str, Any]:
         context = Context(user_message=message, **knobs)
         config = {"configurable": {"thread_id": thread_id}}
-        nodes, tokens, errors = [], [], []
+        nodes, tokens, errors, progress = [], [], [], []
         async for part in self.graph.astream(
             {"messages": []}, config, context=context, stream_mode=["tasks", "custom"], version="v2"
         ):
             data = part["data"]
-            if part["type"] == "custom":
+            if part["type"] == "custom" and "token" in data:
                 tokens.append(data["token"])
+            elif part["type"] == "custom":  # a node's progress event
+                progress.append(data)
             elif "input" in data:
                 nodes.append(data["name"])
             elif data.get("error") is not None:
                 errors.append((data["name"], data["error"]))
         state = (await self.graph.aget_state(config)).values
-        return {"nodes": nodes, "tokens": tokens, "errors": errors, "state": state}
+        return {
+            "nodes": nodes,
+            "tokens": tokens,
+            "errors": errors,
+            "progress": progress,
+            "state": state,
+        }
 
     async def aclose(self) -> None:
         await self.deps.aclose()

@@ -59,6 +59,23 @@ async def test_extractive_answer_streams_cited_sentences(harness):
     assert state["model"] == "extractive" and state["degraded"] == []
 
 
+async def test_retrieve_and_rerank_stream_their_progress_as_custom_events(harness):
+    out = await harness().turn(QUESTION, top_k=3)
+    retrieved, reranked = out["progress"]
+    passages = out["state"]["passages"]
+    assert retrieved["node"] == "retrieve" and retrieved["event"] == "retrieved"
+    assert retrieved["mode"] == "hybrid" and retrieved["candidates"] == len(passages) > 3
+    assert 0 < retrieved["dense"] <= retrieved["candidates"]
+    assert 0 < retrieved["lexical"] <= retrieved["candidates"]
+    assert reranked["node"] == "rerank" and reranked["event"] == "reranked"
+    assert reranked["candidates"] == retrieved["candidates"]
+    assert reranked["top_ids"] == [p["id"] for p in passages[:3]]
+    assert retrieved["duration_ms"] > 0 and reranked["duration_ms"] > 0
+    # A run without rerank sends no rerank event; lexical retrieval embeds nothing.
+    out = await harness().turn(QUESTION, rerank=False, retrieval="lexical")
+    assert [(p["node"], p["dense"]) for p in out["progress"]] == [("retrieve", 0)]
+
+
 async def test_repeated_question_is_a_cache_hit_without_llm_call(harness):
     model = recording("Unchanged files are skipped [1].", "second call must not happen")
     h = harness([model])
