@@ -43,6 +43,7 @@ from mcp.shared.exceptions import MCPError
 
 from api.auth import hash_key
 from tests.conftest import ROOT, Server
+from tests.fake_llm import STREAM_ONLY
 
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
 FOLLOW_UP = "And what happens to the old chunks of a changed file?"
@@ -80,6 +81,7 @@ def deployment(
         "KEEL_LLM_API_KEY": "test",
         "KEEL_LLM_MODEL": "slow-0-12",
         "KEEL_LLM_ALLOWED_MODELS": SLOW_MODEL,
+        **STREAM_ONLY,  # the fake model's words are not grounded in the passages
     }
     if request.param == "postgres":
         env["KEEL_DATABASE_URL"] = postgres_url

@@ -25,6 +25,7 @@ from langgraph_sdk.errors import NotFoundError
 
 from api.auth import hash_key
 from tests.conftest import Server
+from tests.fake_llm import STREAM_ONLY
 
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
 INPUT = {"messages": [{"role": "user", "content": QUESTION}]}
@@ -77,6 +78,7 @@ def backend_server(
         "KEEL_LLM_API_KEY": "test",
         "KEEL_LLM_MODEL": "slow-40-25",
         "KEEL_RUN_HEARTBEAT_S": "0.2",
+        **STREAM_ONLY,  # the fake model's words, streamed as they come (not grounded)
         **env,
     }
     database = str(tmp / "data" / "checkpoints.sqlite")
