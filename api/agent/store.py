@@ -10,6 +10,7 @@ embedded by keel's MiniLM when it is put, one vector per field in `keel_store_ve
 search `query` ranks the items under the prefix by cosine similarity (`checkpoints.store_vectors`)."""
 
 import asyncio
+import re
 from typing import Annotated, Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from graph.errors import InvalidInput
 
 router = APIRouter(prefix="/store", tags=["agent: store"])
 FILTER_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
+FILTER_FIELD = re.compile(r"[A-Za-z0-9_.-]+")
 # A query with a filter ranks at most this many matching items.
 FILTERED_CANDIDATES = 10_000
 # Ranked beyond the page, for items that expired or went since their vectors were written.
@@ -51,8 +53,12 @@ def _labels(namespace: list[str], what: str) -> tuple[str, ...]:
 
 def _check_filter(filter: dict[str, Any]) -> None:
     """A value filter compares fields with a value, or with operators: a nested object is read
-    as operators, so anything else in one is refused (422), not left to fail in SQL."""
+    as operators, so anything else in one is refused (422), not left to fail in SQL. Field names
+    are what both stores can query (letters, digits, `_`, `-`, and `.` between path parts): the
+    embedded store refuses any other, so both do."""
     for field, condition in filter.items():
+        if not FILTER_FIELD.fullmatch(field):
+            raise InvalidInput(f"filter field {field!r}: use letters, digits, '_', '-' and '.'")
         if isinstance(condition, dict):
             unknown = sorted(set(condition) - set(FILTER_OPERATORS))
             if unknown or not condition:

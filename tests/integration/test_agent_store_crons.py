@@ -159,6 +159,9 @@ def test_bad_store_requests_are_refused(replicas: Replicas) -> None:
             ("DELETE", "/store/items", {"namespace": ["a.b"], "key": "k"}),
             ("POST", "/store/items/search", {"namespace_prefix": ["a."]}),
             ("POST", "/store/items/search", {"filter": {"n": {"$regex": "x"}}}),
+            # field names the embedded store cannot query are refused on both
+            ("POST", "/store/items/search", {"filter": {"": True}}),
+            ("POST", "/store/items/search", {"filter": {"a b": 1}}),
             ("POST", "/store/items/search", {"query": "x" * 2001}),
             ("PUT", "/store/items", {"namespace": ["a"], "key": "k", "value": {}, "index": True}),
             ("PUT", "/store/items", {"namespace": ["a"], "key": "k", "value": {}, "index": [""]}),
