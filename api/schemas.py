@@ -78,8 +78,9 @@ class ThreadCreate(BaseModel):
 
 
 def _check_storable(value: Any) -> None:
-    """Raises `ValueError` for strings the thread store (Postgres jsonb) cannot hold: with a
-    NUL character, or a lone surrogate (not UTF-8)."""
+    """Raises `ValueError` for what the stores cannot hold: strings with a NUL character or a
+    lone surrogate (not UTF-8; Postgres jsonb), integers beyond 64 bits (the embedded stores'
+    JSON)."""
     items: list[Any] = [value]
     while items:
         item = items.pop()
@@ -87,6 +88,8 @@ def _check_storable(value: Any) -> None:
             items += [*item.keys(), *item.values()]
         elif isinstance(item, list):
             items += item
+        elif isinstance(item, int) and not -(2**63) <= item < 2**63:
+            raise ValueError("integers must fit in 64 bits")
         elif isinstance(item, str):
             if "\x00" in item:
                 raise ValueError("strings may not contain NUL characters")
