@@ -8,6 +8,7 @@ route below resolves them before the SDK sees the request."""
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -35,6 +36,8 @@ from checkpoints.threads import create_thread
 from graph.errors import KeelError
 from runtime.agent_runs import GRAPH_ID
 
+# The least time between two progress notifications of one call (after the first).
+PROGRESS_INTERVAL_S = 0.1
 TOOL_NAME = re.compile(r"[^A-Za-z0-9_-]+")
 # What a call returns besides its text: the client checks it against this schema.
 OUTPUT_SCHEMA: dict[str, Any] = {
@@ -141,17 +144,37 @@ def _failure(code: str, message: str) -> types.CallToolResult:
     )
 
 
-async def _progress(ctx: ServerRequestContext[Any, Any], keel: Keel, run: Run) -> None:
-    """Progress notifications: the run recorded (naming it and its thread), then each node as
-    it starts, until the run ends (one per node, not two: each costs the client a parse)."""
+async def _progress(
+    ctx: ServerRequestContext[Any, Any], keel: Keel, run: Run
+) -> tuple[str, dict[str, Any]] | None:
+    """Progress notifications until the run ends: the run recorded (naming it and its thread) at
+    once, then the node that started last, at most one each `PROGRESS_INTERVAL_S`. The spec asks
+    senders to rate-limit: a run of quick nodes costs the client one parse, and a slow node (the
+    model writing) is still named while it runs. Returns the terminal event the log ended on."""
     await ctx.session.report_progress(1, None, f"run {run.run_id} on thread {run.thread_id}")
-    count = 1
-    async for _, name, data in keel.runs.follow(run, 0):
-        if name in TERMINAL_EVENTS:
-            return
-        if name == "node.started":
-            count += 1
-            await ctx.session.report_progress(count, None, f"{data['node']} started")
+    events = keel.runs.follow(run, 0)
+    started, sent, pending = 1, time.monotonic(), ""
+    upcoming: asyncio.Future[tuple[int, str, dict[str, Any]]] = asyncio.ensure_future(anext(events))
+    try:
+        while True:
+            wait = max(sent + PROGRESS_INTERVAL_S - time.monotonic(), 0) if pending else None
+            if not (await asyncio.wait({upcoming}, timeout=wait))[0]:
+                await ctx.session.report_progress(started, None, pending)
+                sent, pending = time.monotonic(), ""
+                continue
+            try:
+                _, name, data = upcoming.result()
+            except StopAsyncIteration:
+                return None
+            if name in TERMINAL_EVENTS:
+                return name, data
+            if name == "node.started":
+                started, pending = started + 1, f"{data['node']} started"
+            upcoming = asyncio.ensure_future(anext(events))
+    finally:  # the call ended or went away: the pending read goes, then the log's reader
+        upcoming.cancel()
+        await asyncio.wait({upcoming})
+        await events.aclose()
 
 
 async def call_tool(
@@ -187,8 +210,11 @@ async def call_tool(
         return _failure(exc.code, str(exc))
     ended = False
     try:
-        await _progress(ctx, keel, run)  # sends nothing when the client asked for none
-        name, data = await keel.runs.outcome(run)
+        outcome = await _progress(ctx, keel, run)  # sends nothing when the client asked for none
+        # A finished run is final; an error in the log may be an attempt that was retried.
+        name, data = (
+            outcome if outcome and outcome[0] == "run.finished" else await keel.runs.outcome(run)
+        )
         ended = True
     finally:
         if not ended:  # the client cancelled the call or went away: the run goes with it
