@@ -152,29 +152,29 @@ async def _progress(
     senders to rate-limit: a run of quick nodes costs the client one parse, and a slow node (the
     model writing) is still named while it runs. Returns the terminal event the log ended on."""
     await ctx.session.report_progress(1, None, f"run {run.run_id} on thread {run.thread_id}")
-    events = keel.runs.follow(run, 0)
-    started, sent, pending = 1, time.monotonic(), ""
-    upcoming: asyncio.Future[tuple[int, str, dict[str, Any]]] = asyncio.ensure_future(anext(events))
+    sent, latest = time.monotonic(), (1, "")
+    trailing: asyncio.Task[None] | None = None  # sends `latest` once the interval has passed
+
+    async def report(delay: float) -> None:
+        nonlocal sent
+        await asyncio.sleep(delay)
+        await ctx.session.report_progress(latest[0], None, latest[1])
+        sent = time.monotonic()
+
     try:
-        while True:
-            wait = max(sent + PROGRESS_INTERVAL_S - time.monotonic(), 0) if pending else None
-            if not (await asyncio.wait({upcoming}, timeout=wait))[0]:
-                await ctx.session.report_progress(started, None, pending)
-                sent, pending = time.monotonic(), ""
-                continue
-            try:
-                _, name, data = upcoming.result()
-            except StopAsyncIteration:
-                return None
+        async for _, name, data in keel.runs.follow(run, 0):
             if name in TERMINAL_EVENTS:
                 return name, data
             if name == "node.started":
-                started, pending = started + 1, f"{data['node']} started"
-            upcoming = asyncio.ensure_future(anext(events))
-    finally:  # the call ended or went away: the pending read goes, then the log's reader
-        upcoming.cancel()
-        await asyncio.wait({upcoming})
-        await events.aclose()
+                latest = (latest[0] + 1, f"{data['node']} started")
+                if trailing is None or trailing.done():
+                    delay = sent + PROGRESS_INTERVAL_S - time.monotonic()
+                    trailing = asyncio.create_task(report(max(delay, 0)))
+        return None
+    finally:  # the run ended, or the call went away: nothing more is reported
+        if trailing is not None:
+            trailing.cancel()
+            await asyncio.wait({trailing})
 
 
 async def call_tool(
