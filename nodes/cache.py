@@ -27,10 +27,12 @@ def normalize_question(text: str) -> str:
 
 
 def answer_settings(deps: Deps, context: Context) -> dict[str, Any]:
-    """The settings that change an answer; part of the cache key."""
+    """The settings that change an answer (every knob but `use_cache`); part of the cache key."""
     models = [getattr(m, "model_name", type(m).__name__) for m in deps.llm.models]
     return {
         "top_k": context.top_k,
+        "candidates": context.candidates,
+        "history_turns": context.history_turns,
         "rerank": context.rerank,
         "retrieval": context.retrieval,
         "model": context.model or models,

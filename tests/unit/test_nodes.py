@@ -87,7 +87,10 @@ async def test_cache_lookup_misses_then_hits_per_tenant_and_version(deps):
     assert (await lookup(state, other))["cache"]["hit"] is False
     key, scope = await cache_keys(deps, rt.context, QUESTION)
     assert key != scope
-    assert (key, scope) != await cache_keys(deps, Context(tenant="t1", top_k=3), QUESTION)
+    # Every knob that changes an answer separates the entries.
+    for knob in ({"top_k": 3}, {"candidates": 20}, {"history_turns": 1}, {"rerank": False}):
+        assert (key, scope) != await cache_keys(deps, Context(tenant="t1", **knob), QUESTION)
+    assert (key, scope) == await cache_keys(deps, Context(tenant="t1", use_cache=True), QUESTION)
     disabled, _ = runtime(tenant="t1", use_cache=False)
     assert (await lookup(state, disabled))["cache"] == {
         "hit": False,
