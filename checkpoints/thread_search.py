@@ -1,4 +1,4 @@
-"""Thread search for the Agent Server API: metadata containment, status, pagination.
+"""Thread search for the Agent Server API: ids, metadata containment, status, order, pagination.
 
 On Postgres one SQL query over the store's (prefix, key) primary key, with each thread's status
 from its latest run (`keel_runs_thread` index); the embedded backends filter in memory."""
@@ -11,6 +11,7 @@ from checkpoints.containment import contains
 from checkpoints.threads import thread_namespace
 
 ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
+SortBy = Literal["thread_id", "status", "created_at", "updated_at"]
 # A thread's status from its latest run's status (no run: idle).
 RUN_TO_THREAD = {
     "pending": "busy",
@@ -30,11 +31,19 @@ SELECT value, status FROM (
         SELECT status FROM keel_runs WHERE thread_id = s.key ORDER BY created_at DESC LIMIT 1
     ) r ON true
     WHERE s.prefix = %s AND s.value->'metadata' @> %s::jsonb
+        AND (%s::text[] IS NULL OR s.key = ANY(%s::text[]))
 ) t
 WHERE %s::text IS NULL OR status = %s::text
-ORDER BY updated_at {order}, value->>'thread_id'
+ORDER BY {column} {order}, value->>'thread_id'
 LIMIT %s OFFSET %s
 """
+# What each `sort_by` orders by, in the query above (created_at is ISO text: it sorts as time).
+_PG_ORDER = {
+    "thread_id": "value->>'thread_id'",
+    "status": "status",
+    "created_at": "value->>'created_at'",
+    "updated_at": "updated_at",
+}
 
 
 async def thread_status(p: Persistence, thread_id: str) -> ThreadStatus:
@@ -50,24 +59,37 @@ async def search_threads(
     status: ThreadStatus | None,
     limit: int,
     offset: int,
+    sort_by: SortBy = "updated_at",
     ascending: bool = False,
+    ids: list[str] | None = None,
 ) -> list[tuple[dict[str, Any], ThreadStatus]]:
-    """The tenant's threads whose metadata contains `metadata`, with `status` when given, most
-    recently active first (or oldest first with `ascending`), `limit` after `offset`."""
+    """The tenant's threads among `ids` (all when None) whose metadata contains `metadata`, with
+    `status` when given, ordered by `sort_by` (the most recently active first by default; ties
+    by thread id), `limit` after `offset`."""
     prefix = ".".join(thread_namespace(tenant))
     if p.kind == "postgres":
-        query = _PG_SEARCH.format(order="ASC" if ascending else "DESC")
-        params = (prefix, json.dumps(metadata), status, status, limit, offset)
+        query = _PG_SEARCH.format(column=_PG_ORDER[sort_by], order="ASC" if ascending else "DESC")
+        params = (prefix, json.dumps(metadata), ids, ids, status, status, limit, offset)
         async with p.runs.transaction() as conn:
             rows = await (await conn.execute(query, params)).fetchall()
         return [(row["value"], row["status"]) for row in rows]
-    items = await p.store.asearch(thread_namespace(tenant), limit=100_000)
-    found = []
-    for item in sorted(items, key=lambda i: i.updated_at, reverse=not ascending):
+    wanted = None if ids is None else set(ids)
+    found: list[tuple[dict[str, Any], ThreadStatus, Any]] = []
+    for item in await p.store.asearch(thread_namespace(tenant), limit=100_000):
         record = dict(item.value)
+        if wanted is not None and record["thread_id"] not in wanted:
+            continue
         if not contains(record.get("metadata") or {}, metadata):
             continue
         record_status = await thread_status(p, record["thread_id"])
         if status is None or record_status == status:
-            found.append((record, record_status))
-    return found[offset : offset + limit]
+            keys = {
+                "thread_id": record["thread_id"],
+                "status": record_status,
+                "created_at": record["created_at"],
+                "updated_at": item.updated_at,
+            }
+            found.append((record, record_status, keys[sort_by]))
+    found.sort(key=lambda f: f[0]["thread_id"])  # ties in thread id order, whichever the order
+    found.sort(key=lambda f: f[2], reverse=not ascending)
+    return [(record, found_status) for record, found_status, _ in found[offset : offset + limit]]

@@ -149,8 +149,9 @@ async def prune(body: ThreadPrune, keel: KeelDep, tenant: TenantDep) -> dict[str
 async def search(
     keel: KeelDep, tenant: TenantDep, body: ThreadSearch | None = None
 ) -> list[dict[str, Any]]:
-    """The tenant's threads matching metadata and status, most recently active first, each
-    with its current values (as `GET /threads/{id}`), only the `select` fields when given."""
+    """The tenant's threads matching ids, metadata and status, in `sort_by` order (the most
+    recently active first by default), each with its current values (as `GET /threads/{id}`),
+    only the `select` fields when given."""
     body = body or ThreadSearch()
     found = await search_threads(
         keel.persistence,
@@ -159,7 +160,9 @@ async def search(
         body.status,
         body.limit,
         body.offset,
+        body.sort_by,
         ascending=body.sort_order == "asc",
+        ids=body.ids,
     )
     fields = set(body.select or get_args(ThreadField))
     threads = []
@@ -173,10 +176,10 @@ async def search(
 
 @router.post("/count")
 async def count(keel: KeelDep, tenant: TenantDep, body: ThreadSearch | None = None) -> int:
-    """How many of the tenant's threads match metadata and status."""
+    """How many of the tenant's threads match ids, metadata and status."""
     body = body or ThreadSearch()
     found = await search_threads(
-        keel.persistence, tenant, body.metadata or {}, body.status, 1_000_000, 0
+        keel.persistence, tenant, body.metadata or {}, body.status, 1_000_000, 0, ids=body.ids
     )
     return len(found)
 

@@ -17,6 +17,9 @@ from langgraph_sdk.errors import ConflictError, NotFoundError
 from api.agent.schemas import RunKnobs
 from api.auth import hash_key
 from api.schemas import RunContext
+from checkpoints import open_persistence
+from checkpoints.thread_search import search_threads
+from checkpoints.threads import create_thread, touch_thread
 from tests.conftest import Server
 from tests.fake_llm import STREAM_ONLY
 
@@ -104,6 +107,11 @@ async def test_threads_create_search_count_patch(server: Server) -> None:
     assert [t["thread_id"] for t in newest_first + rest] == [t["thread_id"] for t in reversed(made)]
     oldest = await client.threads.search(metadata={"suite": tag}, sort_order="asc", limit=1)
     assert oldest[0]["thread_id"] == made[0]["thread_id"]
+    ids = [made[0]["thread_id"], made[2]["thread_id"], uuid.uuid4().hex]  # the last: no thread
+    picked = await client.threads.search(ids=ids, sort_by="created_at", sort_order="asc")
+    assert [t["thread_id"] for t in picked] == ids[:2]
+    by_id = await client.threads.search(metadata={"suite": tag}, sort_by="thread_id")
+    assert [t["thread_id"] for t in by_id] == sorted((t["thread_id"] for t in made), reverse=True)
 
     patched = await client.threads.update(made[1]["thread_id"], metadata={"user": "carl"})
     assert patched["metadata"] == {"suite": tag, "user": "carl"}
@@ -116,6 +124,31 @@ async def test_threads_create_search_count_patch(server: Server) -> None:
     assert again["thread_id"] == chosen and again["metadata"] == {"suite": tag}
     with pytest.raises(ConflictError):
         await client.threads.create(thread_id=chosen)
+
+
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+async def test_thread_search_orders_and_filters_alike_on_both_databases(
+    backend: str, postgres_url: str, tmp_path: Path
+) -> None:
+    url = postgres_url if backend == "postgres" else f"sqlite:///{tmp_path}/keel.sqlite"
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    async with open_persistence(url) as p:
+        names = ["c", "a", "b"]  # created in this order; "a" then becomes the most recent
+        for name in names:
+            await create_thread(p, tenant, {"name": name}, f"{tenant}-{name}")
+        await touch_thread(p, tenant, f"{tenant}-a", 2, "the latest question")
+
+        async def order(**query: object) -> list[str]:
+            found = await search_threads(p, tenant, {}, None, 10, 0, **query)  # type: ignore[arg-type]
+            return [record["metadata"]["name"] for record, _ in found]
+
+        assert await order() == ["a", "b", "c"]  # the most recently active first
+        assert await order(sort_by="created_at") == ["b", "a", "c"]
+        assert await order(sort_by="created_at", ascending=True) == ["c", "a", "b"]
+        assert await order(sort_by="thread_id", ascending=True) == ["a", "b", "c"]
+        assert await order(sort_by="status", ascending=True) == ["a", "b", "c"]  # ties: by id
+        assert await order(ids=[f"{tenant}-b", f"{tenant}-c", "missing"]) == ["b", "c"]
+        assert await order(ids=[]) == []
 
 
 def test_thread_search_returns_values_and_keeps_the_selected_fields(server: Server) -> None:
