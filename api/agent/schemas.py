@@ -191,6 +191,10 @@ class ThreadSearch(BaseModel):
     sort_order: Literal["asc", "desc"] = "desc"
     # The fields each result keeps (all when absent); keel's threads have no config or context.
     select: list[ThreadField] | None = Field(default=None, max_length=10)
+    # Accepted by the SDKs, not served: a search that sets them is refused (422), not answered
+    # as if they were absent.
+    values: Storable | None = None
+    extract: Storable | None = None
 
 
 # Node names (validated against the graph's by the runs router), or "*" for every node.

@@ -145,6 +145,12 @@ async def prune(body: ThreadPrune, keel: KeelDep, tenant: TenantDep) -> dict[str
     return {"pruned_count": pruned}
 
 
+def _refuse_unserved(body: ThreadSearch) -> None:
+    refused = [f for f in ("values", "extract") if getattr(body, f)]
+    if refused:
+        raise InvalidInput(f"keel's thread search does not serve {', '.join(refused)}")
+
+
 @router.post("/search")
 async def search(
     keel: KeelDep, tenant: TenantDep, body: ThreadSearch | None = None
@@ -153,6 +159,7 @@ async def search(
     recently active first by default), each with its current values (as `GET /threads/{id}`),
     only the `select` fields when given."""
     body = body or ThreadSearch()
+    _refuse_unserved(body)
     found = await search_threads(
         keel.persistence,
         tenant,
@@ -178,6 +185,7 @@ async def search(
 async def count(keel: KeelDep, tenant: TenantDep, body: ThreadSearch | None = None) -> int:
     """How many of the tenant's threads match ids, metadata and status."""
     body = body or ThreadSearch()
+    _refuse_unserved(body)
     found = await search_threads(
         keel.persistence, tenant, body.metadata or {}, body.status, 1_000_000, 0, ids=body.ids
     )

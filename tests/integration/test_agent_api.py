@@ -112,6 +112,10 @@ async def test_threads_create_search_count_patch(server: Server) -> None:
     assert [t["thread_id"] for t in picked] == ids[:2]
     by_id = await client.threads.search(metadata={"suite": tag}, sort_by="thread_id")
     assert [t["thread_id"] for t in by_id] == sorted((t["thread_id"] for t in made), reverse=True)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        for unserved in ({"values": {"answer": "x"}}, {"extract": {"a": "values.answer"}}):
+            refused = await http.post("/threads/search", json=unserved)
+            assert refused.status_code == 422 and next(iter(unserved)) in refused.text
 
     patched = await client.threads.update(made[1]["thread_id"], metadata={"user": "carl"})
     assert patched["metadata"] == {"suite": tag, "user": "carl"}
