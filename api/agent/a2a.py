@@ -303,10 +303,11 @@ def _status(
     }
 
 
+STREAMING = ("message/stream", "tasks/resubscribe")  # methods answered with an SSE stream
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "the JSON-RPC response (an error included), or for `message/stream` an SSE "
-        "stream of JSON-RPC responses",
+        "description": "the JSON-RPC response (an error included), or for `message/stream` and "
+        "`tasks/resubscribe` an SSE stream of JSON-RPC responses",
         "content": {"application/json": {}, "text/event-stream": {}},
     },
     400: {"description": "not a JSON-RPC request", "content": {"application/json": {}}},
@@ -317,7 +318,9 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 async def rpc(
     assistant_id: AssistantIdPath, request: Request, keel: KeelDep, tenant: TenantDep
 ) -> Any:
-    """A2A's JSON-RPC methods: `message/send`, `message/stream`, `tasks/get`, `tasks/cancel`."""
+    """A2A's JSON-RPC methods: `message/send`, `message/stream`, `tasks/get`, `tasks/cancel`,
+    `tasks/resubscribe` (the task, then its updates from its latest run's start, replayed from
+    the run's log: a client that lost its stream misses nothing)."""
     assistant = await load_assistant(keel, tenant, assistant_id)
     envelope = jsonrpc.parse(await request.body())
     if isinstance(envelope, JSONResponse):
@@ -328,11 +331,15 @@ async def rpc(
                 keel, tenant, assistant, _params(SendParams, envelope.params), request
             )
             return _stream(keel, envelope.id, task_id, run)
+        if envelope.method == "tasks/resubscribe":  # the task from its latest run's start
+            task_params = _params(TaskParams, envelope.params)
+            run = await _latest(keel, tenant, task_params.id)
+            return _stream(keel, envelope.id, task_params.id, run)
         if envelope.method == "message/send":
             params = _params(SendParams, envelope.params)
             result = await _send(keel, tenant, assistant, params, request)
         elif envelope.method == "tasks/get":
-            task_params: TaskParams = _params(TaskParams, envelope.params)
+            task_params = _params(TaskParams, envelope.params)
             result = task_body(task_params.id, await _latest(keel, tenant, task_params.id))
         elif envelope.method == "tasks/cancel":
             result = await _cancel(keel, tenant, _params(TaskParams, envelope.params))
@@ -340,7 +347,7 @@ async def rpc(
             raise RpcError(METHOD_NOT_FOUND, f"method {envelope.method[:80]!r} not found")
     except RpcError as exc:
         error = jsonrpc.reply(envelope.id, error=(exc.code, exc.message))
-        if envelope.method == "message/stream":  # a stream's client reads events, not a body
+        if envelope.method in STREAMING:  # a stream's client reads events, not a body
             return EventSourceResponse(_one(ServerSentEvent(data=json.dumps(error))))
         return error
     return jsonrpc.reply(envelope.id, result)

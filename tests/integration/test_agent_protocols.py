@@ -33,6 +33,7 @@ from a2a.types import (
     SendMessageConfiguration,
     SendMessageRequest,
     StreamResponse,
+    SubscribeToTaskRequest,
     Task,
     TaskState,
 )
@@ -382,6 +383,32 @@ async def test_a2a_stream_reports_each_node_then_the_answer(deployment: Deployme
     assert nodes[-1] == "generate started"
     assert events[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
     assert events[-2].artifact_update.artifact == task.artifacts[0]
+
+
+async def test_a2a_resubscribe_follows_a_running_task_to_its_answer(
+    deployment: Deployment,
+) -> None:
+    url, key, slow = deployment.server.url, deployment.keys["a"], deployment.variants["Slow"]
+    async with a2a_client(url, key, slow) as sender:
+        task, _ = await _send(sender, _message(QUESTION), wait=False)
+    assert task.status.state in (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
+    async with a2a_client(url, key, slow, streaming=True) as client:
+        events = [e async for e in client.subscribe(SubscribeToTaskRequest(id=task.id))]
+        done = await client.get_task(GetTaskRequest(id=task.id))
+        # Again once it has ended: the same answer, replayed from the run's log.
+        again = [e async for e in client.subscribe(SubscribeToTaskRequest(id=task.id))]
+    for replayed in (events, again):
+        assert replayed[0].task.id == task.id
+        assert [e.WhichOneof("payload") for e in replayed[-2:]] == [
+            "artifact_update",
+            "status_update",
+        ]
+        assert replayed[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+        assert replayed[-2].artifact_update.artifact == done.artifacts[0]
+    assert done.status.state == TaskState.TASK_STATE_COMPLETED and "[1]" in _answer(done)["answer"]
+    async with a2a_client(url, deployment.keys["b"], streaming=True) as other:
+        with pytest.raises(TaskNotFoundError):  # another tenant's task is no task at all
+            [e async for e in other.subscribe(SubscribeToTaskRequest(id=task.id))]
 
 
 async def test_a2a_cancel_a_running_task(deployment: Deployment) -> None:
