@@ -36,6 +36,8 @@ class Persistence:
     crons: CronStore
     vectors: StoreVectors
     kind: str
+    # The checkpoint serializer (`checkpoints.crypto`): thread titles are sealed with its key too.
+    serde: SerializerProtocol | None = None
 
 
 # Items put with a `ttl`: hidden once expired (Postgres), deleted by a sweep every minute; a
@@ -47,7 +49,9 @@ STORE_TTL: TTLConfig = {
 }
 
 
-async def _keel_tables(saver: Any, store: Any, runs: RunStore, kind: str) -> Persistence:
+async def _keel_tables(
+    saver: Any, store: Any, runs: RunStore, kind: str, serde: SerializerProtocol | None
+) -> Persistence:
     """Creates keel's own tables (runs, assistants, crons, store vectors) on the run store's
     connection."""
     await runs.setup()
@@ -56,7 +60,7 @@ async def _keel_tables(saver: Any, store: Any, runs: RunStore, kind: str) -> Per
     await assistants.setup()
     await crons.setup()
     await vectors.setup()
-    return Persistence(saver, store, runs, assistants, crons, vectors, kind)
+    return Persistence(saver, store, runs, assistants, crons, vectors, kind, serde)
 
 
 @asynccontextmanager
@@ -77,7 +81,9 @@ async def open_persistence(
         conn = connect(":memory:")
         try:
             runs = SqliteRunStore(conn)
-            yield await _keel_tables(InMemorySaver(serde=serde), InMemoryStore(), runs, "memory")
+            yield await _keel_tables(
+                InMemorySaver(serde=serde), InMemoryStore(), runs, "memory", serde
+            )
         finally:
             conn.close()
     elif url.startswith("sqlite:///"):
@@ -96,7 +102,7 @@ async def open_persistence(
             sqlite_store.start_ttl_sweeper()
             wal.start()
             yield await _keel_tables(
-                sqlite_saver, sqlite_store, SqliteRunStore(runs_conn), "sqlite"
+                sqlite_saver, sqlite_store, SqliteRunStore(runs_conn), "sqlite", serde
             )
         finally:
             sqlite_store.stop_ttl_sweeper()
@@ -142,7 +148,7 @@ async def open_persistence(
                 await pg_saver.setup()
                 await pg_store.setup()
                 persistence = await _keel_tables(
-                    pg_saver, pg_store, PostgresRunStore(pool), "postgres"
+                    pg_saver, pg_store, PostgresRunStore(pool), "postgres", serde
                 )
             try:
                 await pg_store.start_ttl_sweeper()

@@ -138,6 +138,31 @@ class KeelSerializer(SerializerProtocol):
         return self.inner.loads_typed((inner_type, self.cipher.decrypt(ciphername, payload)))
 
 
+# A text value sealed outside the checkpoints (a thread's title): this prefix, the serializer's
+# type tag (naming the key), ":", then the sealed bytes in base64.
+SEALED_TEXT = "sealed:"
+
+
+def seal_text(serde: SerializerProtocol | None, text: str) -> str:
+    """`text` sealed as a checkpoint value is, or as it is when no key is configured."""
+    if not isinstance(serde, KeelSerializer) or serde.cipher is None:
+        return text
+    typ, data = serde.dumps_typed(text)
+    return f"{SEALED_TEXT}{typ}:{base64.b64encode(data).decode()}"
+
+
+def open_text(serde: SerializerProtocol | None, value: str) -> str:
+    """The text `seal_text` sealed; other text as it is (written before the key was set)."""
+    if not value.startswith(SEALED_TEXT):
+        return value
+    if not isinstance(serde, KeelSerializer) or serde.cipher is None:
+        raise CheckpointCryptoError(
+            "a thread title is encrypted but KEEL_ENCRYPTION_KEY is not set"
+        )
+    typ, _, data = value.removeprefix(SEALED_TEXT).rpartition(":")
+    return str(serde.loads_typed((typ, base64.b64decode(data))))
+
+
 def build_serde(settings: Settings) -> KeelSerializer:
     """The checkpoint serializer for these settings: strict, and encrypted when a key is set."""
     if settings.encryption_key is None:

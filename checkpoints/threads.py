@@ -8,6 +8,7 @@ from typing import Any, Literal, TypedDict
 from langchain_core.runnables import RunnableConfig
 
 from checkpoints import Persistence
+from checkpoints.crypto import open_text, seal_text
 from checkpoints.retention import keep_latest
 from graph.errors import Conflict, NotFound, ThreadExists
 
@@ -157,10 +158,18 @@ async def touch_thread(
             "message_count": message_count,
         }
         if question and not record.get("title"):
-            record["title"] = " ".join(question.split())[:TITLE_CHARS]
+            record["title"] = seal_text(p.serde, " ".join(question.split())[:TITLE_CHARS])
         if record.get("ttl"):
             record["expires_at"] = _expiry(record["ttl"])
         await p.store.aput(thread_namespace(tenant), thread_id, record)
+
+
+def readable(p: Persistence, record: dict[str, Any]) -> dict[str, Any]:
+    """The record as a client reads it: its title unsealed (records are stored, and copied,
+    with the title sealed when an encryption key is set)."""
+    if record.get("title"):
+        return record | {"title": open_text(p.serde, record["title"])}
+    return record
 
 
 async def list_threads(

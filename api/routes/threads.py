@@ -9,7 +9,13 @@ from api import audit
 from api.deps import KeelDep, TenantDep, ThreadIdPath
 from api.errors import error_responses
 from api.schemas import CheckpointInfo, Message, Thread, ThreadCreate, ThreadPage, ThreadState
-from checkpoints.threads import create_thread, delete_thread, get_thread, list_threads
+from checkpoints.threads import (
+    create_thread,
+    delete_thread,
+    get_thread,
+    list_threads,
+    readable,
+)
 
 router = APIRouter(prefix="/v1/threads", tags=["threads"])
 NOT_FOUND = error_responses(404)
@@ -40,7 +46,7 @@ async def list_all(
     records = await list_threads(keel.persistence, tenant, limit + 1, offset)
     more = len(records) > limit
     return ThreadPage(
-        threads=[Thread(**r) for r in records[:limit]],
+        threads=[Thread(**readable(keel.persistence, r)) for r in records[:limit]],
         next_cursor=str(offset + limit) if more else None,
     )
 
@@ -53,7 +59,7 @@ async def read(thread_id: ThreadIdPath, keel: KeelDep, tenant: TenantDep) -> Thr
         await keel.graph.aget_state({"configurable": {"thread_id": thread_id}})
     ).values
     return ThreadState(
-        **record,
+        **readable(keel.persistence, record),
         messages=[_message(m) for m in values.get("messages", [])],
         answer=values.get("answer"),
         citations=values.get("citations", []),
