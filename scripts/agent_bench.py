@@ -28,6 +28,7 @@ import httpx
 from langgraph_sdk import get_client
 
 from cli.process import ServerProcess, free_port
+from evals.metrics import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
@@ -118,19 +119,14 @@ def http_turn(url: str, dialect: str) -> Turn:
     return turn
 
 
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
-
-
 def _summary(values: list[float]) -> str:
-    p50, p95 = statistics.median(values), _percentile(values, 0.95)
+    p50, p95 = statistics.median(values), percentile(values, 95)
     return f"p50 {p50 * 1000:7.1f} ms  p95 {p95 * 1000:7.1f} ms"
 
 
 def _added(ours: list[float], base: list[float]) -> str:
     p50 = statistics.median(ours) / statistics.median(base) - 1
-    p95 = _percentile(ours, 0.95) / _percentile(base, 0.95) - 1
+    p95 = percentile(ours, 95) / percentile(base, 95) - 1
     return f"p50 {p50 * 100:+6.1f} %    p95 {p95 * 100:+6.1f} %"
 
 

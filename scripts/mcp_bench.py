@@ -31,6 +31,7 @@ from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from cli.process import ServerProcess, free_port
+from evals.metrics import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
@@ -58,13 +59,8 @@ def _keel(work: Path, database_url: str | None) -> ServerProcess:
     return ServerProcess(command, port, _env(data, **extra), work / "keel.log", cwd=ROOT)
 
 
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
-
-
 def _summary(values: list[float]) -> str:
-    p50, p95 = statistics.median(values), _percentile(values, 0.95)
+    p50, p95 = statistics.median(values), percentile(values, 95)
     return f"p50 {p50 * 1000:7.1f} ms  p95 {p95 * 1000:7.1f} ms"
 
 
@@ -135,7 +131,7 @@ async def bench(url: str, calls: int) -> None:
     print(f"/runs/wait:                        {_summary(waits)}")
     for era in eras:
         overhead_p50 = statistics.median(mcps[era]) / statistics.median(waits) - 1
-        overhead_p95 = _percentile(mcps[era], 0.95) / _percentile(waits, 0.95) - 1
+        overhead_p95 = percentile(mcps[era], 95) / percentile(waits, 95) - 1
         first_p50 = statistics.median(firsts[era]) * 1000
         print(f"MCP {era} first progress:      {_summary(firsts[era])}")
         print(f"MCP {era} tool call:           {_summary(mcps[era])}")

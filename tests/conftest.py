@@ -159,23 +159,36 @@ class Server(ServerProcess):
 
 
 @contextlib.contextmanager
+def llm_server(
+    tmp: Path, corpus_dir: Path, fake_llm_url: str, database_url: str | None, **env: str
+) -> Iterator[Server]:
+    """One `keel serve` over a copy of the test corpus (in `tmp`), on Postgres at `database_url`
+    or, with None, the embedded default; the fake LLM answers, its words streamed as they come
+    (the grounding check off: they are not grounded in the passages); `env` adds settings."""
+    shutil.copytree(corpus_dir, tmp / "data")
+    settings = {
+        "KEEL_DATA_DIR": str(tmp / "data"),
+        "KEEL_LLM_BASE_URL": fake_llm_url,
+        "KEEL_LLM_API_KEY": "test",
+        **STREAM_ONLY,
+        **({"KEEL_DATABASE_URL": database_url} if database_url else {}),
+        **env,
+    }
+    with Server(settings, tmp / "server.log") as server:
+        yield server
+
+
+@contextlib.contextmanager
 def two_tenant_server(
     tmp: Path, corpus_dir: Path, postgres_url: str, fake_llm_url: str, **env: str
 ) -> Iterator[tuple[Server, dict[str, str]]]:
     """One `keel serve` on Postgres with two fresh tenants, `a` (whose documents are the sample
     corpus) and `b`, and their API keys by name; the fake LLM answers, `env` adds settings."""
-    shutil.copytree(corpus_dir, tmp / "data")
     keys = {n: (f"key-{n}-{uuid.uuid4().hex}", f"{n}{uuid.uuid4().hex[:8]}") for n in "ab"}
-    settings = {
-        "KEEL_DATABASE_URL": postgres_url,
-        "KEEL_DATA_DIR": str(tmp / "data"),
-        "KEEL_API_KEYS": json.dumps({hash_key(k): t for k, t in keys.values()}),
-        "KEEL_LLM_BASE_URL": fake_llm_url,
-        **STREAM_ONLY,
-        "KEEL_LLM_API_KEY": "test",
-        **env,
-    }
-    with Server(settings, tmp / "server.log") as server:
+    api_keys = json.dumps({hash_key(k): t for k, t in keys.values()})
+    with llm_server(
+        tmp, corpus_dir, fake_llm_url, postgres_url, KEEL_API_KEYS=api_keys, **env
+    ) as server:
         samples = ROOT / "samples" / "corpus"
         files = [("files", (p.name, p.read_bytes())) for p in samples.iterdir()]
         headers = {"X-API-Key": keys["a"][0]}

@@ -20,8 +20,7 @@ from api.schemas import RunContext
 from checkpoints import open_persistence
 from checkpoints.thread_search import search_threads
 from checkpoints.threads import create_thread, touch_thread
-from tests.conftest import Server
-from tests.fake_llm import STREAM_ONLY
+from tests.conftest import Server, llm_server
 
 ASSISTANT_UUID = str(uuid.uuid5(uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8"), "keel"))
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
@@ -36,17 +35,8 @@ def server(
 ) -> Iterator[Server]:
     """One `keel serve` on Postgres, answering through the fake LLM (25 words, 40 ms apart)."""
     tmp = tmp_path_factory.mktemp("agent")
-    shutil.copytree(corpus_dir, tmp / "data")
-    env = {
-        "KEEL_DATABASE_URL": postgres_url,
-        "KEEL_DATA_DIR": str(tmp / "data"),
-        "KEEL_LLM_BASE_URL": fake_llm_url,
-        **STREAM_ONLY,
-        "KEEL_LLM_API_KEY": "test",
-        "KEEL_LLM_MODEL": "slow-40-25",
-        "KEEL_RUN_HEARTBEAT_S": "0.2",
-    }
-    with Server(env, tmp / "server.log") as started:
+    env = {"KEEL_LLM_MODEL": "slow-40-25", "KEEL_RUN_HEARTBEAT_S": "0.2"}
+    with llm_server(tmp, corpus_dir, fake_llm_url, postgres_url, **env) as started:
         yield started
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Server
-from tests.fake_llm import STREAM_ONLY
+from tests.conftest import Server, llm_server
 from tests.integration.test_runs import replicas  # noqa: F401 (the two-replica fixture)
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
@@ -32,16 +31,9 @@ def js_client() -> Path:
 def server(
     tmp_path: Path, corpus_dir: Path, postgres_url: str, fake_llm_url: str
 ) -> Iterator[Server]:
-    shutil.copytree(corpus_dir, tmp_path / "data")
-    env = {
-        "KEEL_DATABASE_URL": postgres_url,
-        "KEEL_DATA_DIR": str(tmp_path / "data"),
-        "KEEL_LLM_BASE_URL": fake_llm_url,
-        **STREAM_ONLY,
-        "KEEL_LLM_API_KEY": "test",
-        "KEEL_LLM_MODEL": "slow-5-12",
-    }
-    with Server(env, tmp_path / "server.log") as started:
+    with llm_server(
+        tmp_path, corpus_dir, fake_llm_url, postgres_url, KEEL_LLM_MODEL="slow-5-12"
+    ) as started:
         yield started
 
 

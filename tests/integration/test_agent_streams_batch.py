@@ -7,7 +7,6 @@ and another tenant's view of all of them."""
 import asyncio
 import contextlib
 import json
-import shutil
 import sqlite3
 import time
 import uuid
@@ -24,8 +23,7 @@ from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import NotFoundError
 
 from api.auth import hash_key
-from tests.conftest import Server
-from tests.fake_llm import STREAM_ONLY
+from tests.conftest import Server, llm_server
 
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
 INPUT = {"messages": [{"role": "user", "content": QUESTION}]}
@@ -68,24 +66,17 @@ def backend_server(
 ) -> Iterator[Backend]:
     """A `keel serve` on Postgres or on the embedded SQLite default, answering through the fake
     LLM (25 words, 40 ms apart), with tenants A and B; `env` adds settings."""
-    shutil.copytree(corpus_dir, tmp / "data")
     tenants = {"a": "default", "b": f"b{uuid.uuid4().hex[:8]}"}
     keys = {n: f"key-{n}-{uuid.uuid4().hex}" for n in tenants}
     settings = {
-        "KEEL_DATA_DIR": str(tmp / "data"),
         "KEEL_API_KEYS": json.dumps({hash_key(keys[n]): t for n, t in tenants.items()}),
-        "KEEL_LLM_BASE_URL": fake_llm_url,
-        "KEEL_LLM_API_KEY": "test",
         "KEEL_LLM_MODEL": "slow-40-25",
         "KEEL_RUN_HEARTBEAT_S": "0.2",
-        **STREAM_ONLY,  # the fake model's words, streamed as they come (not grounded)
         **env,
     }
-    database = str(tmp / "data" / "checkpoints.sqlite")
-    if kind == "postgres":
-        settings["KEEL_DATABASE_URL"] = database = postgres_url
-    with Server(settings, tmp / "server.log") as server:
-        yield Backend(kind, server, keys, database)
+    database = postgres_url if kind == "postgres" else None
+    with llm_server(tmp, corpus_dir, fake_llm_url, database, **settings) as server:
+        yield Backend(kind, server, keys, database or str(tmp / "data" / "checkpoints.sqlite"))
 
 
 @pytest.fixture(scope="module", params=["postgres", "sqlite"])

@@ -3,7 +3,6 @@
 cannot be delivered changes nothing about the run."""
 
 import json
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -15,8 +14,7 @@ import pytest
 from langgraph_sdk import get_client
 
 from cli.process import free_port
-from tests.conftest import Server
-from tests.fake_llm import STREAM_ONLY
+from tests.conftest import Server, llm_server
 
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
 INPUT = {"messages": [{"role": "user", "content": QUESTION}]}
@@ -69,18 +67,12 @@ def server(
     tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path, postgres_url: str, fake_llm_url: str
 ) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("webhooks")
-    shutil.copytree(corpus_dir, tmp / "data")
     env = {
-        "KEEL_DATABASE_URL": postgres_url,
-        "KEEL_DATA_DIR": str(tmp / "data"),
-        "KEEL_LLM_BASE_URL": fake_llm_url,
-        **STREAM_ONLY,
-        "KEEL_LLM_API_KEY": "test",
         "KEEL_LLM_MODEL": "slow-40-25",
         "KEEL_WEBHOOK_ALLOW_PRIVATE": "true",  # the receiver is on loopback
         "KEEL_WEBHOOK_TIMEOUT_S": "2",
     }
-    with Server(env, tmp / "server.log") as started:
+    with llm_server(tmp, corpus_dir, fake_llm_url, postgres_url, **env) as started:
         yield started
 
 

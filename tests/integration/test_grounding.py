@@ -3,7 +3,6 @@ OpenAI-compatible model (`tests/fake_llm.py`), one case per model: a correct cit
 passes untouched; an uncited one, one citing a passage that does not hold it, and one from the
 model's memory are replaced (extractive answer or "not found") and marked."""
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import httpx
 import pytest
 
 from graph.prompts import NOT_FOUND
-from tests.conftest import Server
+from tests.conftest import Server, llm_server
 from tests.fake_llm import INVENTED
 from tests.integration.test_server import new_thread, stream_run
 
@@ -25,16 +24,12 @@ def server(
 ) -> Iterator[Server]:
     """One server for every case: each run picks its model (`context.model`)."""
     tmp = tmp_path_factory.mktemp("grounding")
-    shutil.copytree(corpus_dir, tmp / "data")
     env = {
-        "KEEL_DATABASE_URL": postgres_url,
-        "KEEL_DATA_DIR": str(tmp / "data"),
-        "KEEL_LLM_BASE_URL": fake_llm_url,
-        "KEEL_LLM_API_KEY": "test",
+        "KEEL_GROUNDING_CHECK": "true",  # what these tests are about
         "KEEL_LLM_MODEL": MODELS[0],
         "KEEL_LLM_ALLOWED_MODELS": ",".join(MODELS[1:]),
     }
-    with Server(env, tmp / "server.log") as server:
+    with llm_server(tmp, corpus_dir, fake_llm_url, postgres_url, **env) as server:
         yield server
 
 
