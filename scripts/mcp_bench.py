@@ -1,17 +1,20 @@
 """MCP tool calls vs `/runs/wait` on the same `keel serve`: the time from a tool call to its first
-progress notification, and what a call through MCP adds over the same run through `/runs/wait`.
-Prints p50 and p95 of each and the goals (first progress <= 50 ms, overhead <= 10%).
+progress notification, and what a call through MCP adds over the same run through `/runs/wait`,
+in both protocol eras. Prints p50 and p95 of each and the goals (first progress <= 50 ms,
+overhead <= 10%).
 
     PYTHONPATH=$PWD python scripts/mcp_bench.py --calls 50 \\
         --database-url postgresql://postgres@127.0.0.1:5432/keel_bench
 
 The server answers with the extractive answerer (no LLM) from the ingested sample corpus, through
-an assistant whose knobs turn the cache off, so every call runs the whole graph; both paths ask
+an assistant whose knobs turn the cache off, so every call runs the whole graph; every path asks
 the same question of the same assistant on a new thread each time, and their runs log the same
 events (`/runs/wait` without a stream mode, as an MCP call's run), so the difference is the MCP
-layer: the SDK's session, JSON-RPC, the SSE response and its progress notifications. The MCP client is the official
-one (one `ClientSession` over its Streamable HTTP client, asking for progress), the `/runs/wait`
-client plain httpx; the paths take turns, so drift on the machine spreads over both.
+layer: the SDK's per-request handling, JSON-RPC, the SSE answer and its progress notification.
+The MCP clients are the official ones, asking for progress: a `ClientSession` after the
+initialize handshake (2025-11-25) and the high-level `Client`, which negotiates the per-request
+envelope (2026-07-28); the `/runs/wait` client is plain httpx. The three paths take turns, so
+drift on the machine spreads over all of them.
 """
 
 import argparse
