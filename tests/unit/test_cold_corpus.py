@@ -20,9 +20,17 @@ from graph.settings import Settings
 from graph.state import Passage
 from integrations.embeddings import MiniLMEmbedder, StaticEmbedder
 from integrations.pii import PatternRedactor
-from integrations.rerank import FEATURES, RANK_CAP, LearnedReranker, RerankModel, features
+from integrations.rerank import (
+    FEATURES,
+    MODEL_DEPTH,
+    RANK_CAP,
+    LearnedReranker,
+    RerankModel,
+    features,
+)
 from nodes.extractive import extractive_answer
 from runtime.keel import WARM_CHUNKS, _warm_sentences
+from scripts.train_reranker import cold_matches, fit
 
 DOCS = [
     Document(
@@ -377,3 +385,34 @@ def test_reranker_scores_its_depth_and_keeps_the_rest_below(tmp_path: Path):
     assert [p["id"] for p in ranked] == ["h#0", "k#0", "d#0"]
     assert [p["score"] for p in ranked] == sorted((p["score"] for p in ranked), reverse=True)
     assert LearnedReranker(depth=2, model=words).rerank(question, [], corpus) == []
+
+
+def test_training_script_fits_a_ranking_model_and_reads_cold_matches(tmp_path: Path):
+    # The smoke run of `scripts/train_reranker.py`: its fit on lists where the relevant
+    # candidate is the one with most of the question's words, and its cold emulation.
+    rng = np.random.default_rng(0)
+    column = FEATURES.index("coverage")
+
+    def lists(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for _ in range(count):
+            rows = rng.normal(size=(10, len(FEATURES))).astype(np.float32)
+            out.append((rows, (np.arange(10) == np.argmax(rows[:, column])).astype(float)))
+        return out
+
+    model = fit(lists(100), hidden=4, members=2, l2=1e-3, epochs=300)
+    assert model.hidden.shape == (len(FEATURES), 8) and model.out.shape == (8,)
+    held_out = lists(40)
+    hits = [np.argmax(model.score(x)) == np.argmax(y) for x, y in held_out]
+    assert np.mean(hits) >= 0.75  # by chance: 0.1
+    # a warm corpus's matches, read as a cold one would give them: the same as a cold query's
+    corpora, corpus = ingested(tmp_path)
+    query = corpus.embed_query("What lowers the risk of kidney stones?")
+    ids = ["h#0", "k#0", "d#0"]
+    cold = corpus.match_scores(ids, query, MODEL_DEPTH)
+    while corpora.warm_step(chunks=8):
+        pass
+    warm = corpus.match_scores(ids, query, MODEL_DEPTH)
+    emulated = cold_matches(corpus, ids, query, warm)
+    assert emulated.best == cold.best and emulated.model == pytest.approx(cold.model, abs=0.02)
+    assert (emulated.static == warm.static).all()
