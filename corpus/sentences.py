@@ -129,7 +129,7 @@ class SentenceVectors:
 
     def match_scores(
         self, chunk_ids: Sequence[str], query: np.ndarray, version: int, model_depth: int
-    ) -> "Matches":
+    ) -> Matches:
         """How well each chunk's sentences match `query`, in chunk order (zeros and no sentence
         for a chunk deleted since). The model's side: the cosine of its best stored sentence
         vector; for a chunk not embedded yet among the first `model_depth`, the model's cosine

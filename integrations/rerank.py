@@ -82,13 +82,14 @@ def _log_rank(rank: int | None) -> float:
 def features(
     question: str, passages: list[Passage], matches: Matches, idf: dict[str, float]
 ) -> np.ndarray:
-    """One row of `FEATURES` for each of the first `len(matches.model)` passages: its fused first-stage score, its BM25 score over the
-    best of the list, its document head's cosine, its sentences' matches (`matches`, from
-    `Corpus.match_scores`: the best model cosine, the best two static cosines), the share of the
-    question's (stemmed) words its text contains (plain, weighted by `idf`, of the title alone,
-    of consecutive pairs, of numbers), its ranks in the lexical, dense and fused lists, whether
-    it opens its document, its length, the best sentence's share of the question's words (plain
-    and by `idf`) and how many of the first `DOCUMENT_WINDOW` candidates share its document."""
+    """One row of `FEATURES` for each of the first `len(matches.model)` passages: its fused
+    first-stage score, its BM25 score over the best of those, its document head's cosine, its
+    sentences' matches (`matches`, from `Corpus.match_scores`: the best model cosine, the best
+    two static cosines), the share of the question's (stemmed) words its text contains (plain,
+    weighted by `idf`, of the title alone, of consecutive pairs, of numbers), its ranks in the
+    lexical, dense and fused lists, whether it opens its document, its length, the best
+    sentence's share of the question's words (plain and by `idf`) and how many of the first
+    `DOCUMENT_WINDOW` candidates share its document."""
     words = tokenize(question)
     asked, pairs = set(words), set(itertools.pairwise(words))
     weights = {t: idf.get(t, 0.0) for t in asked}
