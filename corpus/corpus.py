@@ -24,7 +24,7 @@ from corpus.chunking import Chunker
 from corpus.dense import DenseIndex, open_chroma
 from corpus.documents import Chunk, Document, DocumentInfo, IngestReport, check_unique
 from corpus.lexical import LexicalIndex
-from corpus.sentences import Scored, SentenceVectors
+from corpus.sentences import Matches, Scored, SentenceVectors
 from corpus.store import ChunkStore, DocumentRecord, SqlChunkStore
 from graph.context import DEFAULT_TENANT
 from graph.errors import StoreUnavailable
@@ -233,9 +233,13 @@ class Corpus:
 
     def match_scores(
         self, chunk_ids: Sequence[str], query: np.ndarray, model_depth: int
-    ) -> np.ndarray:
-        """How well each chunk's best sentence matches `query` (`SentenceVectors`)."""
+    ) -> Matches:
+        """How well each chunk's sentences match `query` (`SentenceVectors.match_scores`)."""
         return self.sentences.match_scores(chunk_ids, query, self._seen, model_depth)
+
+    def inverse_frequencies(self, terms: Sequence[str]) -> dict[str, float]:
+        """BM25's inverse document frequency of each (tokenized) term among the chunks."""
+        return self._lexical.inverse_frequencies(terms)
 
     def ping(self) -> None:
         """Raises unless the dense and lexical indexes answer queries."""

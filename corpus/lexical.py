@@ -9,6 +9,7 @@ Writers take turns through an OS lock beside the index (tantivy allows one write
 """
 
 import fcntl
+import math
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -131,6 +132,17 @@ class LexicalIndex:
         searcher = self._searcher
         hits = searcher.search(words, k)
         return [(str(searcher.doc(address)["id"][0]), float(score)) for score, address in hits.hits]
+
+    def inverse_frequencies(self, terms: Sequence[str]) -> dict[str, float]:
+        """BM25's inverse document frequency, log(1 + (N - df + 0.5) / (df + 0.5)), of each
+        term (as `tokenize` gives it) among the chunks, as of the last `reload`."""
+        searcher = self._searcher
+        total = searcher.num_docs
+        out = {}
+        for term in dict.fromkeys(terms):
+            found = searcher.doc_freq("terms", term)
+            out[term] = math.log(1 + (total - found + 0.5) / (found + 0.5))
+        return out
 
     def count(self) -> int:
         """Chunks indexed, as of the last `reload`."""

@@ -14,14 +14,23 @@ import numpy as np
 import pytest
 
 from corpus import Corpora, Corpus, Document, open_corpora
+from corpus.sentences import Matches
 from graph.context import Context
 from graph.settings import Settings
 from graph.state import Passage
 from integrations.embeddings import MiniLMEmbedder, StaticEmbedder
 from integrations.pii import PatternRedactor
-from integrations.rerank import FEATURES, LearnedReranker, LinearModel, features
+from integrations.rerank import (
+    FEATURES,
+    MODEL_DEPTH,
+    RANK_CAP,
+    LearnedReranker,
+    RerankModel,
+    features,
+)
 from nodes.extractive import extractive_answer
 from runtime.keel import WARM_CHUNKS, _warm_sentences
+from scripts.train_reranker import cold_matches, fit
 
 DOCS = [
     Document(
@@ -174,19 +183,25 @@ def test_match_scores_cost_at_most_model_depth_sentences_cold_and_none_warm(
     cold = corpus.match_scores(ids, query, model_depth=2)
     # the model embedded one sentence for each of the first two chunks, none for the others
     assert len(embedded) == 2 and embedded[0] in DOCS[2].text and embedded[1] in DOCS[1].text
-    assert int(np.argmax(cold)) == 1 and cold[3] == 0.0  # a deleted chunk scores nothing
+    assert int(np.argmax(cold.model)) == 1 and cold.model[3] == 0.0  # a deleted chunk: nothing
+    assert cold.best[:2] == embedded and cold.best[3] == "" and (cold.static[3] == 0).all()
     # beyond the model depth a chunk scores by static vectors alone, on the model's scale
     alone = corpus.match_scores(["d#0"], query, model_depth=0)
-    assert cold[2] == pytest.approx(alone[0]) and 0.0 < alone[0] < 1.0
+    assert cold.model[2] == pytest.approx(alone.model[0]) and 0.0 < alone.model[0] < 1.0
+    assert alone.best[0] in DOCS[0].text
+    # the static side: each chunk's best two static cosines, best first
+    assert (cold.static[:3, 0] >= cold.static[:3, 1]).all() and (cold.static[:3] > 0).all()
     # once warm, stored vectors are read: no model call, each chunk's best model cosine
     while corpora.warm_step(chunks=8):
         pass
     embedded.clear()
     warm = corpus.match_scores(ids, query, model_depth=2)
-    assert embedded == [] and int(np.argmax(warm)) == 1 and warm[3] == 0.0
-    best = [float((corpus.sentence_vectors([i])[i][1] @ query).max()) for i in ids[:3]]
-    assert warm[:3] == pytest.approx(best, abs=1e-6)
-    assert warm[1] >= cold[1]  # the best of all its sentences, not only the static pick
+    assert embedded == [] and int(np.argmax(warm.model)) == 1 and warm.model[3] == 0.0
+    stored = [corpus.sentence_vectors([i])[i] for i in ids[:3]]
+    assert warm.model[:3] == pytest.approx([float((v @ query).max()) for _, v in stored], abs=1e-6)
+    assert warm.best[:3] == [s[int(np.argmax(v @ query))] for s, v in stored]
+    assert warm.model[1] >= cold.model[1]  # the best of all its sentences, not only the static pick
+    assert warm.static[:3] == pytest.approx(cold.static[:3], abs=1e-6)  # static: warm or cold
 
 
 def test_chunks_scored_cold_are_warmed_first_even_while_busy(
@@ -302,27 +317,64 @@ def test_warm_steps_run_on_a_thread_at_the_lowest_cpu_priority():
 
 def test_reranker_features_and_the_shipped_model(tmp_path: Path):
     passages = [
-        {**first_stage("k#0", DOCS[1].text, 0.9), "lexical_score": 4.0, "dense_score": 0.5},
-        {**first_stage("d#0", DOCS[0].text, 0.4), "lexical_score": None, "dense_score": 0.2},
+        {
+            **first_stage("k#0", DOCS[1].text, 0.9),
+            "title": "Kidney stones",
+            "lexical_score": 4.0,
+            "dense_score": 0.5,
+            "lexical_rank": 1,
+        },
+        {**first_stage("d#1", DOCS[0].text, 0.4), "lexical_score": None, "dense_score": 0.2},
     ]
-    rows = features("What lowers the risk of kidney stones?", passages, np.array([0.7, 0.1]))
-    # fused, BM25 over the list's best (a list that missed it: 0), head cosine, match, and
-    # the question's words it contains: all but "what" (BM25's stop words are fewer)
-    assert rows[0].tolist() == pytest.approx([0.9, 1.0, 0.5, 0.7, 0.8])
-    assert rows[1].tolist() == pytest.approx([0.4, 0.0, 0.2, 0.1, 0.0])
-    shipped = LinearModel.load()
-    assert shipped.weights.shape == (len(FEATURES),) and np.isfinite(shipped.weights).all()
-    assert (shipped.weights > 0).all()  # each signal counts for relevance
+    matches = Matches(
+        np.array([0.7, 0.1]),
+        np.array([[0.6, 0.5], [0.2, 0.2]]),
+        ["Drinking water lowers the risk.", ""],
+    )
+    idf = {"lower": 1.0, "risk": 1.0, "kidney": 3.0, "stone": 3.0}
+    question = "What lowers the risk of kidney stones in 2 weeks?"
+    rows = features(question, passages, matches, idf)
+    row = dict(zip(FEATURES, rows[0].tolist(), strict=True))
+    # the first stage's scores and ranks; a list that missed it reads as beyond a turn's list
+    assert row["fused"] == pytest.approx(0.9) and row["lexical"] == 1.0 and row["dense"] == 0.5
+    assert row["lexical_rank"] == pytest.approx(np.log(2)) and row["fused_rank"] == 0.0
+    assert row["dense_rank"] == pytest.approx(np.log1p(RANK_CAP))
+    # the sentences' matches, as given
+    assert (row["match"], row["static_first"], row["static_second"]) == pytest.approx(
+        (0.7, 0.6, 0.5)
+    )
+    # the question's 7 stems ("the", "of", "in" are BM25's stop words): it contains "lower",
+    # "risk", "kidney" and "stone", all the inverse frequency given; its title two of them
+    assert row["coverage"] == pytest.approx(4 / 7) and row["idf_coverage"] == pytest.approx(1.0)
+    assert row["title_coverage"] == pytest.approx(2 / 7) and row["numbers"] == 0.0
+    # consecutive pairs: "lower risk" and "kidney stone" of 6
+    assert row["bigrams"] == pytest.approx(2 / 6)
+    # the best sentence has "lower" and "risk": 2 of 7 stems, a quarter of the weight
+    assert row["sentence_coverage"] == pytest.approx(2 / 7)
+    assert row["sentence_idf_coverage"] == pytest.approx(2 / 8)
+    assert row["first_chunk"] == 1.0 and row["document_chunks"] == 1.0
+    other = dict(zip(FEATURES, rows[1].tolist(), strict=True))
+    assert other["lexical"] == 0.0 and other["first_chunk"] == 0.0 and other["coverage"] == 0.0
+    assert other["fused_rank"] == pytest.approx(np.log(2)) and other["sentence_coverage"] == 0.0
+    shipped = RerankModel.load()
+    assert shipped.linear.shape == (len(FEATURES),) and shipped.hidden.shape[0] == len(FEATURES)
+    assert all(np.isfinite(getattr(shipped, k)).all() for k in RerankModel._ARRAYS)
+    # it ranks the candidate with the better evidence first
+    assert shipped.score(rows)[0] > shipped.score(rows)[1]
     # weights trained on other features are refused, not misread
     np.savez(tmp_path / "old.npz", features=np.array(["fused", "match"]), mean=np.zeros(2))
     with pytest.raises(ValueError, match="trained on"):
-        LinearModel.load(tmp_path / "old.npz")
+        RerankModel.load(tmp_path / "old.npz")
 
 
 def test_reranker_scores_its_depth_and_keeps_the_rest_below(tmp_path: Path):
     _, corpus = ingested(tmp_path)
     # a model that reads only the share of the question's words a passage contains
-    words = LinearModel(np.zeros(5), np.ones(5), np.array([0.0, 0.0, 0.0, 0.0, 1.0]))
+    width = len(FEATURES)
+    linear = np.eye(width)[FEATURES.index("coverage")]
+    words = RerankModel(
+        np.zeros(width), np.ones(width), linear, np.zeros((width, 1)), np.zeros(1), np.zeros(1)
+    )
     question = "Where are lighthouse tickets sold?"
     passages = [
         first_stage("k#0", DOCS[1].text, 0.9),
@@ -333,3 +385,34 @@ def test_reranker_scores_its_depth_and_keeps_the_rest_below(tmp_path: Path):
     assert [p["id"] for p in ranked] == ["h#0", "k#0", "d#0"]
     assert [p["score"] for p in ranked] == sorted((p["score"] for p in ranked), reverse=True)
     assert LearnedReranker(depth=2, model=words).rerank(question, [], corpus) == []
+
+
+def test_training_script_fits_a_ranking_model_and_reads_cold_matches(tmp_path: Path):
+    # The smoke run of `scripts/train_reranker.py`: its fit on lists where the relevant
+    # candidate is the one with most of the question's words, and its cold emulation.
+    rng = np.random.default_rng(0)
+    column = FEATURES.index("coverage")
+
+    def lists(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for _ in range(count):
+            rows = rng.normal(size=(10, len(FEATURES))).astype(np.float32)
+            out.append((rows, (np.arange(10) == np.argmax(rows[:, column])).astype(float)))
+        return out
+
+    model = fit(lists(100), hidden=4, members=2, l2=1e-3, epochs=300)
+    assert model.hidden.shape == (len(FEATURES), 8) and model.out.shape == (8,)
+    held_out = lists(40)
+    hits = [np.argmax(model.score(x)) == np.argmax(y) for x, y in held_out]
+    assert np.mean(hits) >= 0.75  # by chance: 0.1
+    # a warm corpus's matches, read as a cold one would give them: the same as a cold query's
+    corpora, corpus = ingested(tmp_path)
+    query = corpus.embed_query("What lowers the risk of kidney stones?")
+    ids = ["h#0", "k#0", "d#0"]
+    cold = corpus.match_scores(ids, query, MODEL_DEPTH)
+    while corpora.warm_step(chunks=8):
+        pass
+    warm = corpus.match_scores(ids, query, MODEL_DEPTH)
+    emulated = cold_matches(corpus, ids, query, warm)
+    assert emulated.best == cold.best and emulated.model == pytest.approx(cold.model, abs=0.02)
+    assert (emulated.static == warm.static).all()
