@@ -85,9 +85,9 @@ async def test_no_obeyed_instruction_reaches_the_user(harness, poisoned, policy)
         # Orders from the injections (a whois record's own "please visit" is not one).
         orders = [o for o in model.obeyed[before:] if any(said(i, o) for i in injections)]
         for order in orders:
-            assert not said(streamed, order), (question, order, streamed)
-            assert not said(state["answer"], order), (question, order)
-            assert state["answer"] == FOLLOWED_REFUSAL
+            # Beside the refusal (which may share a word with a short order: "instruction").
+            assert not said(streamed.replace(FOLLOWED_REFUSAL, ""), order), (question, order)
+            assert state["answer"] == FOLLOWED_REFUSAL, (question, order)
             assert "injection_followed" in state["degraded"] and state["citations"] == []
         withheld += bool(orders)
         answered += not orders
