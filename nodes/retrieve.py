@@ -1,6 +1,5 @@
 """retrieve: hybrid first stage, dense (document heads in Chroma) + lexical (BM25 over chunks),
-fused by normalised score (`convex_fusion`; `reciprocal_rank_fusion` is kept for rank-only
-inputs)."""
+fused by normalised score (`convex_fusion`)."""
 
 import asyncio
 import time
@@ -16,7 +15,6 @@ from graph.errors import StoreUnavailable
 from graph.state import Passage, State
 from integrations import tracing
 
-RRF_K = 60
 # Score-based fusion beat rank fusion on SciFact train (see `convex_fusion`); the dense share:
 DENSE_WEIGHT = 0.4
 # A dense hit (a document) scores at most this many of its chunks beside those BM25 found.
@@ -25,18 +23,6 @@ DENSE_CHUNKS = 8
 # deep it goes: an eval's 100 candidates then rank as a turn's 40 do. Over whole lists of 100,
 # SciFact train nDCG@10 among 67k distractor chunks fell to 0.712; over the best 40, 0.719.
 FUSION_DEPTH = 40
-
-
-def reciprocal_rank_fusion(
-    rankings: dict[str, list[str]], weights: dict[str, float] | None = None, k: int = RRF_K
-) -> list[tuple[str, float]]:
-    """Fuses ranked id lists: score(id) = sum of weight / (k + rank). Best first."""
-    scores: dict[str, float] = {}
-    for name, ids in rankings.items():
-        weight = (weights or {}).get(name, 1.0)
-        for rank, item in enumerate(ids, start=1):
-            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
-    return sorted(scores.items(), key=lambda kv: -kv[1])
 
 
 def convex_fusion(

@@ -16,7 +16,6 @@ from integrations.pii import PatternRedactor
 from integrations.text import split_sentences
 from nodes.cache import normalize_question
 from nodes.injection_rules import detect_injection
-from nodes.retrieve import reciprocal_rank_fusion
 
 
 def test_split_sentences_keeps_abbreviations_and_cuts_long_runs():
@@ -42,12 +41,6 @@ def test_split_sentences_parts_text_joined_without_a_space():
         "Army's.",
     ]
     assert split_sentences("Version 1.2.3 is out.") == ["Version 1.2.3 is out."]
-
-
-def test_reciprocal_rank_fusion_rewards_agreement():
-    fused = reciprocal_rank_fusion({"dense": ["x", "y", "z"], "lexical": ["y", "w"]})
-    assert [i for i, _ in fused] == ["y", "x", "w", "z"]
-    assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
 
 
 @pytest.mark.parametrize(
