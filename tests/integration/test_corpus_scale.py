@@ -10,13 +10,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psycopg
 import pytest
 
 from corpus import open_corpora
 from corpus.store import ChunkRecord, DocumentRecord, SqlChunkStore
 from graph.settings import Settings
-from tests.conftest import scifact_docs
+from tests.conftest import fresh_database, scifact_docs
 
 QUESTIONS = [
     "Does vitamin D deficiency increase the risk of fractures?",
@@ -28,24 +27,18 @@ QUESTIONS = [
 
 
 @pytest.fixture
-def fresh_database(postgres_url: str) -> Iterator[str]:
+def new_database(postgres_url: str) -> Iterator[str]:
     """A new, empty Postgres database for this test."""
-    name = f"keel_corpus_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with fresh_database(postgres_url) as url:
+        yield url
 
 
-def test_the_chunk_store_on_postgres(fresh_database: str):
+def test_the_chunk_store_on_postgres(new_database: str):
     errors: list[BaseException] = []
 
     def open_store() -> None:
         try:
-            SqlChunkStore(fresh_database).close()
+            SqlChunkStore(new_database).close()
         except BaseException as exc:
             errors.append(exc)
 
@@ -56,7 +49,7 @@ def test_the_chunk_store_on_postgres(fresh_database: str):
     for thread in starters:
         thread.join()
     assert errors == []
-    store = SqlChunkStore(fresh_database)
+    store = SqlChunkStore(new_database)
     try:
         docs = [
             DocumentRecord(
