@@ -22,10 +22,10 @@ from nodes.evidence import FEATURES, EvidenceModel, sentence_features
 # Abstention's measure (`KEEL_ABSTAIN_RELEVANCE`, docs/evaluation.md#abstention): a sentence's
 # relevance is its cosine to the question plus a share of the question's (stemmed) words it
 # contains, minus a small penalty per rank of its document. Which sentences answer is the
-# evidence model's call (`nodes/evidence.py`); none is chosen when none reaches `MIN_RELEVANCE`.
+# evidence model's call (`nodes/evidence.py`); none is chosen when no candidate reaches the floor.
 LEXICAL_WEIGHT = 0.8
 RANK_PENALTY = 0.05
-MIN_RELEVANCE = 0.5
+MIN_RELEVANCE = 0.5  # the floor by default, and `KEEL_ABSTAIN_RELEVANCE`'s default
 # Sentences this similar to one already chosen say the same thing again.
 REDUNDANCY = 0.85
 MAX_SENTENCES = 4
@@ -141,13 +141,15 @@ def select_sentences(
     candidates: list[tuple[list[str], np.ndarray]],
     doc_ranks: list[int] | None = None,
     model: EvidenceModel | None = None,
+    floor: float = MIN_RELEVANCE,
 ) -> list[Selected]:
     """The sentences that answer `question`, passage by passage in rank order, each passage's in
     document order (`candidate_sentences`, `choose`; `model` defaults to the shipped one).
 
     `query` is the question's unit vector. Each sentence's relevance, what abstention judges, is
     its cosine plus `LEXICAL_WEIGHT` x the share of the question's words it has, minus
-    `RANK_PENALTY` per rank of its document; nothing is chosen when none reaches `MIN_RELEVANCE`.
+    `RANK_PENALTY` per rank of its document; nothing is chosen when no candidate reaches `floor`
+    (whichever the model would choose: so abstention does not depend on the model).
     """
     model = model or evidence_model()
     found = candidate_sentences(question, query, candidates, doc_ranks)
@@ -160,8 +162,8 @@ def select_sentences(
     relevance = (
         column["cosine"] + LEXICAL_WEIGHT * column["overlap"] - RANK_PENALTY * column["doc_rank"]
     )
-    if float(relevance.max()) < MIN_RELEVANCE:
-        return []  # nothing is about the question
+    if float(relevance.max()) < floor:
+        return []  # nothing addresses the question well enough
     return [
         Selected(
             *found.owners[i],
@@ -214,9 +216,8 @@ def _select(
         query,
         [stored.get(p["id"], empty) for p in passages],
         [docs.index(p["doc_id"]) for p in passages],
+        floor=floor,  # `KEEL_ABSTAIN_RELEVANCE`
     )
-    if picked and max(s.relevance for s in picked) < floor:
-        return []  # nothing addresses the question well enough (`KEEL_ABSTAIN_RELEVANCE`)
     if picked and max(s.similarity for s in picked) < GROUNDED_COSINE:
         if not shares_identifier(question, picked) and unknown_words(corpus, question, passages):
             return []

@@ -272,3 +272,16 @@ def test_a_sentence_sharing_an_identifier_with_the_question_is_on_topic():
     assert shares_identifier(question, chosen("The screen identified eIF3f as a partner."))
     assert not shares_identifier(question, chosen("Known interactions were screened."))
     assert not shares_identifier("Cookies bake in 12 minutes.", chosen("Bread bakes 12 minutes."))
+
+
+def test_abstention_reads_the_best_candidate_whichever_the_model_chooses():
+    # The model prefers the sentence without the question's words; the other is more relevant
+    # (cosine 0.447 + 0.8 x 3 of 4 words = 1.047 against 0.857).
+    sentences = ["The lighthouse keeper rotates the lamp.", "Reindeer graze the tundra."]
+    vectors = np.stack([unit(0.5, 1, 0, 0), unit(1, 0.6, 0, 0)])
+    question = "Who rotates the lighthouse lamp?"
+    one = by_cosine(per_passage=1)
+    picked = select_sentences(question, QUERY, [(sentences, vectors)], model=one)
+    assert [(s.text, s.relevance) for s in picked] == [("Reindeer graze the tundra.", 0.8575)]
+    assert select_sentences(question, QUERY, [(sentences, vectors)], None, one, 1.0) == picked
+    assert select_sentences(question, QUERY, [(sentences, vectors)], None, one, 1.1) == []
