@@ -1,10 +1,11 @@
 """The evidence model: the probability that a sentence of a ranked passage is evidence for the
 question, from what keel's own models give (MiniLM cosine and its standing within the passage and
 among all candidates, stemmed and IDF-weighted word overlap, shared numbers and identifiers,
-length, result wording, the document's rank). Not the position in the passage: SciFact's
-abstracts state results last, most documents do not (and a cold chunk offers only a few of its
-sentences), and without it the cold setting measured better (`scripts/train_evidence.py`). A logistic regression fitted on SciFact train's rationale
-sentences by `scripts/train_evidence.py` and loaded from `evidence_model.npz` with numpy."""
+length, result wording, the document's rank), by a logistic regression fitted on SciFact train's
+rationale sentences by `scripts/train_evidence.py` and loaded from `evidence_model.npz` with numpy.
+
+Not the sentence's position: SciFact's abstracts state results last, most documents do not, a
+cold chunk offers only a few of its sentences, and without it the cold setting measured better."""
 
 import math
 import re
@@ -33,8 +34,8 @@ FEATURES: Final = (
     "relevance",
     "relevance_margin_all",
 )
-# The hand rule's relevance (cosine + 0.8 x word share - 0.05 x document rank) and its gap to
-# the best candidate's: what the model replaced, as two of its inputs.
+# Relevance, what abstention judges (`nodes.extractive`) and two of the model's inputs (itself and
+# its gap to the best candidate's): cosine + 0.8 x word share - 0.05 x the document's rank.
 LEXICAL_WEIGHT, RANK_PENALTY = 0.8, 0.05
 _WORD = re.compile(r"[a-z0-9]+")
 # Wording that reports a finding rather than background or method (SciFact's rationales do).

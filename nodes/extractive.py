@@ -19,13 +19,10 @@ from graph.deps import Deps
 from graph.state import Citation, Passage
 from nodes.evidence import FEATURES, EvidenceModel, sentence_features
 
-# Abstention's measure (`KEEL_ABSTAIN_RELEVANCE`, docs/evaluation.md#abstention): a sentence's
-# relevance is its cosine to the question plus a share of the question's (stemmed) words it
-# contains, minus a small penalty per rank of its document. Which sentences answer is the
-# evidence model's call (`nodes/evidence.py`); none is chosen when no candidate reaches the floor.
-LEXICAL_WEIGHT = 0.8
-RANK_PENALTY = 0.05
-MIN_RELEVANCE = 0.5  # the floor by default, and `KEEL_ABSTAIN_RELEVANCE`'s default
+# Which sentences answer is the evidence model's call (`nodes/evidence.py`); none is chosen when
+# no candidate's relevance (cosine + 0.8 x word share - 0.05 x document rank) reaches the floor,
+# by default this (`KEEL_ABSTAIN_RELEVANCE`'s default too, docs/evaluation.md#abstention).
+MIN_RELEVANCE = 0.5
 # Sentences this similar to one already chosen say the same thing again.
 REDUNDANCY = 0.85
 MAX_SENTENCES = 4
@@ -147,8 +144,8 @@ def select_sentences(
     document order (`candidate_sentences`, `choose`; `model` defaults to the shipped one).
 
     `query` is the question's unit vector. Each sentence's relevance, what abstention judges, is
-    its cosine plus `LEXICAL_WEIGHT` x the share of the question's words it has, minus
-    `RANK_PENALTY` per rank of its document; nothing is chosen when no candidate reaches `floor`
+    its cosine plus 0.8 x the share of the question's words it has, minus 0.05 per rank of its
+    document (`nodes.evidence`); nothing is chosen when no candidate reaches `floor`
     (whichever the model would choose: so abstention does not depend on the model).
     """
     model = model or evidence_model()
@@ -156,12 +153,8 @@ def select_sentences(
     if found is None:
         return []
     probability = model.probability(found.rows)
-    column = {
-        name: found.rows[:, FEATURES.index(name)] for name in ("cosine", "overlap", "doc_rank")
-    }
-    relevance = (
-        column["cosine"] + LEXICAL_WEIGHT * column["overlap"] - RANK_PENALTY * column["doc_rank"]
-    )
+    relevance = found.rows[:, FEATURES.index("relevance")]
+    cosine = found.rows[:, FEATURES.index("cosine")]
     if float(relevance.max()) < floor:
         return []  # nothing addresses the question well enough
     return [
@@ -169,7 +162,7 @@ def select_sentences(
             *found.owners[i],
             found.texts[i],
             round(float(relevance[i]), 4),
-            round(float(column["cosine"][i]), 4),
+            round(float(cosine[i]), 4),
             round(float(probability[i]), 4),
         )
         for i in choose(found, probability, model)
