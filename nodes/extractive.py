@@ -112,8 +112,9 @@ def candidate_sentences(
 
 
 def choose(found: Candidates, probability: np.ndarray, model: EvidenceModel) -> list[int]:
-    """Indexes of the chosen sentences of `found`, in passage and document order: those the
-    model gives at least its threshold and its `relative` share of the best one's, at most its `per_passage` best of a passage and
+    """Indexes of the chosen sentences of `found`, grouped by document (in rank order), then by
+    passage, each passage's in document order: those the model gives at least its threshold and
+    its `relative` share of the best one's, at most its `per_passage` best of a passage and
     `MAX_SENTENCES` in all, the most probable one always, near-duplicates of a chosen one not."""
     chosen: list[int] = []
     per_passage: Counter[int] = Counter()
@@ -129,7 +130,8 @@ def choose(found: Candidates, probability: np.ndarray, model: EvidenceModel) -> 
             continue
         chosen.append(int(i))
         per_passage[passage] += 1
-    return sorted(chosen, key=lambda i: found.owners[i])
+    doc_rank = found.rows[:, FEATURES.index("doc_rank")]
+    return sorted(chosen, key=lambda i: (float(doc_rank[i]), found.owners[i]))
 
 
 def select_sentences(
@@ -140,7 +142,7 @@ def select_sentences(
     model: EvidenceModel | None = None,
     floor: float = MIN_RELEVANCE,
 ) -> list[Selected]:
-    """The sentences that answer `question`, passage by passage in rank order, each passage's in
+    """The sentences that answer `question`, source by source in rank order, each passage's in
     document order (`candidate_sentences`, `choose`; `model` defaults to the shipped one).
 
     `query` is the question's unit vector. Each sentence's relevance, what abstention judges, is

@@ -285,3 +285,13 @@ def test_abstention_reads_the_best_candidate_whichever_the_model_chooses():
     assert [(s.text, s.relevance) for s in picked] == [("Reindeer graze the tundra.", 0.8575)]
     assert select_sentences(question, QUERY, [(sentences, vectors)], None, one, 1.0) == picked
     assert select_sentences(question, QUERY, [(sentences, vectors)], None, one, 1.1) == []
+
+
+def test_sentences_of_one_document_stay_together():
+    basis = np.eye(8, dtype=np.float32)
+    # Equally close to the question (cosine 0.9), distinct from each other (0.81).
+    close = [np.stack([0.9 * basis[0] + 0.436 * basis[n]]) for n in (1, 2, 3)]
+    texts = ["Doc A, chunk 1.", "Doc B.", "Doc A, chunk 2."]
+    candidates = [([t], v) for t, v in zip(texts, close, strict=True)]
+    picked = select_sentences("q", basis[0], candidates, [0, 1, 0], by_cosine())
+    assert [s.text for s in picked] == ["Doc A, chunk 1.", "Doc A, chunk 2.", "Doc B."]
