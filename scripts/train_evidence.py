@@ -95,8 +95,9 @@ def load_claims(
 ) -> list[Claim]:
     """Claims with annotated evidence, their gold abstracts and, when `distractors`, that many
     other abstracts of the same pool (every gold abstract of the split) closest to the claim.
-    With `cold`, each abstract offers only that many sentences, those its static vectors find
-    closest to the claim, as a chunk not embedded yet does (`SentenceVectors.scoring_vectors`)."""
+    With `cold`, each abstract is cut into chunks as ingestion cuts it and each chunk offers only
+    that many sentences, those its static vectors find closest to the claim, as a chunk not
+    embedded yet does (`SentenceVectors.scoring_vectors`)."""
     dataset = load_beir(dataset_dir, split)
     texts = {d.id: d.text for d in dataset.documents or []}
     queries = [q for q in dataset.queries if q.evidence]
@@ -126,13 +127,11 @@ def load_claims(
             docs.sort(key=lambda d: -float((by_doc[d] @ vector).max()))
         candidates, owners, ranks, positions = [], [], [], []
         for rank, d in enumerate(docs):
-            for kept in _chunked(chunker, texts[d], sentences[d]) if cold else [None]:
-                kept = kept if kept is not None else list(range(len(sentences[d])))
+            whole = [list(range(len(sentences[d])))]
+            for kept in _chunked(chunker, texts[d], sentences[d]) if cold else whole:
                 if cold:
-                    kept = [
-                        kept[i]
-                        for i in _cold(static, [sentences[d][i] for i in kept], vector, cold)
-                    ]
+                    near = _cold(static, [sentences[d][i] for i in kept], vector, cold)
+                    kept = [kept[i] for i in near]
                 candidates.append(([sentences[d][i] for i in kept], by_doc[d][kept]))
                 owners.append(d)
                 ranks.append(rank)
