@@ -7,6 +7,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 from spacy.lang.en.stop_words import STOP_WORDS
@@ -16,15 +17,12 @@ from corpus.lexical import tokenize
 from graph.context import Context
 from graph.deps import Deps
 from graph.state import Citation, Passage
+from nodes.evidence import FEATURES, EvidenceModel, sentence_features
 
-# Tuned on SciFact train (evidence sentences, see docs/benchmarks.md): a sentence's relevance is
-# its cosine to the question plus a share of the question's (stemmed) words it contains, minus a
-# small penalty per rank of its document (the reranker's order already carries evidence).
-LEXICAL_WEIGHT = 0.8
-RANK_PENALTY = 0.05
+# Which sentences answer is the evidence model's call (`nodes/evidence.py`); none is chosen when
+# no candidate's relevance (cosine + 0.8 x word share - 0.05 x document rank) reaches the floor,
+# by default this (`KEEL_ABSTAIN_RELEVANCE`'s default too, docs/evaluation.md#abstention).
 MIN_RELEVANCE = 0.5
-# Only sentences close to the best one: a weak extra sentence costs more precision than it adds.
-MAX_GAP = 0.2
 # Sentences this similar to one already chosen say the same thing again.
 REDUNDANCY = 0.85
 MAX_SENTENCES = 4
@@ -55,13 +53,85 @@ def is_heading(sentence: str) -> bool:
 @dataclass(frozen=True)
 class Selected:
     """A chosen sentence: its passage (0-based rank), position among the sentences given for
-    that passage, relevance, and cosine similarity to the question."""
+    that passage, relevance (what abstention is judged by), cosine similarity to the question and
+    the evidence model's probability that it is evidence."""
 
     passage: int
     position: int
     text: str
     relevance: float
     similarity: float
+    probability: float
+
+
+@cache
+def evidence_model() -> EvidenceModel:
+    """The shipped evidence model (`nodes/evidence_model.npz`), loaded once."""
+    return EvidenceModel.load()
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The sentences the evidence model scores (title-like lines left out): their texts, owners
+    (passage, position), unit vectors (one row each) and `nodes.evidence.FEATURES` rows."""
+
+    texts: list[str]
+    owners: list[tuple[int, int]]
+    matrix: np.ndarray
+    rows: np.ndarray
+
+
+def candidate_sentences(
+    question: str,
+    query: np.ndarray,
+    candidates: list[tuple[list[str], np.ndarray]],
+    doc_ranks: list[int] | None = None,
+) -> Candidates | None:
+    """The sentences of `candidates` (each ranked passage's sentences and their unit vectors)
+    that may be chosen, with their features; None when there is none. `doc_ranks` holds the rank
+    of each passage's document (default: the passage's own rank)."""
+    kept_candidates: list[tuple[list[str], np.ndarray]] = []
+    texts: list[str] = []
+    owners: list[tuple[int, int]] = []
+    kept_ranks: list[int] = []
+    by_passage = doc_ranks if doc_ranks is not None else list(range(len(candidates)))
+    for rank, (sentences, vectors) in enumerate(candidates):
+        kept = [i for i, sentence in enumerate(sentences) if not is_heading(sentence)]
+        if not kept:
+            continue
+        block = np.asarray(vectors, dtype=np.float32).reshape(len(sentences), -1)
+        block = block if len(kept) == len(sentences) else block[kept]
+        texts.extend(sentences[i] for i in kept)
+        owners.extend((rank, i) for i in kept)
+        kept_candidates.append(([sentences[i] for i in kept], block))
+        kept_ranks.append(by_passage[rank])
+    if not texts:
+        return None
+    rows = sentence_features(question, query, kept_candidates, kept_ranks)
+    return Candidates(texts, owners, np.vstack([b for _, b in kept_candidates]), rows)
+
+
+def choose(found: Candidates, probability: np.ndarray, model: EvidenceModel) -> list[int]:
+    """Indexes of the chosen sentences of `found`, grouped by document (in rank order), then by
+    passage, each passage's in document order: those the model gives at least its threshold and
+    its `relative` share of the best one's, at most its `per_passage` best of a passage and
+    `MAX_SENTENCES` in all, the most probable one always, near-duplicates of a chosen one not."""
+    chosen: list[int] = []
+    per_passage: Counter[int] = Counter()
+    order = np.argsort(-probability, kind="stable")
+    floor = max(model.threshold, model.relative * float(probability[order[0]]))
+    for i in order:
+        if len(chosen) == MAX_SENTENCES or (chosen and probability[i] < floor):
+            break
+        passage = found.owners[i][0]
+        if per_passage[passage] == model.per_passage:
+            continue
+        if chosen and float((found.matrix[chosen] @ found.matrix[i]).max()) >= REDUNDANCY:
+            continue
+        chosen.append(int(i))
+        per_passage[passage] += 1
+    doc_rank = found.rows[:, FEATURES.index("doc_rank")]
+    return sorted(chosen, key=lambda i: (float(doc_rank[i]), found.owners[i]))
 
 
 def select_sentences(
@@ -69,50 +139,35 @@ def select_sentences(
     query: np.ndarray,
     candidates: list[tuple[list[str], np.ndarray]],
     doc_ranks: list[int] | None = None,
+    model: EvidenceModel | None = None,
+    floor: float = MIN_RELEVANCE,
 ) -> list[Selected]:
-    """The sentences that answer `question`, most relevant first.
+    """The sentences that answer `question`, source by source in rank order, each passage's in
+    document order (`candidate_sentences`, `choose`; `model` defaults to the shipped one).
 
-    `candidates` holds each ranked passage's sentences and their unit vectors, `doc_ranks` the
-    rank of each passage's document (default: the passage's own rank); `query` is the question's
-    unit vector. Title-like lines (`is_heading`), sentences under `MIN_RELEVANCE` or more than
-    `MAX_GAP` below the best are left out, as are near-duplicates of a chosen one; at most
-    `MAX_SENTENCES` are returned.
+    `query` is the question's unit vector. Each sentence's relevance, what abstention judges, is
+    its cosine plus 0.8 x the share of the question's words it has, minus 0.05 per rank of its
+    document (`nodes.evidence`); nothing is chosen when no candidate reaches `floor`
+    (whichever the model would choose: so abstention does not depend on the model).
     """
-    texts: list[str] = []
-    owners: list[tuple[int, int]] = []
-    blocks: list[np.ndarray] = []
-    for rank, (sentences, vectors) in enumerate(candidates):
-        kept = [i for i, sentence in enumerate(sentences) if not is_heading(sentence)]
-        if not kept:
-            continue
-        texts.extend(sentences[i] for i in kept)
-        owners.extend((rank, i) for i in kept)
-        block = np.asarray(vectors, dtype=np.float32).reshape(len(sentences), -1)
-        blocks.append(block if len(kept) == len(sentences) else block[kept])
-    if not texts:
+    model = model or evidence_model()
+    found = candidate_sentences(question, query, candidates, doc_ranks)
+    if found is None:
         return []
-    matrix = np.vstack(blocks)
-    asked = set(tokenize(question))
-    overlap = np.array(
-        [len(asked.intersection(tokenize(t))) / len(asked) if asked else 0.0 for t in texts],
-        dtype=np.float32,
-    )
-    by_passage = doc_ranks if doc_ranks is not None else list(range(len(candidates)))
-    ranks = np.array([by_passage[rank] for rank, _ in owners], dtype=np.float32)
-    cosine = matrix @ query.astype(np.float32)
-    relevance = cosine + LEXICAL_WEIGHT * overlap - RANK_PENALTY * ranks
-    order = np.argsort(-relevance, kind="stable")
-    floor = max(MIN_RELEVANCE, float(relevance[order[0]]) - MAX_GAP)
-    chosen: list[int] = []
-    for i in order:
-        if relevance[i] < floor or len(chosen) == MAX_SENTENCES:
-            break
-        if chosen and float((matrix[chosen] @ matrix[i]).max()) >= REDUNDANCY:
-            continue
-        chosen.append(int(i))
+    probability = model.probability(found.rows)
+    relevance = found.rows[:, FEATURES.index("relevance")]
+    cosine = found.rows[:, FEATURES.index("cosine")]
+    if float(relevance.max()) < floor:
+        return []  # nothing addresses the question well enough
     return [
-        Selected(*owners[i], texts[i], round(float(relevance[i]), 4), round(float(cosine[i]), 4))
-        for i in chosen
+        Selected(
+            *found.owners[i],
+            found.texts[i],
+            round(float(relevance[i]), 4),
+            round(float(cosine[i]), 4),
+            round(float(probability[i]), 4),
+        )
+        for i in choose(found, probability, model)
     ]
 
 
@@ -156,9 +211,8 @@ def _select(
         query,
         [stored.get(p["id"], empty) for p in passages],
         [docs.index(p["doc_id"]) for p in passages],
+        floor=floor,  # `KEEL_ABSTAIN_RELEVANCE`
     )
-    if picked and picked[0].relevance < floor:
-        return []  # nothing addresses the question well enough (`KEEL_ABSTAIN_RELEVANCE`)
     if picked and max(s.similarity for s in picked) < GROUNDED_COSINE:
         if not shares_identifier(question, picked) and unknown_words(corpus, question, passages):
             return []

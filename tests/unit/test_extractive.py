@@ -13,10 +13,12 @@ from graph.settings import Settings
 from integrations.cache_stores import SqliteCacheStore
 from integrations.text import split_sentences
 from nodes.citations import check_citations
+from nodes.evidence import FEATURES, WEIGHTS, EvidenceModel, sentence_features
 from nodes.extractive import (
     MAX_SENTENCES,
     MIN_RELEVANCE,
     Selected,
+    evidence_model,
     extractive_answer,
     select_sentences,
     shares_identifier,
@@ -35,22 +37,34 @@ def unit(*components: float) -> np.ndarray:
 QUERY = unit(1, 0, 0, 0)
 
 
-def test_sentences_come_in_relevance_order_across_passages():
+def by_cosine(threshold: float = 0.5, per_passage: int = 10, rank_weight: float = 0.0):
+    """An evidence model of the cosine alone (less `rank_weight` per document rank):
+    probability 0.99 at cosine 0.99, 0.88 at 0.85, 0.73 at 0.8, 0.12 at 0.707."""
+    weights = np.zeros(len(FEATURES), dtype=np.float32)
+    weights[FEATURES.index("cosine")] = 20.0
+    weights[FEATURES.index("doc_rank")] = -rank_weight
+    ones = np.ones(len(FEATURES), dtype=np.float32)
+    return EvidenceModel(0 * ones, ones, weights, -15.0, threshold, per_passage)
+
+
+def test_sentences_come_passage_by_passage_in_document_order():
     first = (
-        ["Weak match here.", "Unrelated."],
-        np.stack([unit(0.85, 0.53, 0, 0), unit(0, 0, 1, 0)]),
+        ["Unrelated.", "Weak match here."],
+        np.stack([unit(0, 0, 1, 0), unit(0.85, 0.53, 0, 0)]),
     )
     second = (["Strong match here."], np.stack([unit(0.99, -0.14, 0, 0)]))
-    picked = select_sentences("question words", QUERY, [first, second], [0, 0])
-    assert [s.text for s in picked] == ["Strong match here.", "Weak match here."]
-    assert [(s.passage, s.position) for s in picked] == [(1, 0), (0, 0)]
-    assert picked[0].relevance > picked[1].relevance
+    picked = select_sentences("question words", QUERY, [first, second], [0, 0], by_cosine())
+    assert [s.text for s in picked] == ["Weak match here.", "Strong match here."]
+    assert [(s.passage, s.position) for s in picked] == [(0, 1), (1, 0)]
+    assert picked[0].probability < picked[1].probability
+    assert picked[0].relevance < picked[1].relevance
 
 
 def test_a_later_document_needs_a_better_sentence():
     same = np.stack([unit(1, 0.1, 0, 0)])
-    picked = select_sentences("q", QUERY, [(["In doc 2."], same), (["In doc 1."], same)], [1, 0])
-    assert picked[0].text == "In doc 1."
+    candidates = [(["In doc 2."], same), (["In doc 1."], same)]
+    picked = select_sentences("q", QUERY, candidates, [1, 0], by_cosine(0.999, rank_weight=1.0))
+    assert [s.text for s in picked] == ["In doc 1."]
 
 
 def test_nothing_over_the_threshold_selects_nothing():
@@ -60,30 +74,52 @@ def test_nothing_over_the_threshold_selects_nothing():
     assert select_sentences("question", QUERY, [([], np.zeros((0, 4)))]) == []
 
 
-def test_sentences_far_below_the_best_are_left_out():
+def test_sentences_under_the_models_threshold_are_left_out():
     one = (["Best.", "Much weaker."], np.stack([unit(1, 0, 0, 0), unit(1, 1, 0, 0)]))
     assert float(one[1][1] @ QUERY) > MIN_RELEVANCE
-    assert [s.text for s in select_sentences("q", QUERY, [one])] == ["Best."]
+    assert [s.text for s in select_sentences("q", QUERY, [one], model=by_cosine())] == ["Best."]
+    # The most probable sentence is chosen even under the threshold.
+    picked = select_sentences("q", QUERY, [one], model=by_cosine(threshold=1.0))
+    assert [s.text for s in picked] == ["Best."]
 
 
-def test_near_duplicates_are_removed_and_the_cap_holds():
+def test_near_duplicates_are_removed_and_the_caps_hold():
     dup = (["A fact.", "The same fact."], np.stack([unit(1, 0.05, 0, 0), unit(1, 0.05, 0.01, 0)]))
-    assert [s.text for s in select_sentences("q", QUERY, [dup])] == ["A fact."]
+    assert [s.text for s in select_sentences("q", QUERY, [dup], model=by_cosine())] == ["A fact."]
     # Six equally relevant sentences that each say something else (pairwise cosine 0.64).
     basis = np.eye(8, dtype=np.float32)
     distinct = np.stack([0.8 * basis[0] + 0.6 * basis[i] for i in range(1, 7)])
     texts = [f"Sentence {i}." for i in range(6)]
-    picked = select_sentences("q", basis[0], [(texts, distinct)])
+    picked = select_sentences("q", basis[0], [(texts, distinct)], model=by_cosine())
     assert [s.text for s in picked] == texts[:MAX_SENTENCES]
+    picked = select_sentences("q", basis[0], [(texts, distinct)], model=by_cosine(per_passage=2))
+    assert [s.text for s in picked] == texts[:2]
 
 
-def test_lexical_overlap_breaks_ties_towards_the_question_words():
+def test_the_shipped_model_prefers_the_sentence_with_the_question_words():
+    model = evidence_model()
+    assert model.weights.shape == (len(FEATURES),) and 0 < model.threshold < 1
+    assert EvidenceModel.load(WEIGHTS).threshold == model.threshold
     tie = (
         ["Reindeer graze the tundra.", "The lighthouse keeper rotates the lamp."],
         np.stack([unit(1, 0.3, 0, 0), unit(1, 0, 0.3, 0)]),
     )
     picked = select_sentences("Who rotates the lighthouse lamp?", QUERY, [tie])
-    assert picked[0].text == "The lighthouse keeper rotates the lamp."
+    best = max(picked, key=lambda s: s.probability)
+    assert best.text == "The lighthouse keeper rotates the lamp."
+    assert [s.position for s in picked] == sorted(s.position for s in picked)
+
+
+def test_features_read_words_numbers_and_result_wording():
+    sentences = ["Background on mice.", "We found IL-6 rose 40% (p < 0.01) in IL6 knockouts."]
+    rows = sentence_features(
+        "IL6 raises inflammation", QUERY, [(sentences, np.stack([unit(0, 1, 0, 0), QUERY]))]
+    )
+    column = {name: rows[:, n] for n, name in enumerate(FEATURES)}
+    assert column["shared_codes"].tolist() == [0.0, 1.0]
+    assert column["overlap"][1] > column["overlap"][0] == 0
+    assert column["result_cues"][1] >= 2 and column["result_cues"][0] == 0
+    assert column["cosine_margin_passage"].tolist() == [-1.0, 0.0]
 
 
 def test_markdown_headings_and_blank_lines_end_sentences():
@@ -230,9 +266,32 @@ async def test_bread_questions_are_answered_and_table_rows_read_as_sentences(bak
 
 def test_a_sentence_sharing_an_identifier_with_the_question_is_on_topic():
     def chosen(text: str) -> list[Selected]:
-        return [Selected(0, 0, text, 0.6, 0.4)]
+        return [Selected(0, 0, text, 0.6, 0.4, 0.5)]
 
     question = "Deltex has no known interactions with eIF3f."
     assert shares_identifier(question, chosen("The screen identified eIF3f as a partner."))
     assert not shares_identifier(question, chosen("Known interactions were screened."))
     assert not shares_identifier("Cookies bake in 12 minutes.", chosen("Bread bakes 12 minutes."))
+
+
+def test_abstention_reads_the_best_candidate_whichever_the_model_chooses():
+    # The model prefers the sentence without the question's words; the other is more relevant
+    # (cosine 0.447 + 0.8 x 3 of 4 words = 1.047 against 0.857).
+    sentences = ["The lighthouse keeper rotates the lamp.", "Reindeer graze the tundra."]
+    vectors = np.stack([unit(0.5, 1, 0, 0), unit(1, 0.6, 0, 0)])
+    question = "Who rotates the lighthouse lamp?"
+    one = by_cosine(per_passage=1)
+    picked = select_sentences(question, QUERY, [(sentences, vectors)], model=one)
+    assert [(s.text, s.relevance) for s in picked] == [("Reindeer graze the tundra.", 0.8575)]
+    assert select_sentences(question, QUERY, [(sentences, vectors)], None, one, 1.0) == picked
+    assert select_sentences(question, QUERY, [(sentences, vectors)], None, one, 1.1) == []
+
+
+def test_sentences_of_one_document_stay_together():
+    basis = np.eye(8, dtype=np.float32)
+    # Equally close to the question (cosine 0.9), distinct from each other (0.81).
+    close = [np.stack([0.9 * basis[0] + 0.436 * basis[n]]) for n in (1, 2, 3)]
+    texts = ["Doc A, chunk 1.", "Doc B.", "Doc A, chunk 2."]
+    candidates = [([t], v) for t, v in zip(texts, close, strict=True)]
+    picked = select_sentences("q", basis[0], candidates, [0, 1, 0], by_cosine())
+    assert [s.text for s in picked] == ["Doc A, chunk 1.", "Doc A, chunk 2.", "Doc B."]
