@@ -13,7 +13,7 @@ from tests.integration.test_server import new_thread, stream_run
 
 SSE_QUESTION = "How often do idle SSE connections get a keep-alive comment?"
 # Answered by three sentences of streaming.md.
-EVENTS_QUESTION = "What do events carry: ids, tokens, and the final answer?"
+EVENTS_QUESTION = "Which events does keel stream to a client during a run?"
 KEEPALIVE = (
     "Idle connections receive a comment line every fifteen seconds so that proxies keep them open."
 )
