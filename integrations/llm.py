@@ -310,7 +310,9 @@ class LLMChain:
                 try:
                     chunk = await asyncio.wait_for(_next(chunks), max(wait, 0.0))
                 except TimeoutError:
-                    if time.time() >= deadline:
+                    # The run's deadline cut this wait short (asyncio may wake a moment early,
+                    # before the clock reads the deadline): that is the deadline, not the model.
+                    if deadline <= limit or time.time() >= deadline:
                         raise DeadlineExceeded("the run's deadline passed") from None
                     what = "next token" if sent else "first token"
                     raise ProviderTimeout(f"no {what} within {wait:.1f} s") from None
