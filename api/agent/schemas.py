@@ -13,6 +13,7 @@ from pydantic import (
 )
 
 from api.schemas import THREAD_ID_PATTERN, _check_storable
+from checkpoints.thread_search import SortBy, ThreadStatus
 
 # The SDKs add fields over time: unknown ones are ignored, as the reference server does; known
 # ones are typed strictly (`false` is no offset, `"5"` no top_k).
@@ -183,11 +184,11 @@ class ThreadSearch(BaseModel):
         default=None, max_length=1000
     )
     metadata: Storable | None = None
-    status: Literal["idle", "busy", "interrupted", "error"] | None = None
+    status: ThreadStatus | None = None
     limit: int = Field(default=10, ge=1, le=1000)
     offset: Offset = 0
     # keel's default order: the most recently active first.
-    sort_by: Literal["thread_id", "status", "created_at", "updated_at"] = "updated_at"
+    sort_by: SortBy = "updated_at"
     sort_order: Literal["asc", "desc"] = "desc"
     # The fields each result keeps (all when absent); keel's threads have no config or context.
     select: list[ThreadField] | None = Field(default=None, max_length=10)
