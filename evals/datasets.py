@@ -5,7 +5,7 @@ import csv
 import hashlib
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -64,6 +64,11 @@ class EvalDataset:
         kept = [d for d in self.documents or [] if d.id not in judged]
         return EvalDataset(f"{self.name}-without-relevant", self.queries, kept, self.split)
 
+    def folds(self, k: int) -> list[int]:
+        """Each query's fold of `k` for cross-validation (`grouped_folds` of what each
+        query's judged documents are)."""
+        return grouped_folds([q.relevant for q in self.queries], k)
+
     def with_distractors(self, docs: list[Document]) -> "EvalDataset":
         """The dataset with unrelated documents added to its corpus (ids must not collide)."""
         return EvalDataset(self.name, self.queries, [*(self.documents or []), *docs], self.split)
@@ -104,6 +109,36 @@ def _evidence(metadata: object) -> tuple[tuple[str, int], ...]:
                 if isinstance(annotation, dict):
                     pairs.update((str(doc_id), int(i)) for i in annotation.get("sentences", []))
     return tuple(sorted(pairs))
+
+
+def grouped_folds(documents: Sequence[Iterable[str]], k: int) -> list[int]:
+    """Each item's fold of `k` for cross-validation, items that share a document (of
+    `documents`, one collection per item) always in one fold, the folds as even in size as those
+    groups allow. SciFact writes a claim and its negation from one abstract: split apart, a
+    model learns the test claims' documents from the training ones (SciFact train, reranker
+    nDCG@10 0.741 over folds by claim, 0.732 grouped)."""
+    parent = list(range(len(documents)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for n, docs in enumerate(documents):
+        for doc in docs:
+            parent[root(n)] = root(first.setdefault(doc, n))
+    groups: dict[int, list[int]] = {}
+    for n in range(len(documents)):
+        groups.setdefault(root(n), []).append(n)
+    fold, sizes = [0] * len(documents), [0] * k
+    for members in sorted(groups.values(), key=lambda m: (-len(m), m[0])):
+        smallest = sizes.index(min(sizes))
+        for n in members:
+            fold[n] = smallest
+        sizes[smallest] += len(members)
+    return fold
 
 
 def load_beir(path: Path, split: str = "train") -> EvalDataset:

@@ -249,6 +249,7 @@ class StaticEmbedder:
         # it is a Zipf rank (model2vec weights by log rank); ids below are characters, marks.
         first_word = vocab.get("the", 0)
         self._weights = np.log1p(np.maximum(np.arange(size) - first_word + 1, 1)).astype(np.float32)
+        self._kept: dict[frozenset[str], np.ndarray] = {}  # stop words -> word pieces kept
         self._path = path or _cache_dir() / f"static-{model.fingerprint.replace(':', '-')}.npz"
         loaded = self._load(size)
         self._table = loaded if loaded is not None else self._build(size)
@@ -266,6 +267,26 @@ class StaticEmbedder:
             weighted = self._table[flat].astype(np.float32) * self._weights[flat, None]
             out[filled] = np.add.reduceat(weighted, starts, axis=0)
         return out / np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
+
+    def token_units(
+        self, texts: Sequence[str], skip: frozenset[str]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each text's word pieces but those in `skip` and punctuation: their unit static
+        vectors (one row each) and Zipf weights, for soft word matching."""
+        kept = self._kept.get(skip)
+        if kept is None:
+            kept = np.ones(len(self._weights), dtype=bool)
+            for piece, n in self._model.vocabulary.items():
+                kept[n] = piece not in skip and any(c.isalnum() for c in piece)
+            self._kept[skip] = kept
+        out = []
+        for row in self._model.token_ids(texts):
+            ids = np.asarray(row, dtype=np.int64)
+            ids = ids[kept[ids]]
+            vectors = self._table[ids].astype(np.float32)
+            vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+            out.append((vectors, self._weights[ids]))
+        return out
 
     def _load(self, size: int) -> np.ndarray | None:
         if not self._path.exists():

@@ -1,9 +1,10 @@
 """Second-stage rerankers. The slot is a protocol so that a cross-encoder can take it later.
 
-The shipped one is learned: a small network over nineteen signals per candidate that the
-first stage, BM25's statistics, MiniLM and its static vectors give, fitted on SciFact's training
-claims by `scripts/train_reranker.py` (listwise, 5-fold cross-validated inside train) and loaded
-from `rerank_model.npz` with numpy."""
+The shipped one is learned: a small network over thirty-one signals per candidate that the
+first stage, BM25's statistics, MiniLM and its static vectors give (among them soft word
+matches: kernel pooling over static word-piece similarities, KNRM's way), fitted on SciFact's
+training claims by `scripts/train_reranker.py` (listwise, 5-fold cross-validated inside train,
+folds grouped by relevant document) and loaded from `rerank_model.npz` with numpy."""
 
 import itertools
 import math
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import ClassVar, Final, Protocol, Self
 
 import numpy as np
+from spacy.lang.en.stop_words import STOP_WORDS as _STOP_WORDS
 
 from corpus import Corpus
 from corpus.lexical import tokenize
@@ -47,13 +49,29 @@ FEATURES: Final = (
     "sentence_coverage",
     "sentence_idf_coverage",
     "document_chunks",
+    *(f"soft_{kernel}" for kernel in ("1.0", "0.8", "0.6", "0.4", "0.2")),
+    "soft_best",
+    "soft_exact",
+    "fused_gap",
+    "dense_gap",
+    "match_gap",
+    "idf_coverage_gap",
+    "sentence_idf_coverage_gap",
 )
+# Soft word matching (KNRM's kernel pooling over static word-piece vectors): each question
+# piece's similarities to the text's pieces counted near each kernel's centre; the first
+# kernel, that narrow, counts the piece itself.
+SOFT_CENTRES: Final = np.array([1.0, 0.8, 0.6, 0.4, 0.2], dtype=np.float32)
+SOFT_WIDTHS: Final = np.array([1e-3, 0.1, 0.1, 0.1, 0.1], dtype=np.float32)
+# Gaps to the best candidate, of these (the tanh layer reads each candidate alone).
+GAPS: Final = ("fused", "dense", "match", "idf_coverage", "sentence_idf_coverage")
 # A list that missed the candidate ranks it here (and no deeper): an eval's lists are longer
 # than a turn's, and SciFact train nDCG@10 lost 0.002 with ranks cut at a turn's 41.
 RANK_CAP = 200
 # Chunks of one document are counted among this many candidates (a turn retrieves 40).
 DOCUMENT_WINDOW = 40
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
+STOP_WORDS: Final = frozenset(_STOP_WORDS)  # not matched softly
 
 
 class Reranker(Protocol):
@@ -79,8 +97,35 @@ def _log_rank(rank: int | None) -> float:
     return math.log1p(min(rank or RANK_CAP, RANK_CAP))
 
 
+def soft_matches(
+    question: tuple[np.ndarray, np.ndarray], texts: list[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """For each text, its soft matches of the question (each as `StaticEmbedder.token_units`
+    gives it: unit piece vectors and Zipf weights): per kernel of `SOFT_CENTRES`, the
+    Zipf-weighted mean over the question's pieces of log(1 + the text's pieces near it), then
+    the weighted mean of each piece's best similarity and the weighted share found verbatim."""
+    vectors, weights = question
+    out = np.zeros((len(texts), len(SOFT_CENTRES) + 2), dtype=np.float32)
+    if not len(weights):
+        return out
+    share = weights / weights.sum()
+    for n, (text, _) in enumerate(texts):
+        if not len(text):
+            continue
+        similarity = vectors @ text.T  # question pieces x text pieces
+        near = np.exp(-((similarity[..., None] - SOFT_CENTRES) ** 2) / (2 * SOFT_WIDTHS**2))
+        out[n, : len(SOFT_CENTRES)] = share @ np.log1p(near.sum(axis=1))
+        best = similarity.max(axis=1)
+        out[n, -2], out[n, -1] = share @ best, share @ (best >= 0.999)
+    return out
+
+
 def features(
-    question: str, passages: list[Passage], matches: Matches, idf: dict[str, float]
+    question: str,
+    passages: list[Passage],
+    matches: Matches,
+    idf: dict[str, float],
+    soft: np.ndarray,
 ) -> np.ndarray:
     """One row of `FEATURES` for each of the first `len(matches.model)` passages: its fused
     first-stage score, its BM25 score over the best of those, its document head's cosine, its
@@ -88,8 +133,9 @@ def features(
     two static cosines), the share of the question's (stemmed) words its text contains (plain,
     weighted by `idf`, of the title alone, of consecutive pairs, of numbers), its ranks in the
     lexical, dense and fused lists, whether it opens its document, its length, the best
-    sentence's share of the question's words (plain and by `idf`) and how many of the first
-    `DOCUMENT_WINDOW` candidates share its document."""
+    sentence's share of the question's words (plain and by `idf`), how many of the first
+    `DOCUMENT_WINDOW` candidates share its document, its `soft` matches (`soft_matches`, a
+    row per passage) and the gaps of its `GAPS` to the best of the passages read."""
     words = tokenize(question)
     asked, pairs = set(words), set(itertools.pairwise(words))
     weights = {t: idf.get(t, 0.0) for t in asked}
@@ -125,7 +171,18 @@ def features(
                 float(documents[p["doc_id"]]),
             )
         )
-    return np.array(rows, dtype=np.float32).reshape(len(passages), len(FEATURES))
+    plain = np.array(rows, dtype=np.float32).reshape(len(passages), len(FEATURES) - 7 - 5)
+    gaps = plain[:, [FEATURES.index(name) for name in GAPS]]
+    return np.hstack([plain, soft[: len(passages)], gaps - gaps.max(axis=0, initial=-np.inf)])
+
+
+def units(
+    corpus: Corpus, question: str, passages: list[Passage]
+) -> tuple[tuple[np.ndarray, np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+    """The question's and the passages' (title and text) word pieces for `soft_matches`."""
+    texts = [question, *(f"{p['title']} {p['text']}" for p in passages)]
+    found = corpus.sentences.static.token_units(texts, STOP_WORDS)
+    return found[0], found[1:]
 
 
 @dataclass(frozen=True)
@@ -179,7 +236,8 @@ class LearnedReranker:
         query = corpus.embed_query(question)
         matches = corpus.match_scores([p["id"] for p in head], query, MODEL_DEPTH)
         idf = corpus.inverse_frequencies(tokenize(question))
-        scores = self._model.score(features(question, passages, matches, idf))
+        soft = soft_matches(*units(corpus, question, head))
+        scores = self._model.score(features(question, passages, matches, idf, soft))
         rescored = sorted(
             (
                 Passage(**{**p, "score": round(float(s), 6)})

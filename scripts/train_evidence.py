@@ -8,9 +8,9 @@ abstracts of the pool closest to it (to learn to pass over the wrong documents),
 corpus serves them (twice as many distractors, each abstract cut into chunks as ingestion cuts it,
 each chunk offering the `COLD_SENTENCES` sentences its static vectors find closest, as `keel eval`
 meets them). It prints the evidence precision, recall and F1 of the hand rule the model replaced
-and of the model over five folds by claim (fitted on the other four each time on every setting's
-sentences, its threshold, relative floor and per-passage cap chosen there for F1 in the cold
-setting), then fits on every claim and writes the weights (about 3 KB). Sentence vectors are
+and of the model over five folds by claim (claims that share an abstract in one; fitted on the
+other four each time on every setting's sentences, its threshold, relative floor and
+per-passage cap chosen there for F1 in the cold setting), then fits on every claim and writes the weights (about 3 KB). Sentence vectors are
 cached under `--cache`."""
 
 import argparse
@@ -25,7 +25,7 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from corpus.lexical import tokenize
 from evals import SCIFACT, metrics
-from evals.datasets import abstract_sentences, load_beir
+from evals.datasets import abstract_sentences, grouped_folds, load_beir
 from graph.settings import Settings
 from integrations.embeddings import MiniLMEmbedder, StaticEmbedder
 from integrations.text import split_sentences
@@ -250,13 +250,14 @@ def fit(train: list[Scored], tune: list[Scored], l2: float) -> EvidenceModel:
 def cross_validate(
     settings: dict[str, list[Claim]], l2: float
 ) -> tuple[dict[str, dict[str, float]], EvidenceModel]:
-    """Fold scores of the hand rule and of the model in each setting (the same folds by claim),
+    """Fold scores of the hand rule and of the model in each setting (the same folds by claim,
+    claims that share an abstract in one: `grouped_folds`),
     and the model fitted on every claim. The model learns from every setting's sentences and
     takes its threshold from the last one (the closest to a retriever's candidates)."""
     items = {name: [_scored(c) for c in claims] for name, claims in settings.items()}
     last = list(items)[-1]
     n = len(items[last])
-    folds = np.random.default_rng(0).permutation(n) % FOLDS
+    folds = np.array(grouped_folds([{doc for doc, _ in c.evidence} for c in settings[last]], FOLDS))
     picks: dict[str, list[set[tuple[str, int]]]] = {name: [set()] * n for name in items}
     for fold in range(FOLDS):
         train = [k for k in range(n) if folds[k] != fold]

@@ -11,7 +11,7 @@ different random starts) fitted listwise (softmax over each question's candidate
 against its relevant documents, L2, Adam) in numpy on the warm and the cold lists together, and
 averaged into one `RerankModel`. It prints nDCG@10 of the first stage and of the new model, warm
 and cold, over `--folds` folds of the questions (the model is fitted on the other folds each
-time), re-scoring the first `KEEL_RERANK_DEPTH` as a turn does, then fits on every question and
+time; questions that share a relevant document share a fold, `EvalDataset.folds`), re-scoring the first `KEEL_RERANK_DEPTH` as a turn does, then fits on every question and
 writes the weights (`--out`).
 
 Run: `python -m scripts.train_reranker [--dataset DIR] [--split train] [--data-dir DIR]`; with
@@ -37,7 +37,15 @@ from evals.runner import eval_settings, prepare_corpus
 from graph.context import Context
 from graph.deps import Deps
 from graph.settings import Settings
-from integrations.rerank import FEATURES, MODEL_DEPTH, WEIGHTS, RerankModel, features
+from integrations.rerank import (
+    FEATURES,
+    MODEL_DEPTH,
+    WEIGHTS,
+    RerankModel,
+    features,
+    soft_matches,
+    units,
+)
 from nodes.retrieve import first_stage
 
 Scorer = Callable[[np.ndarray], np.ndarray]
@@ -85,12 +93,13 @@ def candidates(corpus: Corpus, dataset: EvalDataset, depth: int) -> list[Group]:
         warm = corpus.match_scores(ids[:depth], vector, MODEL_DEPTH)
         cold = cold_matches(corpus, ids[:depth], vector, warm)
         idf = corpus.inverse_frequencies(tokenize(query.question))
+        soft = soft_matches(*units(corpus, query.question, head))
         relevance = np.array([query.relevant.get(p["doc_id"], 0.0) for p in head])
         groups.append(
             Group(
                 ids,
-                features(query.question, passages, warm, idf),
-                features(query.question, passages, cold, idf),
+                features(query.question, passages, warm, idf, soft),
+                features(query.question, passages, cold, idf, soft),
                 relevance,
             )
         )
@@ -222,7 +231,7 @@ def main() -> None:
     finally:
         corpora.close()
     depth = settings.rerank_depth
-    folds = np.arange(len(groups)) % args.folds
+    folds = dataset.folds(args.folds)
     held_out: dict[str, list[float]] = {
         "first stage": [],
         "new model, warm": [],

@@ -24,9 +24,11 @@ from integrations.rerank import (
     FEATURES,
     MODEL_DEPTH,
     RANK_CAP,
+    STOP_WORDS,
     LearnedReranker,
     RerankModel,
     features,
+    soft_matches,
 )
 from nodes.extractive import extractive_answer
 from runtime.keel import WARM_CHUNKS, _warm_sentences
@@ -315,6 +317,31 @@ def test_warm_steps_run_on_a_thread_at_the_lowest_cpu_priority():
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
 
 
+def test_soft_matches_count_the_question_pieces_a_text_has_and_its_near_words(model):
+    static = StaticEmbedder(model)
+    question, *texts = static.token_units(
+        [
+            "Does aspirin lower the risk of stroke?",
+            "Taking aspirin, they lower the risk of stroke.",
+            "Acetylsalicylic acid reduces cerebral infarction.",
+            "The lighthouse sells tickets.",
+            "",
+        ],
+        STOP_WORDS,
+    )
+    # stop words ("does", "the", "of") and the question mark are not matched
+    (content,) = static.token_units(["aspirin lower risk stroke"], STOP_WORDS)
+    assert question[0] == pytest.approx(content[0]) and len(question[1]) < 10
+    soft = soft_matches(question, texts)
+    verbatim, synonyms, unrelated, empty = soft
+    # every piece found verbatim: the exact kernel and the best similarity are full
+    assert verbatim[-1] == pytest.approx(1.0) and verbatim[-2] == pytest.approx(1.0, abs=1e-3)
+    assert verbatim[0] > synonyms[0] == unrelated[0] == 0.0
+    # words of related meaning match better than unrelated ones, by the best similarity
+    assert synonyms[-2] > unrelated[-2]
+    assert not empty.any()
+
+
 def test_reranker_features_and_the_shipped_model(tmp_path: Path):
     passages = [
         {
@@ -333,7 +360,8 @@ def test_reranker_features_and_the_shipped_model(tmp_path: Path):
     )
     idf = {"lower": 1.0, "risk": 1.0, "kidney": 3.0, "stone": 3.0}
     question = "What lowers the risk of kidney stones in 2 weeks?"
-    rows = features(question, passages, matches, idf)
+    soft = np.array([[3.0, 1.0, 0.5, 0.2, 0.1, 1.0, 1.0], [0.0, 0.5, 0.5, 0.2, 0.1, 0.4, 0.0]])
+    rows = features(question, passages, matches, idf, soft)
     row = dict(zip(FEATURES, rows[0].tolist(), strict=True))
     # the first stage's scores and ranks; a list that missed it reads as beyond a turn's list
     assert row["fused"] == pytest.approx(0.9) and row["lexical"] == 1.0 and row["dense"] == 0.5
@@ -356,6 +384,14 @@ def test_reranker_features_and_the_shipped_model(tmp_path: Path):
     other = dict(zip(FEATURES, rows[1].tolist(), strict=True))
     assert other["lexical"] == 0.0 and other["first_chunk"] == 0.0 and other["coverage"] == 0.0
     assert other["fused_rank"] == pytest.approx(np.log(2)) and other["sentence_coverage"] == 0.0
+    # the soft matches, as given, and the gaps to the best candidate's
+    assert rows[:, FEATURES.index("soft_1.0") : FEATURES.index("soft_exact") + 1] == (
+        pytest.approx(soft)
+    )
+    assert (row["fused_gap"], row["match_gap"], row["dense_gap"]) == (0.0, 0.0, 0.0)
+    assert other["fused_gap"] == pytest.approx(0.4 - 0.9)
+    assert other["match_gap"] == pytest.approx(0.1 - 0.7)
+    assert other["idf_coverage_gap"] == pytest.approx(-1.0)
     shipped = RerankModel.load()
     assert shipped.linear.shape == (len(FEATURES),) and shipped.hidden.shape[0] == len(FEATURES)
     assert all(np.isfinite(getattr(shipped, k)).all() for k in RerankModel._ARRAYS)
@@ -400,7 +436,7 @@ def test_training_script_fits_a_ranking_model_and_reads_cold_matches(tmp_path: P
             out.append((rows, (np.arange(10) == np.argmax(rows[:, column])).astype(float)))
         return out
 
-    model = fit(lists(100), hidden=4, members=2, l2=1e-3, epochs=300)
+    model = fit(lists(300), hidden=4, members=2, l2=1e-3, epochs=300)
     assert model.hidden.shape == (len(FEATURES), 8) and model.out.shape == (8,)
     held_out = lists(40)
     hits = [np.argmax(model.score(x)) == np.argmax(y) for x, y in held_out]

@@ -181,6 +181,18 @@ def test_without_relevant_takes_every_judged_document_out():
     assert absent.queries == queries and absent.name == "d-without-relevant"
 
 
+def test_folds_keep_questions_that_share_a_judged_document_together():
+    from evals.datasets import EvalDataset
+
+    judged = [{"a": 1.0}, {"b": 1.0}, {"a": 1.0, "c": 1.0}, {"c": 1.0}, {"d": 1.0}, {}, {"e": 1.0}]
+    queries = [EvalQuery(f"q{n}", "?", relevant=r) for n, r in enumerate(judged)]
+    folds = EvalDataset("d", queries).folds(3)
+    # q0, q2 and q3 are one group (through "a" and "c"): one fold, the others fill the rest
+    assert folds[0] == folds[2] == folds[3]
+    assert sorted(folds.count(k) for k in range(3)) == [2, 2, 3]
+    assert folds == EvalDataset("d", queries).folds(3)  # the same every time
+
+
 def test_answers_report_sets_sampled_answers_beside_their_gold_evidence():
     queries = [
         EvalQuery(id="q1", question="Does A cause B?", evidence=(("d1", 0), ("d1", 2))),
