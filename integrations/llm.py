@@ -186,10 +186,12 @@ class LLMChain:
         send: Callable[[str], None],
         deadline_at: float | None = None,
         hedge: BaseChatModel | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> tuple[dict[str, int], BaseChatModel]:
         """Streams `model`'s answer into `send`, retrying failures that sent no text; returns
         token usage and the model that answered (`hedge`, if given, may race the first
-        attempt). Raises `CircuitOpen`, `ProviderTimeout`, `ProviderError` (with the text
+        attempt). The answer ends early, and its request with it, once `stop` says so after a
+        text. Raises `CircuitOpen`, `ProviderTimeout`, `ProviderError` (with the text
         already sent as `partial`) or `DeadlineExceeded`."""
         deadline = deadline_at or time.time() + self.settings.run_deadline_s
         key = target_key(model)
@@ -225,8 +227,8 @@ class LLMChain:
                     if retry and not await self.breakers.admit(key):
                         raise self._refused(model, key)
                     if hedge is not None and attempt.retry_state.attempt_number == 1:
-                        return await self._race(model, hedge, prompt, send, deadline)
-                    return await self._attempt(model, key, prompt, send, deadline), model
+                        return await self._race(model, hedge, prompt, send, deadline, stop)
+                    return await self._attempt(model, key, prompt, send, deadline, stop), model
         except _AttemptFailed as failed:
             cause = failed.cause
             if isinstance(cause, DeadlineExceeded):
@@ -248,6 +250,7 @@ class LLMChain:
         prompt: list[BaseMessage],
         send: Callable[[str], None],
         deadline: float,
+        stop: Callable[[], bool] | None = None,
     ) -> dict[str, int]:
         """One request to `model`, inside its `chat {model}` client span (GenAI conventions)."""
         name = model_name(model)
@@ -261,7 +264,7 @@ class LLMChain:
         ) as span:
             if tracing.capture_content():
                 span.set_attribute("gen_ai.input.messages", tracing.messages_attribute(prompt))
-            return await self._stream(model, key, prompt, send, deadline, span)
+            return await self._stream(model, key, prompt, send, deadline, span, stop)
 
     def _span_attributes(self, model: BaseChatModel) -> dict[str, Any]:
         base = urlparse(str(getattr(model, "openai_api_base", None) or ""))
@@ -290,6 +293,7 @@ class LLMChain:
         send: Callable[[str], None],
         deadline: float,
         span: Span,
+        stop: Callable[[], bool] | None,
     ) -> dict[str, int]:
         settings = self.settings
         sent: list[str] = []
@@ -326,6 +330,8 @@ class LLMChain:
                         span.set_attribute("gen_ai.response.time_to_first_chunk", first)
                     sent.append(chunk.text)
                     send(chunk.text)
+                    if stop is not None and stop():
+                        break  # the caller has what it needs; closing the stream ends the request
                     limit = time.time() + settings.llm_idle_timeout_s
                 if chunk.usage_metadata:
                     usage["input_tokens"] += chunk.usage_metadata.get("input_tokens", 0)
@@ -382,6 +388,7 @@ class LLMChain:
         prompt: list[BaseMessage],
         send: Callable[[str], None],
         deadline: float,
+        stop: Callable[[], bool] | None,
     ) -> tuple[dict[str, int], BaseChatModel]:
         """The first attempt, and a hedge on the next healthy target when the first token is
         late (hedges at most `llm_hedge_ratio` of calls): the first text wins, the loser is
@@ -413,7 +420,7 @@ class LLMChain:
                 if not self.hedges.spend():
                     break
                 metrics.LLM_HEDGES.labels(model_name(candidate)).inc()
-            attempt = self._attempt(candidate, key, prompt, gate(key), deadline)
+            attempt = self._attempt(candidate, key, prompt, gate(key), deadline, stop)
             tasks[key] = (asyncio.create_task(attempt), candidate)
         failure: BaseException | None = None
         for task, candidate in sorted(tasks.values(), key=lambda t: t[0].done(), reverse=True):

@@ -163,7 +163,11 @@ async def stream_chat(
     context = run_context(runtime.context)
     drain = asyncio.ensure_future(gate.run(emit)) if gate else None
     try:
-        usage, answered = await deps.llm.stream(model, prompt, send, context.deadline_at, hedge)
+        # A stopped answer is replaced whole: reading on would only keep the model busy.
+        stopped = (lambda: gate.failed) if gate else None
+        usage, answered = await deps.llm.stream(
+            model, prompt, send, context.deadline_at, hedge, stopped
+        )
         if guard:
             release(guard.flush())
         if gate and drain:

@@ -148,6 +148,27 @@ async def test_text_is_streamed_once_and_usage_returned():
     assert "".join(seen) == "Answer [1]." and llm.upstream_calls == 1
 
 
+async def test_a_stream_the_caller_stops_reads_no_further():
+    model = recording("one two three four five six")
+    pulled: list[str] = []
+    answer = model._astream
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        async for chunk in answer(*args, **kwargs):
+            pulled.append(chunk.text)
+            yield chunk
+
+    object.__setattr__(model, "_astream", counted)
+    llm = chain([model])
+    seen: list[str] = []
+    usage, _ = await llm.stream(
+        llm.models[0], [HumanMessage("q")], seen.append, stop=lambda: "two" in seen
+    )
+    # the text up to the stop reached the caller, and the model was asked for no more
+    assert "".join(seen) == "one two" and "".join(pulled) == "one two"
+    assert llm.upstream_calls == 1
+
+
 async def test_a_late_first_token_is_hedged_and_the_first_text_wins():
     slow = SlowChatModel(messages=iter([]), delay_s=30)
     llm = chain([slow, recording("From the hedge [1].")], llm_first_token_timeout_s=8)
