@@ -161,9 +161,7 @@ async def test_a_stream_the_caller_stops_reads_no_further():
     object.__setattr__(model, "_astream", counted)
     llm = chain([model])
     seen: list[str] = []
-    usage, _ = await llm.stream(
-        llm.models[0], [HumanMessage("q")], seen.append, stop=lambda: "two" in seen
-    )
+    await llm.stream(llm.models[0], [HumanMessage("q")], seen.append, stop=lambda: "two" in seen)
     # the text up to the stop reached the caller, and the model was asked for no more
     assert "".join(seen) == "one two" and "".join(pulled) == "one two"
     assert llm.upstream_calls == 1
