@@ -21,6 +21,7 @@ from corpus import Corpus
 from corpus.lexical import tokenize
 from corpus.sentences import Matches
 from graph.state import Passage
+from integrations.weights import read_weights, write_weights
 
 # Candidates whose best-sentence match is the model's cosine even when they have no stored
 # sentence vectors yet (the rest: static vectors alone); it bounds the model calls a cold query
@@ -171,7 +172,7 @@ def features(
                 float(documents[p["doc_id"]]),
             )
         )
-    plain = np.array(rows, dtype=np.float32).reshape(len(passages), len(FEATURES) - 7 - 5)
+    plain = np.array(rows, dtype=np.float32).reshape(len(passages), FEATURES.index("soft_1.0"))
     gaps = plain[:, [FEATURES.index(name) for name in GAPS]]
     return np.hstack([plain, soft[: len(passages)], gaps - gaps.max(axis=0, initial=-np.inf)])
 
@@ -201,18 +202,11 @@ class RerankModel:
 
     @classmethod
     def load(cls, path: Path = WEIGHTS) -> Self:
-        with np.load(path) as stored:
-            names = tuple(str(n) for n in stored["features"])
-            if names != FEATURES:
-                raise ValueError(f"{path} was trained on {names}, this keel reads {FEATURES}")
-            return cls(*(stored[k] for k in cls._ARRAYS))
+        stored = read_weights(path, FEATURES)
+        return cls(*(stored[k] for k in cls._ARRAYS))
 
     def save(self, path: Path = WEIGHTS) -> None:
-        np.savez(
-            path,
-            features=np.array(FEATURES),
-            **{k: getattr(self, k).astype(np.float32) for k in self._ARRAYS},
-        )
+        write_weights(path, FEATURES, {k: getattr(self, k) for k in self._ARRAYS})
 
     def score(self, rows: np.ndarray) -> np.ndarray:
         z = (rows - self.mean) / self.scale

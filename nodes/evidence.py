@@ -16,6 +16,7 @@ from typing import Final, Self
 import numpy as np
 
 from corpus.lexical import tokenize
+from integrations.weights import read_weights, write_weights
 
 WEIGHTS: Final = Path(__file__).with_name("evidence_model.npz")
 FEATURES: Final = (
@@ -137,31 +138,30 @@ class EvidenceModel:
 
     @classmethod
     def load(cls, path: Path = WEIGHTS) -> Self:
-        with np.load(path) as stored:
-            names = tuple(str(n) for n in stored["features"])
-            if names != FEATURES:
-                raise ValueError(f"{path} was trained on {names}, this keel reads {FEATURES}")
-            return cls(
-                stored["mean"],
-                stored["scale"],
-                stored["weights"],
-                float(stored["bias"]),
-                float(stored["threshold"]),
-                int(stored["per_passage"]),
-                float(stored["relative"]),
-            )
+        stored = read_weights(path, FEATURES)
+        return cls(
+            stored["mean"],
+            stored["scale"],
+            stored["weights"],
+            float(stored["bias"]),
+            float(stored["threshold"]),
+            int(stored["per_passage"]),
+            float(stored["relative"]),
+        )
 
     def save(self, path: Path = WEIGHTS) -> None:
-        np.savez(
+        write_weights(
             path,
-            features=np.array(FEATURES),
-            mean=self.mean.astype(np.float32),
-            scale=self.scale.astype(np.float32),
-            weights=self.weights.astype(np.float32),
-            bias=np.float32(self.bias),
-            threshold=np.float32(self.threshold),
-            per_passage=np.int32(self.per_passage),
-            relative=np.float32(self.relative),
+            FEATURES,
+            {
+                "mean": self.mean,
+                "scale": self.scale,
+                "weights": self.weights,
+                "bias": self.bias,
+                "threshold": self.threshold,
+                "per_passage": self.per_passage,
+                "relative": self.relative,
+            },
         )
 
     def probability(self, rows: np.ndarray) -> np.ndarray:
