@@ -21,7 +21,8 @@ def free_port() -> int:
 
 class ServerProcess:
     """`command` run in its own session with exactly `env`, output to `log`, up once `ready_path`
-    answers 200.
+    answers 200: the constructor waits for it, unless `wait` is false (then `wait_ready` does,
+    so that several processes start at once).
 
     Raises `RuntimeError` (with the log's tail) when the process exits or is not up in time."""
 
@@ -34,9 +35,12 @@ class ServerProcess:
         ready_path: str = "/health",
         timeout_s: float = 120,
         cwd: Path | None = None,
+        wait: bool = True,
     ):
         self.port, self.log = port, log
         self.url = f"http://127.0.0.1:{port}"
+        self._command, self._ready_path, self._timeout_s = command, ready_path, timeout_s
+        self._deadline = time.monotonic() + timeout_s
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 command,
@@ -46,21 +50,24 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout_s
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Returns once the process answers; stops it and raises when it exits or times out."""
+        name = self._command[0]
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{command[0]} exited with {self.proc.returncode}:\n{self.tail()}"
-                )
+                raise RuntimeError(f"{name} exited with {self.proc.returncode}:\n{self.tail()}")
             try:
-                if httpx.get(self.url + ready_path, timeout=1).status_code == 200:
+                if httpx.get(self.url + self._ready_path, timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
-            if time.monotonic() > deadline:
+            if time.monotonic() > self._deadline:
                 self.stop()
-                raise RuntimeError(f"{command[0]} not up after {timeout_s:.0f} s:\n{self.tail()}")
-            time.sleep(0.2)
+                raise RuntimeError(f"{name} not up after {self._timeout_s:.0f} s:\n{self.tail()}")
+            time.sleep(0.05)
 
     def tail(self, lines: int = 60) -> str:
         """The last lines of the process's output."""

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -155,10 +155,11 @@ def data_dir(corpus_dir: Path, tmp_path: Path) -> Path:
 class Server(ServerProcess):
     """A real `keel serve` process on a free port."""
 
-    def __init__(self, env: dict[str, str], log: Path):
+    def __init__(self, env: dict[str, str], log: Path, wait: bool = True):
         port = free_port()
         env = {**os.environ, **env, "KEEL_PORT": str(port), "KEEL_HOST": "127.0.0.1"}
-        super().__init__([sys.executable, "-m", "cli.main", "serve"], port, env, log, cwd=ROOT)
+        command = [sys.executable, "-m", "cli.main", "serve"]
+        super().__init__(command, port, env, log, cwd=ROOT, wait=wait)
 
 
 @contextlib.contextmanager
@@ -202,18 +203,30 @@ def two_tenant_server(
 
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator:
-    """Starts servers with extra environment; all are stopped at the end of the test."""
+def start_servers(tmp_path: Path) -> Iterator:
+    """Starts servers, one per environment given (extra settings), at once: replicas start
+    side by side, as they do when deployed. All are stopped at the end of the test."""
     servers: list[Server] = []
 
-    def start(**env: str) -> Server:
-        server = Server(env, tmp_path / f"server-{len(servers)}.log")
-        servers.append(server)
-        return server
+    def start(*envs: dict[str, str]) -> list[Server]:
+        started = [
+            Server(env, tmp_path / f"server-{len(servers) + n}.log", wait=False)
+            for n, env in enumerate(envs)
+        ]
+        servers.extend(started)
+        for server in started:
+            server.wait_ready()
+        return started
 
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def start_server(start_servers) -> Callable[..., Server]:
+    """Starts one server with extra environment (`start_servers`)."""
+    return lambda **env: start_servers(env)[0]
 
 
 @pytest.fixture

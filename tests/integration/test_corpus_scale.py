@@ -141,7 +141,7 @@ def test_a_corpus_past_40k_chunks_answers_lists_and_reports_readiness(start_serv
 
 
 def test_a_page_ingested_on_one_replica_answers_on_another(
-    start_server, postgres_url: str, chroma_url: str, tmp_path: Path
+    start_servers, postgres_url: str, chroma_url: str, tmp_path: Path
 ):
     """Replicas share the chunk store (Postgres), the dense index (a Chroma server) and the
     lexical index (one folder); neither rebuilds anything to see the other's writes."""
@@ -152,8 +152,10 @@ def test_a_page_ingested_on_one_replica_answers_on_another(
         "KEEL_LEXICAL_DIR": str(tmp_path / "lexical"),
         "KEEL_COLLECTION": f"scale{uuid.uuid4().hex[:8]}",
     }
-    first = start_server(**shared, KEEL_DATA_DIR=str(tmp_path / "a"))
-    second = start_server(**shared, KEEL_DATA_DIR=str(tmp_path / "b"))
+    first, second = start_servers(
+        {**shared, "KEEL_DATA_DIR": str(tmp_path / "a")},
+        {**shared, "KEEL_DATA_DIR": str(tmp_path / "b")},
+    )
     question = {
         "message": "What does the barn owl of Harbor Wood hunt?",
         "context": {"use_cache": False},

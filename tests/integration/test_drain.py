@@ -17,7 +17,7 @@ from tests.fake_llm import STREAM_ONLY
 QUESTION = "How does keel avoid duplicate chunks when the same file is ingested twice?"
 
 
-def replicas(start_server, postgres_url, data_dir, fake_llm_url, tmp_path, model, **extra):
+def replicas(start_servers, postgres_url, data_dir, fake_llm_url, tmp_path, model, **extra):
     other = tmp_path / "replica-b"
     shutil.copytree(data_dir, other)
     env = {
@@ -29,9 +29,9 @@ def replicas(start_server, postgres_url, data_dir, fake_llm_url, tmp_path, model
         "KEEL_RUN_HEARTBEAT_S": "0.2",
         **extra,
     }
-    a = start_server(KEEL_DATA_DIR=str(data_dir), **env)
-    b = start_server(KEEL_DATA_DIR=str(other), **env)
-    return a, b
+    return start_servers(
+        {**env, "KEEL_DATA_DIR": str(data_dir)}, {**env, "KEEL_DATA_DIR": str(other)}
+    )
 
 
 def stream(base: str, tid: str, started: concurrent.futures.Future | None = None) -> tuple:
@@ -55,10 +55,10 @@ def calls(llm_url: str) -> dict[str, int]:
 
 
 def test_sigterm_lets_running_runs_finish_and_refuses_traffic(
-    start_server, postgres_url, data_dir, fake_llm_url, tmp_path
+    start_servers, postgres_url, data_dir, fake_llm_url, tmp_path
 ):
     model = f"slow-60-40+drain{time.time_ns()}"  # ~2.4 s of tokens per run
-    a, b = replicas(start_server, postgres_url, data_dir, fake_llm_url, tmp_path, model)
+    a, b = replicas(start_servers, postgres_url, data_dir, fake_llm_url, tmp_path, model)
     for probe in ("/livez", "/startupz", "/readyz"):
         assert httpx.get(f"{a.url}{probe}").status_code == 200, probe
     with httpx.Client(timeout=30) as client:
@@ -88,11 +88,11 @@ def test_sigterm_lets_running_runs_finish_and_refuses_traffic(
 
 
 def test_past_the_drain_timeout_streams_resume_on_another_replica(
-    start_server, postgres_url, data_dir, fake_llm_url, tmp_path
+    start_servers, postgres_url, data_dir, fake_llm_url, tmp_path
 ):
     model = f"slow-100-40+late{time.time_ns()}"  # ~4 s of tokens per run
     a, b = replicas(
-        start_server,
+        start_servers,
         postgres_url,
         data_dir,
         fake_llm_url,

@@ -144,7 +144,7 @@ def test_prompt_fits_the_window_and_the_deadline_cuts_a_slow_model(server, fake_
 
 
 def test_breaker_opened_on_one_replica_stops_the_other_and_answers_documents_only(
-    start_server, postgres_url, redis_url, data_dir, fake_llm_url, tmp_path
+    start_servers, postgres_url, redis_url, data_dir, fake_llm_url, tmp_path
 ):
     import shutil
 
@@ -152,8 +152,10 @@ def test_breaker_opened_on_one_replica_stops_the_other_and_answers_documents_onl
     shutil.copytree(data_dir, other)
     model = f"ratelimit-60+shared{time.time_ns()}"
     extra = {"KEEL_LLM_ALLOWED_MODELS": model}
-    a = start_server(**env(postgres_url, redis_url, data_dir, fake_llm_url, **extra))
-    b = start_server(**env(postgres_url, redis_url, other, fake_llm_url, **extra))
+    a, b = start_servers(
+        env(postgres_url, redis_url, data_dir, fake_llm_url, **extra),
+        env(postgres_url, redis_url, other, fake_llm_url, **extra),
+    )
     with httpx.Client(timeout=30) as client:
         for replica in (a, b, a, b):
             tid = client.post(f"{replica.url}/v1/threads").json()["thread_id"]
@@ -171,7 +173,7 @@ CONTRAST = "How are duplicate chunks avoided when the same file is ingested thre
 
 
 def test_llm_down_serves_a_near_cached_answer_before_documents_only(
-    start_server, postgres_url, redis_url, data_dir, fake_llm_url, tmp_path
+    start_servers, postgres_url, redis_url, data_dir, fake_llm_url, tmp_path
 ):
     import shutil
 
@@ -180,12 +182,12 @@ def test_llm_down_serves_a_near_cached_answer_before_documents_only(
     other = tmp_path / "replica-down"
     shutil.copytree(data_dir, other)
     model = f"slow-1-30+near{time.time_ns()}"  # a fresh cache scope (the model is part of it)
-    healthy = start_server(
-        **env(postgres_url, redis_url, data_dir, fake_llm_url, KEEL_LLM_MODEL=model)
-    )
     # The same model behind a port nobody listens on: every call fails before any text.
     dead_url = f"http://127.0.0.1:{free_port()}/v1"
-    down = start_server(**env(postgres_url, redis_url, other, dead_url, KEEL_LLM_MODEL=model))
+    healthy, down = start_servers(
+        env(postgres_url, redis_url, data_dir, fake_llm_url, KEEL_LLM_MODEL=model),
+        env(postgres_url, redis_url, other, dead_url, KEEL_LLM_MODEL=model),
+    )
 
     def run(server, message: str) -> list[tuple[str, str, dict]]:
         return stream_run(client, server.url, {"message": message})

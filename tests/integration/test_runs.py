@@ -57,15 +57,16 @@ def user_messages(client: httpx.Client, base: str, tid: str) -> list[str]:
 
 
 @pytest.fixture
-def replicas(start_server, postgres_url, data_dir, fake_llm_url, tmp_path):
+def replicas(start_servers, postgres_url, data_dir, fake_llm_url, tmp_path):
     """Two replicas on one Postgres, each with its own embedded copy of the corpus."""
     import shutil
 
     other = tmp_path / "replica-b"
     shutil.copytree(data_dir, other)
-    a = start_server(**llm_env(postgres_url, data_dir, fake_llm_url, "slow-30-40"))
-    b = start_server(**llm_env(postgres_url, other, fake_llm_url, "slow-30-40"))
-    return a, b
+    return start_servers(
+        llm_env(postgres_url, data_dir, fake_llm_url, "slow-30-40"),
+        llm_env(postgres_url, other, fake_llm_url, "slow-30-40"),
+    )
 
 
 def test_reconnect_at_random_positions_on_either_replica(replicas):

@@ -210,15 +210,16 @@ def test_health_ready_and_openapi(server):
 
 
 def test_redis_cache_shared_by_two_replicas(
-    start_server, postgres_url: str, data_dir: Path, redis_url: str, tmp_path: Path
+    start_servers, postgres_url: str, data_dir: Path, redis_url: str, tmp_path: Path
 ):
     import shutil
 
     other_dir = tmp_path / "replica-b"
     shutil.copytree(data_dir, other_dir)
     env = {"KEEL_DATABASE_URL": postgres_url, "KEEL_REDIS_URL": redis_url}
-    a = start_server(KEEL_DATA_DIR=str(data_dir), **env)
-    b = start_server(KEEL_DATA_DIR=str(other_dir), **env)
+    a, b = start_servers(
+        {**env, "KEEL_DATA_DIR": str(data_dir)}, {**env, "KEEL_DATA_DIR": str(other_dir)}
+    )
     # unique per run: the configured Redis may keep entries from earlier sessions
     question = f"How does keel avoid duplicate chunks? ({uuid.uuid4().hex})"
     with httpx.Client(timeout=60) as client:

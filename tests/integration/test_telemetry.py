@@ -107,12 +107,12 @@ def test_a_turn_is_one_trace_with_genai_spans_and_logs_carry_its_ids(
 
 
 def test_a_run_resumed_on_another_replica_stays_in_its_trace(
-    start_server, postgres_url, data_dir, fake_llm_url, tmp_path
+    start_servers, postgres_url, data_dir, fake_llm_url, tmp_path
 ):
     receiver = OtlpReceiver()
     model = f"slow-100-30+trace{time.time_ns()}"  # ~3 s of tokens
     a, b = replicas(
-        start_server,
+        start_servers,
         postgres_url,
         data_dir,
         fake_llm_url,
