@@ -88,6 +88,8 @@ class Stack:
             ingest = [sys.executable, "-m", "cli.main", "ingest", "--quiet", corpus]
             subprocess.run(ingest, check=True, env=self.env, cwd=ROOT, capture_output=True)
             self.replicas = [self._replica(name) for name in ("a", "b")]
+            for replica in self.replicas:  # started side by side
+                replica.wait_ready()
             port = free_port()
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
                 (work / kind).mkdir(exist_ok=True)
@@ -106,7 +108,8 @@ class Stack:
         env = {**self.env, "KEEL_PORT": str(port), "KEEL_HOST": "127.0.0.1"}
         command = [sys.executable, "-m", "cli.main", "serve"]
         log = self.work / f"keel-{name}.log"
-        return self.exit.enter_context(ServerProcess(command, port, env, log, "/readyz", cwd=ROOT))
+        server = ServerProcess(command, port, env, log, "/readyz", cwd=ROOT, wait=False)
+        return self.exit.enter_context(server)
 
     def _stop_llm(self) -> None:
         self.llm.terminate()

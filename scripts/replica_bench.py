@@ -97,6 +97,7 @@ class Bench:
         self.servers: list[ServerProcess] = []
 
     def replica(self, name: str, model: str, **extra: str) -> ServerProcess:
+        """A replica starting (`wait_ready` waits for it): a phase's two start side by side."""
         port = free_port()
         env = {
             **os.environ,
@@ -119,7 +120,8 @@ class Bench:
             **extra,
         }
         command = [sys.executable, "-m", "cli.main", "serve"]
-        server = ServerProcess(command, port, env, self.work / f"{name}.log", "/readyz", cwd=ROOT)
+        log = self.work / f"{name}.log"
+        server = ServerProcess(command, port, env, log, "/readyz", cwd=ROOT, wait=False)
         self.servers.append(server)
         return server
 
@@ -144,6 +146,8 @@ class Bench:
     async def drain(self, client: httpx.AsyncClient) -> None:
         a = self.replica("drain-a", "slow-60-40", KEEL_DRAIN_TIMEOUT="20")
         b = self.replica("drain-b", "slow-60-40", KEEL_DRAIN_TIMEOUT="20")
+        a.wait_ready()
+        b.wait_ready()
         tag = f"drain-{run_tag()}"
         n = self.args.drain_streams
         streams = await asyncio.gather(
@@ -172,6 +176,8 @@ class Bench:
         a = self.replica("kill-a", "slow-60-40", **lease)
         # B's model call (6 s) outlives the 2 s lease: it must renew, not be taken over.
         b = self.replica("kill-b", "slow-200-30", **lease)
+        a.wait_ready()
+        b.wait_ready()
         tag = f"kill-{run_tag()}"
         n = self.args.kill_streams
         slow = await self.start(client, b.url, question(tag, "slow"))
@@ -198,6 +204,8 @@ class Bench:
     async def load(self, client: httpx.AsyncClient) -> None:
         a = self.replica("load-a", "slow-20-50")
         b = self.replica("load-b", "slow-20-50")
+        a.wait_ready()
+        b.wait_ready()
         n = self.args.load_streams
         tag = f"load-{run_tag()}"  # new questions: a cached answer streams no tokens
         bases = [a.url, b.url]

@@ -61,6 +61,15 @@ def fresh_database(server_url: str) -> Iterator[str]:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Starts the image environment's build early when its tests are selected (see
+    `tests.integration.test_image_env.image_build`)."""
+    if any(item.nodeid.startswith("tests/integration/test_image_env.py") for item in session.items):
+        from tests.integration.test_image_env import image_build
+
+        image_build()
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A real Postgres: the configured one, or a throwaway server for this session."""

